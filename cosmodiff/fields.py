@@ -1,0 +1,248 @@
+"""Read, write and validate sets of 2D density fields, whatever form the user holds them in.
+
+Formats (see train_data/README.md): .npy (N,H,W) or (H,W); .npz with `fields` and optional
+`params`, `param_names`, `box_size`, `sim_index`; a folder of .npy or .png files; Quijote 3D
+density cubes sliced into 2D slabs. Every problem is raised as a FieldError whose message is one
+sentence naming the file.
+"""
+import re
+import zipfile
+from dataclasses import dataclass, field as dataclass_field
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_BOX_SIZE = 1000.0  # Mpc/h, Quijote's box
+QUIJOTE_CUBE_NAME = re.compile(r"^df_m_\d+_(CIC|PCS|NGP|TSC)_z=.*\.npy$")
+SUPPORTED_IN_FOLDER = (".npy", ".png")
+
+
+class FieldError(ValueError):
+    """Bad field data: the message is one sentence naming the file and the problem."""
+
+
+@dataclass
+class FieldSet:
+    fields: np.ndarray  # float32 (N, H, W)
+    box_size: float = DEFAULT_BOX_SIZE  # Mpc/h
+    params: np.ndarray | None = None  # (N, P)
+    param_names: list = dataclass_field(default_factory=list)
+    sources: list = dataclass_field(default_factory=list)  # one string per field
+    sim_index: np.ndarray | None = None  # (N,) which simulation each field came from
+
+    def __len__(self):
+        return len(self.fields)
+
+    @property
+    def image_size(self):
+        return self.fields.shape[-1]
+
+    def subset(self, index):
+        """The fields selected by a boolean mask or an index array, with their metadata."""
+        index = np.arange(len(self))[index]
+        return FieldSet(
+            fields=self.fields[index], box_size=self.box_size,
+            params=None if self.params is None else self.params[index],
+            param_names=list(self.param_names),
+            sources=[self.sources[i] for i in index],
+            sim_index=None if self.sim_index is None else self.sim_index[index])
+
+
+def natural_key(path):
+    """Sort key that puts 2 before 10 in file names."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", Path(path).name)]
+
+
+def cube_to_slabs(cube, slab_thickness):
+    """Average `slab_thickness` consecutive slices along each of the 3 axes: 3*(D//k) 2D fields.
+
+    A remainder of D % k slices at the end of each axis is dropped (the earlier work took 5 of 512).
+    """
+    depth = cube.shape[0]
+    n_slabs = depth // slab_thickness
+    used = n_slabs * slab_thickness
+    slabs = []
+    for axis in range(3):
+        moved = np.moveaxis(cube, axis, 0)[:used]
+        slabs.append(moved.reshape(n_slabs, slab_thickness, depth, depth).mean(axis=1, dtype=np.float64))
+    return np.concatenate(slabs).astype(np.float32)
+
+
+def block_average(fields, size):
+    """Average s x s pixel blocks of (N, H, W) fields down to (N, size, size); periodicity is kept."""
+    side = fields.shape[-1]
+    if side == size:
+        return fields
+    if size > side or side % size:
+        raise FieldError(f"cannot block-average {side}x{side} fields to {size}x{size}: the size must divide {side}")
+    factor = side // size
+    return fields.reshape(len(fields), size, factor, size, factor).mean(axis=(2, 4), dtype=np.float64).astype(np.float32)
+
+
+def colormap_lut(name):
+    """The RGB bytes of every entry of a matplotlib colormap, shape (N, 3)."""
+    import matplotlib
+
+    try:
+        cmap = matplotlib.colormaps[name]
+    except KeyError:
+        raise FieldError(f"unknown colormap '{name}': use a matplotlib colormap name such as gnuplot") from None
+    return cmap(np.linspace(0.0, 1.0, cmap.N), bytes=True)[:, :3].astype(np.int64)
+
+
+def invert_colormap(rgb, lut):
+    """Scalar in [0, 1] of each RGB pixel: the nearest LUT entry (lowest index on ties) over N-1."""
+    codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    unique_codes, inverse = np.unique(codes.ravel(), return_inverse=True)
+    colours = np.stack([(unique_codes >> 16) & 255, (unique_codes >> 8) & 255, unique_codes & 255], axis=1)
+    distances = ((colours[:, None, :] - lut[None, :, :]) ** 2).sum(axis=-1)
+    index = distances.argmin(axis=1)
+    return (index[inverse] / (len(lut) - 1)).reshape(codes.shape).astype(np.float32)
+
+
+def render_colormap(values, name):
+    """Render scalars in [0, 1] through a colormap as RGBA bytes, as matplotlib's cmap(x, bytes=True)."""
+    import matplotlib
+
+    return matplotlib.colormaps[name](np.clip(values, 0.0, 1.0), bytes=True)
+
+
+def read_png(path, colormap=None):
+    """One PNG as a (1, H, W) field: grayscale /max, colormap inverted, or RGB(A) as luminance."""
+    from PIL import Image, UnidentifiedImageError
+
+    lut = None if colormap is None else colormap_lut(colormap)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            if mode in ("I;16", "I;16B", "I"):
+                values = np.asarray(image, dtype=np.float64) / 65535.0
+            elif lut is not None and mode in ("RGB", "RGBA", "P"):
+                values = invert_colormap(np.asarray(image.convert("RGB")), lut)
+            else:
+                values = np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+    except (OSError, UnidentifiedImageError, SyntaxError) as error:
+        raise FieldError(f"{path}: cannot read the PNG (corrupt or truncated: {error})") from None
+    return values.astype(np.float32)[None]
+
+
+def read_npy(path, slab_thickness=None):
+    """One .npy as (N, H, W): a 2D field, a stack, or a 3D density cube cut into slabs.
+
+    A (D, D, D) array is ambiguous. It is a density cube when slab_thickness is given, and it must
+    be one when the file has Quijote's cube name (df_m_*_z=*.npy); otherwise it is a stack of D
+    images of D x D pixels.
+    """
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise FieldError(f"{path}: cannot read the .npy file (corrupt or truncated: {error})") from None
+    is_cube = array.ndim == 3 and len(set(array.shape)) == 1
+    if QUIJOTE_CUBE_NAME.match(Path(path).name) and slab_thickness is None:
+        raise FieldError(f"{path}: is a Quijote 3D density cube; pass slab_thickness (--slab_thickness K) "
+                         "to average K slices into each 2D field")
+    if slab_thickness is not None:
+        if not is_cube:
+            raise FieldError(f"{path}: slab_thickness needs a cubic 3D array, but the array has shape {array.shape}")
+        if not 1 <= slab_thickness <= array.shape[0]:
+            raise FieldError(f"{path}: slab_thickness {slab_thickness} must be between 1 and the cube side {array.shape[0]}")
+        return cube_to_slabs(array, slab_thickness)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise FieldError(f"{path}: expected a (H, W) field or an (N, H, W) stack, got shape {array.shape}")
+    return array.astype(np.float32)
+
+
+def read_npz(path):
+    """An .npz field set: `fields` plus optional metadata."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            contents = {key: archive[key] for key in archive.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise FieldError(f"{path}: cannot read the .npz file (corrupt or truncated: {error})") from None
+    if "fields" not in contents:
+        raise FieldError(f"{path}: the .npz has no 'fields' array (it has {sorted(contents)})")
+    fields = contents["fields"]
+    if fields.ndim == 2:
+        fields = fields[None]
+    return FieldSet(
+        fields=fields.astype(np.float32),
+        box_size=float(contents["box_size"]) if "box_size" in contents else DEFAULT_BOX_SIZE,
+        params=contents.get("params"),
+        param_names=[str(name) for name in contents.get("param_names", [])],
+        sim_index=contents.get("sim_index"))
+
+
+def validate(fields, sources):
+    """Raise a FieldError for the first field that is not a valid periodic density or overdensity."""
+    if fields.ndim != 3 or len(fields) == 0:
+        raise FieldError(f"{sources[0] if sources else 'input'}: holds no 2D fields")
+    height, width = fields.shape[1:]
+    if height != width:
+        raise FieldError(f"{sources[0]}: fields must be square, got {height}x{width}")
+    if height < 16 or height & (height - 1):
+        raise FieldError(f"{sources[0]}: the field side must be a power of two >= 16, got {height}")
+    finite = np.isfinite(fields).all(axis=(1, 2))
+    if not finite.all():
+        index = int(np.argmin(finite))
+        raise FieldError(f"{sources[index]}: the field contains NaN or infinite values")
+    minima = fields.min(axis=(1, 2))
+    if (minima < -1).any():
+        index = int(np.argmin(minima))
+        raise FieldError(f"{sources[index]}: the field has values below -1, so 1+delta < 0 is not a density")
+
+
+def load_fields(path, colormap=None, slab_thickness=None, box_size=None):
+    """Load and validate a field set from a file or folder. box_size (Mpc/h) overrides the file's."""
+    path = Path(path)
+    if not path.exists():
+        raise FieldError(f"{path}: no such file or folder")
+    if path.is_dir():
+        entries = sorted(path.iterdir(), key=natural_key)
+        if not entries:
+            raise FieldError(f"{path}: the folder is empty")
+        files = [entry for entry in entries if entry.is_file() and entry.suffix.lower() in SUPPORTED_IN_FOLDER]
+        if not files:
+            raise FieldError(f"{path}: the folder has no .npy or .png files")
+        stacks, sources = [], []
+        for file in files:
+            stack = read_png(file, colormap) if file.suffix.lower() == ".png" else read_npy(file, slab_thickness)
+            if stacks and stack.shape[1:] != stacks[0].shape[1:]:
+                raise FieldError(f"{file}: field shape {stack.shape[1:]} differs from {stacks[0].shape[1:]} "
+                                 f"of {files[0].name}; all fields of a set must have one shape")
+            stacks.append(stack)
+            sources += [str(file)] if len(stack) == 1 else [f"{file}[{i}]" for i in range(len(stack))]
+        fieldset = FieldSet(fields=np.concatenate(stacks), sources=sources)
+    elif path.suffix.lower() == ".npz":
+        fieldset = read_npz(path)
+        fieldset.sources = [f"{path}[{i}]" for i in range(len(fieldset.fields))]
+    elif path.suffix.lower() == ".npy":
+        fields = read_npy(path, slab_thickness)
+        fieldset = FieldSet(fields=fields, sources=[f"{path}[{i}]" for i in range(len(fields))])
+    elif path.suffix.lower() == ".png":
+        fieldset = FieldSet(fields=read_png(path, colormap), sources=[str(path)])
+    else:
+        raise FieldError(f"{path}: unsupported file type '{path.suffix}'; use .npy, .npz, .png or a folder of them")
+    if len(fieldset.fields) == 0 or fieldset.fields.size == 0:
+        raise FieldError(f"{path}: holds no fields")
+    validate(fieldset.fields, fieldset.sources)
+    if box_size is not None:
+        fieldset.box_size = float(box_size)
+    return fieldset
+
+
+def save_fields(path, fieldset):
+    """Write a field set as .npz, atomically, in the format load_fields reads back identically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = dict(fields=np.asarray(fieldset.fields, np.float32), box_size=np.float64(fieldset.box_size))
+    if fieldset.params is not None:
+        arrays["params"] = np.asarray(fieldset.params)
+        arrays["param_names"] = np.asarray(fieldset.param_names, dtype=str)
+    if fieldset.sim_index is not None:
+        arrays["sim_index"] = np.asarray(fieldset.sim_index)
+    temporary = path.with_name(path.name + ".tmp.npz")
+    np.savez(temporary, **arrays)
+    temporary.replace(path)
