@@ -27,14 +27,14 @@ DEFAULTS = dict(grid=128, box_size=250.0, slab_thickness=4, image_size=64)
 DEFAULT_TRAIN_SIMS, DEFAULT_TEST_SIMS, DEFAULT_SEED = 24, 4, 0
 
 
-def linear_power(params):
-    """Linear matter P(k) at z = 0, k in h/Mpc -> (Mpc/h)^3, from colossus."""
+def linear_power(params, redshift=0.0):
+    """Linear matter P(k, z) (k in h/Mpc -> (Mpc/h)^3) and Omega_m(z), from colossus."""
     from colossus.cosmology import cosmology
 
     cosmo = cosmology.Cosmology(
         name="mock", flat=True, H0=100 * params["h"], Om0=params["Omega_m"], Ob0=params["Omega_b"],
         sigma8=params["sigma_8"], ns=params["n_s"], persistence="")
-    return lambda k: cosmo.matterPowerSpectrum(k, z=0.0)
+    return (lambda k: cosmo.matterPowerSpectrum(k, z=redshift)), float(cosmo.Om(redshift))
 
 
 def wavenumbers(grid, box_size):
@@ -65,14 +65,14 @@ def lpt2_displacement(delta_k, grid, box_size, omega_m):
     shape = (grid,) * 3
 
     def second_derivative(i, j):
-        return np.fft.irfftn(-kvec[i] * kvec[j] * phi1, s=shape)
+        return np.fft.irfftn(-kvec[i] * kvec[j] * phi1, s=shape, axes=(0, 1, 2))
 
     d = {(i, j): second_derivative(i, j) for i in range(3) for j in range(i, 3)}
     source = (d[0, 0] * d[1, 1] + d[0, 0] * d[2, 2] + d[1, 1] * d[2, 2]
               - d[0, 1] ** 2 - d[0, 2] ** 2 - d[1, 2] ** 2)
     phi2 = -np.fft.rfftn(source) / k2
     growth2 = -3.0 / 7.0 * omega_m ** (-1.0 / 143.0)
-    return np.stack([np.fft.irfftn(1j * kvec[i] * (-phi1 + growth2 * phi2), s=shape) for i in range(3)])
+    return np.stack([np.fft.irfftn(1j * kvec[i] * (-phi1 + growth2 * phi2), s=shape, axes=(0, 1, 2)) for i in range(3)])
 
 
 def cic_paint(positions, grid, box_size):
@@ -91,10 +91,15 @@ def cic_paint(positions, grid, box_size):
     return (mesh / mesh.mean()).reshape(grid, grid, grid)
 
 
-def simulate_density(params, grid, box_size, rng):
-    """z = 0 2LPT density cube (mean 1) for one cosmology: particles start on the grid's nodes."""
-    delta_k = gaussian_density(linear_power(params), grid, box_size, rng)
-    displacement = lpt2_displacement(delta_k, grid, box_size, params["Omega_m"])
+def simulate_density(params, grid, box_size, rng, redshift=0.0):
+    """2LPT density cube (mean 1) at `redshift` for one cosmology: particles start on the grid's nodes.
+
+    At z = 0 LPT damps the largest scales' power by a few per cent (its propagator falls as
+    exp(-k^2 sigma_v^2 / 2)); at z >= 2 the large scales follow linear theory to < 1%.
+    """
+    power, omega_m = linear_power(params, redshift)
+    delta_k = gaussian_density(power, grid, box_size, rng)
+    displacement = lpt2_displacement(delta_k, grid, box_size, omega_m)
     nodes = np.indices((grid,) * 3).reshape(3, -1) * (box_size / grid)
     return cic_paint(nodes + displacement.reshape(3, -1), grid, box_size)
 
@@ -113,14 +118,14 @@ def simulation_params(seed, sim, latin_hypercube, n_sims):
 
 def make_mock_set(n_sims, grid=DEFAULTS["grid"], box_size=DEFAULTS["box_size"],
                   slab_thickness=DEFAULTS["slab_thickness"], image_size=DEFAULTS["image_size"],
-                  seed=DEFAULT_SEED, latin_hypercube=False, first_sim=0, progress=True):
+                  seed=DEFAULT_SEED, latin_hypercube=False, first_sim=0, redshift=0.0, progress=True):
     """Fields of simulations first_sim .. first_sim + n_sims - 1; simulation i depends only on (seed, i)."""
     stacks, params, sim_index = [], [], []
     total_sims = first_sim + n_sims
     for sim in tqdm(range(first_sim, total_sims), desc="2LPT mocks", unit="sim", disable=not progress):
         cosmology = simulation_params(seed, sim, latin_hypercube, total_sims)
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(sim,)))
-        slabs = block_average(cube_to_slabs(simulate_density(cosmology, grid, box_size, rng), slab_thickness),
+        slabs = block_average(cube_to_slabs(simulate_density(cosmology, grid, box_size, rng, redshift), slab_thickness),
                               image_size or grid)
         stacks.append(slabs / slabs.mean(axis=(1, 2), keepdims=True, dtype=np.float64))
         params += [[cosmology[name] for name in PARAM_NAMES]] * len(slabs)
@@ -146,7 +151,7 @@ def ensure_default_data(folder):
 def main(args):
     fieldset = make_mock_set(args.n_sims, grid=args.grid, box_size=args.box_size, slab_thickness=args.slab_thickness,
                              image_size=args.image_size, seed=args.seed, latin_hypercube=args.latin_hypercube,
-                             first_sim=args.first_sim)
+                             first_sim=args.first_sim, redshift=args.redshift)
     save_fields(args.out, fieldset)
     print(f"Wrote {len(fieldset)} fields of {fieldset.image_size}x{fieldset.image_size} to {args.out}")
 
@@ -160,6 +165,7 @@ if __name__ == "__main__":
     parser.add_argument("--box_size", type=float, default=DEFAULTS["box_size"], help="Mpc/h")
     parser.add_argument("--slab_thickness", type=int, default=DEFAULTS["slab_thickness"], help="mesh cells per slab")
     parser.add_argument("--image_size", type=int, default=DEFAULTS["image_size"], help="block-average to this side (0: the grid)")
+    parser.add_argument("--redshift", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--latin_hypercube", action="store_true", help="draw (Omega_m, sigma_8) per simulation")
     main(parser.parse_args())

@@ -1,0 +1,77 @@
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import ROOT
+from cosmodiff.fields import load_fields
+from cosmodiff.mock import QUIJOTE_FIDUCIAL, linear_power, make_mock_set, simulate_density, wavenumbers
+from cosmodiff.stats import seam_score
+
+
+def measured_over_linear(redshift, seeds, grid=64, box_size=1000.0, k_max=0.05):
+    """Mode-averaged P_mock / P_lin for 0 < k < k_max (CIC window deconvolved) and its sample-variance sigma.
+
+    Each independent mode's |delta_k|^2 / P is exponentially distributed with mean 1 and variance 1.
+    """
+    power, _ = linear_power(QUIJOTE_FIDUCIAL, redshift)
+    kx, ky, kz = wavenumbers(grid, box_size)
+    k = np.sqrt(kx ** 2 + ky ** 2 + kz ** 2)
+    k_nyquist = np.pi * grid / box_size
+    window = (np.sinc(kx / (2 * k_nyquist)) * np.sinc(ky / (2 * k_nyquist)) * np.sinc(kz / (2 * k_nyquist))) ** 2
+    selected = (k > 0) & (k < k_max) & (kz > 0)  # independent half-space modes
+    ratios = []
+    for seed in seeds:
+        density = simulate_density(QUIJOTE_FIDUCIAL, grid, box_size, np.random.default_rng(seed), redshift)
+        measured = np.abs(np.fft.rfftn(density - 1)) ** 2 * box_size ** 3 / grid ** 6 / window ** 2
+        ratios.append(measured[selected] / power(k[selected]))
+    ratios = np.concatenate(ratios)
+    return ratios.mean(), 1 / np.sqrt(ratios.size)
+
+
+def test_large_scale_power_follows_colossus_linear_theory():
+    ratio, sigma = measured_over_linear(redshift=2.0, seeds=[0, 1])
+    assert abs(ratio - 1) < 3 * sigma, (ratio, sigma)
+
+
+def test_z0_large_scales_within_sample_variance_plus_lpt_damping():
+    ratio, sigma = measured_over_linear(redshift=0.0, seeds=[0, 1])
+    assert 1 - 0.06 - 3 * sigma < ratio < 1 + 3 * sigma, (ratio, sigma)
+
+
+def test_mock_fields_have_mean_one_are_periodic_and_deterministic():
+    fieldset = make_mock_set(1, grid=64, box_size=250.0, slab_thickness=4, image_size=32, seed=5, progress=False)
+    assert fieldset.fields.shape == (48, 32, 32) and fieldset.fields.dtype == np.float32
+    np.testing.assert_allclose(fieldset.fields.mean(axis=(1, 2)), 1.0, rtol=1e-6)
+    assert (fieldset.fields > 0).all()
+    scores = seam_score(np.log(fieldset.fields))
+    assert 0.85 < np.median(scores) < 1.15
+    again = make_mock_set(1, grid=64, box_size=250.0, slab_thickness=4, image_size=32, seed=5, progress=False)
+    np.testing.assert_array_equal(again.fields, fieldset.fields)
+    other = make_mock_set(1, grid=64, box_size=250.0, slab_thickness=4, image_size=32, seed=6, progress=False)
+    assert not np.allclose(other.fields, fieldset.fields)
+
+
+def test_simulations_depend_only_on_seed_and_index_so_splits_are_disjoint():
+    both = make_mock_set(2, grid=32, image_size=32, progress=False)
+    second = make_mock_set(1, grid=32, image_size=32, first_sim=1, progress=False)
+    np.testing.assert_array_equal(both.fields[both.sim_index == 1], second.fields)
+    assert set(second.sim_index) == {1}
+
+
+def test_latin_hypercube_draws_one_cosmology_per_simulation_in_quijote_ranges():
+    fieldset = make_mock_set(4, grid=32, image_size=32, latin_hypercube=True, progress=False)
+    per_sim = fieldset.params[::len(fieldset) // 4]
+    omega_m, sigma_8 = per_sim[:, 0], per_sim[:, 4]
+    assert ((0.1 <= omega_m) & (omega_m <= 0.5)).all() and ((0.6 <= sigma_8) & (sigma_8 <= 1.0)).all()
+    assert sorted(np.floor((omega_m - 0.1) / 0.1).astype(int)) == [0, 1, 2, 3]  # one per stratum
+    assert fieldset.param_names == ["Omega_m", "Omega_b", "h", "n_s", "sigma_8"]
+
+
+def test_command_line_writes_a_set_load_fields_reads(tmp_path):
+    out = tmp_path / "m.npz"
+    subprocess.run([sys.executable, "-m", "cosmodiff.mock", "--out", str(out), "--n_sims", "2", "--grid", "64"],
+                   cwd=ROOT, check=True, capture_output=True)
+    fieldset = load_fields(out)
+    assert fieldset.fields.shape == (2 * 3 * 16, 64, 64) and fieldset.box_size == 250.0
+    np.testing.assert_array_equal(np.unique(np.load(out)["sim_index"]), [0, 1])
