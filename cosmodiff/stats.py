@@ -93,21 +93,26 @@ def mafd(pk_generated, pk_real, mask=None):
 
 
 def mafd_floor(pk_real, n_generated, mask=None, n_splits=500, seed=0):
-    """MAFD between disjoint random halves of the real set, each min(n_generated, N_real // 2) fields.
+    """Sample-variance floor: the MAFD between disjoint random subsets of the real set, each of
+    m = min(n_generated, N_real // 2) fields, over many splits.
 
-    Returns the MAFD of every split and the per-bin ratio <P_a>/<P_b> of every split (for bands).
+    The compared sets are n_generated vs N_real fields, not m vs m: the fractional differences of
+    the means scale as sqrt(1/n_a + 1/n_b), so each split's MAFD (and the spread of its per-bin
+    ratio about 1) is scaled by sqrt((1/n_generated + 1/N_real) / (2/m)). Without it a small real
+    set would get a floor that is too high. Returns the scaled MAFDs, per-bin ratios and the scale.
     """
     rng = np.random.default_rng(seed)
     size = min(n_generated, len(pk_real) // 2)
     if size < 1:
         raise ValueError("the sample-variance floor needs at least 2 real fields")
+    scale = np.sqrt((1 / n_generated + 1 / len(pk_real)) / (2 / size))
     values, ratios = [], []
     for _ in range(n_splits):
         order = rng.permutation(len(pk_real))
         first, second = pk_real[order[:size]], pk_real[order[size:2 * size]]
-        values.append(mafd(first, second, mask))
-        ratios.append(first.mean(axis=0) / second.mean(axis=0))
-    return np.asarray(values), np.asarray(ratios)
+        values.append(mafd(first, second, mask) * scale)
+        ratios.append(1 + (first.mean(axis=0) / second.mean(axis=0) - 1) * scale)
+    return np.asarray(values), np.asarray(ratios), float(scale)
 
 
 def summarise(values):
@@ -117,8 +122,8 @@ def summarise(values):
 
 
 def shared_bins(log_fields, n_bins=40):
-    """Log-density bin edges over the 0.1-99.9 percentile range of a reference set."""
-    low, high = np.percentile(log_fields, [0.1, 99.9])
+    """Log-density bin edges over the 1-99.9 percentile range of a reference set (the rest lands in the end bins)."""
+    low, high = np.percentile(log_fields, [1, 99.9])
     return np.linspace(low, high, n_bins + 1)
 
 
@@ -217,3 +222,98 @@ def nearest_distances(queries, references, chunk=64):
             nearest = torch.minimum(nearest, squared.amin(dim=1))
         best.append(torch.sqrt(torch.clamp(nearest, min=0) / n_pixels))
     return torch.cat(best).numpy()
+
+
+def field_statistics(fields, box_size, edges, MAS="None", chunk=64, progress=False):
+    """Per-field P(k), pixel PDF, Minkowski functionals, peak counts and seam score, in chunks."""
+    from tqdm import tqdm
+
+    pixel_size = box_size / fields.shape[-1]
+    thresholds = 0.5 * (edges[:-1] + edges[1:])
+    parts = []
+    for start in tqdm(range(0, len(fields), chunk), desc="statistics", unit="chunk", disable=not progress):
+        block = fields[start:start + chunk]
+        logs = log_density(block)
+        k, pk, n_modes = power_spectrum(block, box_size, MAS)
+        v0, v1, v2 = minkowski_functionals(logs, thresholds, pixel_size)
+        parts.append(dict(pk=pk, pdf=pixel_pdf(logs, edges), v0=v0, v1=v1, v2=v2,
+                          peaks=peak_counts(logs, edges, pixel_size), seam=seam_score(logs),
+                          log_mean=logs.mean(axis=(1, 2)), log_square=(logs ** 2).mean(axis=(1, 2))))
+    merged = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    return dict(merged, k=k, n_modes=n_modes, thresholds=thresholds)
+
+
+def pooled_std(statistics):
+    """Standard deviation of ln(1 + delta) over all pixels of a set."""
+    return float(np.sqrt(statistics["log_square"].mean() - statistics["log_mean"].mean() ** 2))
+
+
+def within_one_sigma(generated, real):
+    """Fraction of bins where the generated mean lies within the real set's 1-sigma spread, and the
+    largest |difference of means| in units of that spread."""
+    spread = real.std(axis=0)
+    difference = np.abs(generated.mean(axis=0) - real.mean(axis=0))
+    valid = spread > 0
+    inside = difference[valid] <= spread[valid]
+    return {"fraction_within_1sigma": float(inside.mean()), "max_sigma": float((difference[valid] / spread[valid]).max())}
+
+
+def compare(real, generated, box_size, MAS="None", k_max="nyquist", train=None, n_splits=500, progress=True):
+    """Everything the evaluation report holds: MAFD next to its sample-variance floor, per-k ratio,
+    pixel PDF, Minkowski functionals, peaks, seam scores and (with `train`) the memorisation check."""
+    if real.shape[1:] != generated.shape[1:]:
+        raise ValueError(f"the real fields are {real.shape[1]}x{real.shape[2]} but the generated ones are "
+                         f"{generated.shape[1]}x{generated.shape[2]}; compare sets of one image size")
+    sample = real[np.random.default_rng(0).permutation(len(real))[:64]]
+    edges = shared_bins(log_density(sample))
+    real_stats = field_statistics(real, box_size, edges, MAS, progress=progress)
+    generated_stats = field_statistics(generated, box_size, edges, MAS, progress=progress)
+    k = real_stats["k"]
+    mask = nyquist_mask(k, box_size, real.shape[-1]) if k_max == "nyquist" else np.ones(len(k), bool)
+    floor_values, floor_ratios, floor_scale = mafd_floor(real_stats["pk"], len(generated), mask, n_splits)
+    value = mafd(generated_stats["pk"], real_stats["pk"], mask)
+    floor = dict(summarise(floor_values), split_size=min(len(generated), len(real) // 2), scale=floor_scale)
+    report = {
+        "mafd": value,
+        "floor": floor,
+        "mafd_over_floor": value / floor["median"],
+        "power_spectrum": {
+            "k": k.tolist(), "n_modes": real_stats["n_modes"].tolist(), "in_mafd": mask.tolist(),
+            "real_mean": real_stats["pk"].mean(axis=0).tolist(), "real_std": real_stats["pk"].std(axis=0).tolist(),
+            "generated_mean": generated_stats["pk"].mean(axis=0).tolist(),
+            "generated_std": generated_stats["pk"].std(axis=0).tolist(),
+            "ratio": (generated_stats["pk"].mean(axis=0) / real_stats["pk"].mean(axis=0)).tolist(),
+            "floor_ratio_low": np.percentile(floor_ratios, 5, axis=0).tolist(),
+            "floor_ratio_high": np.percentile(floor_ratios, 95, axis=0).tolist(),
+        },
+        "pixel_pdf": {
+            "edges": edges.tolist(),
+            "real_mean": real_stats["pdf"].mean(axis=0).tolist(), "real_std": real_stats["pdf"].std(axis=0).tolist(),
+            "generated_mean": generated_stats["pdf"].mean(axis=0).tolist(),
+            "distance": pdf_distance(generated_stats["pdf"], real_stats["pdf"], edges),
+            "log_density_std_real": pooled_std(real_stats), "log_density_std_generated": pooled_std(generated_stats),
+            **within_one_sigma(generated_stats["pdf"], real_stats["pdf"]),
+        },
+        "minkowski": {"thresholds": real_stats["thresholds"].tolist()},
+        "peaks": {"real_mean": real_stats["peaks"].mean(axis=0).tolist(),
+                  "generated_mean": generated_stats["peaks"].mean(axis=0).tolist(),
+                  **within_one_sigma(generated_stats["peaks"], real_stats["peaks"])},
+        "seam": {"generated": summarise(generated_stats["seam"]), "real": summarise(real_stats["seam"])},
+        "sizes": {"real": len(real), "generated": len(generated)},
+        "settings": {"box_size": box_size, "MAS": MAS, "k_max": k_max, "n_splits": n_splits,
+                     "image_size": int(real.shape[-1])},
+    }
+    for name in ("v0", "v1", "v2"):
+        report["minkowski"][name] = {"real_mean": real_stats[name].mean(axis=0).tolist(),
+                                     "real_std": real_stats[name].std(axis=0).tolist(),
+                                     "generated_mean": generated_stats[name].mean(axis=0).tolist(),
+                                     **within_one_sigma(generated_stats[name], real_stats[name])}
+    if train is not None:
+        train_logs = log_density(train)
+        generated_nearest = nearest_distances(log_density(generated), train_logs)
+        real_nearest = nearest_distances(log_density(real), train_logs)
+        report["memorisation"] = {
+            "generated_to_train": summarise(generated_nearest), "real_to_train": summarise(real_nearest),
+            "fraction_generated_closer_than_real_5th_percentile": float(
+                (generated_nearest < np.percentile(real_nearest, 5)).mean())}
+    return report

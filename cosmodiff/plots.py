@@ -1,0 +1,125 @@
+"""Matplotlib figures of field sets and evaluation reports, written as PNG files."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cosmodiff.stats import log_density  # noqa: E402
+
+
+def save(figure, path):
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def field_grid(fields, path, columns=8, cmap="gnuplot", title=None):
+    """A grid of fields as log density, on one colour scale."""
+    logs = log_density(fields)
+    low, high = np.percentile(logs, [1, 99.5])
+    rows = int(np.ceil(len(fields) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.6 * rows + (0.4 if title else 0)), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, field in zip(axes.ravel(), logs):
+        ax.imshow(field, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+    if title:
+        figure.suptitle(title)
+    save(figure, path)
+
+
+def side_by_side(sets, path, per_set=4, cmap="gnuplot"):
+    """Rows of fields from several named sets (name -> fields), each row on its own colour scale."""
+    figure, axes = plt.subplots(len(sets), per_set, figsize=(2.2 * per_set, 2.4 * len(sets)), squeeze=False)
+    for row, (name, fields) in zip(axes, sets.items()):
+        logs = log_density(fields[:per_set])
+        low, high = np.percentile(logs, [1, 99.5])
+        for ax, field in zip(row, logs):
+            ax.imshow(field, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(name)
+    save(figure, path)
+
+
+def power_spectra(report, path, labels=("real", "generated")):
+    """Mean P(k) of both sets with 1-sigma bands, log-log."""
+    ps = report["power_spectrum"]
+    k = np.asarray(ps["k"])
+    figure, ax = plt.subplots(figsize=(6, 4.5))
+    for key, label, colour in (("real", labels[0], "C0"), ("generated", labels[1], "C3")):
+        mean, std = np.asarray(ps[f"{key}_mean"]), np.asarray(ps[f"{key}_std"])
+        ax.loglog(k, mean, color=colour, label=label)
+        ax.fill_between(k, np.maximum(mean - std, mean * 1e-3), mean + std, color=colour, alpha=0.25)
+    ax.axvline(np.pi * report["settings"]["image_size"] / report["settings"]["box_size"], color="gray", ls=":", label="Nyquist")
+    ax.set_xlabel("k [h/Mpc]")
+    ax.set_ylabel("P(k) [(Mpc/h)$^2$]")
+    ax.set_title(f"MAFD {100 * report['mafd']:.2f}%  (floor {100 * report['floor']['median']:.2f}%)")
+    ax.legend()
+    save(figure, path)
+
+
+def power_ratio(report, path):
+    """<P_gen>/<P_real> per k with the sample-variance floor's 5-95% band."""
+    ps = report["power_spectrum"]
+    k = np.asarray(ps["k"])
+    figure, ax = plt.subplots(figsize=(6, 4))
+    ax.fill_between(k, ps["floor_ratio_low"], ps["floor_ratio_high"], color="gray", alpha=0.3,
+                    label="real vs real, 5-95%")
+    ax.semilogx(k, ps["ratio"], color="C3", label="generated / real")
+    ax.axhline(1, color="k", lw=0.8)
+    ax.axvline(np.pi * report["settings"]["image_size"] / report["settings"]["box_size"], color="gray", ls=":")
+    ax.set_xlabel("k [h/Mpc]")
+    ax.set_ylabel("P ratio")
+    ax.legend()
+    save(figure, path)
+
+
+def periodic_tiling(field, path, cmap="gnuplot"):
+    """One field tiled 3x3 with its seams marked: a non-periodic field shows lines."""
+    logs = log_density(field[None])[0]
+    side = logs.shape[-1]
+    figure, ax = plt.subplots(figsize=(6, 6))
+    ax.imshow(np.tile(logs, (3, 3)), cmap=cmap, interpolation="nearest",
+              vmin=np.percentile(logs, 1), vmax=np.percentile(logs, 99.5))
+    for position in (side - 0.5, 2 * side - 0.5):
+        ax.axhline(position, color="w", lw=0.6, ls="--")
+        ax.axvline(position, color="w", lw=0.6, ls="--")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title("periodic tiling (seams dashed)")
+    save(figure, path)
+
+
+def pixel_pdf(report, path):
+    pdf = report["pixel_pdf"]
+    edges = np.asarray(pdf["edges"])
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    mean, std = np.asarray(pdf["real_mean"]), np.asarray(pdf["real_std"])
+    figure, ax = plt.subplots(figsize=(6, 4))
+    ax.fill_between(centres, mean - std, mean + std, color="C0", alpha=0.25)
+    ax.plot(centres, mean, color="C0", label="real")
+    ax.plot(centres, pdf["generated_mean"], color="C3", label="generated")
+    ax.set_xlabel("ln(1 + delta)")
+    ax.set_ylabel("pixel PDF")
+    ax.set_title(f"KS distance {pdf['distance']:.3f}")
+    ax.legend()
+    save(figure, path)
+
+
+def minkowski(report, path):
+    """V0, V1, V2 against threshold and peak counts, real with 1-sigma bands."""
+    mink = report["minkowski"]
+    thresholds = np.asarray(mink["thresholds"])
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    units = {"v0": "area fraction", "v1": "boundary length per area [h/Mpc]", "v2": "Euler characteristic per area [(h/Mpc)$^2$]"}
+    for ax, name in zip(axes, ("v0", "v1", "v2")):
+        mean, std = np.asarray(mink[name]["real_mean"]), np.asarray(mink[name]["real_std"])
+        ax.fill_between(thresholds, mean - std, mean + std, color="C0", alpha=0.25)
+        ax.plot(thresholds, mean, color="C0", label="real")
+        ax.plot(thresholds, mink[name]["generated_mean"], color="C3", label="generated")
+        ax.set_xlabel("threshold ln(1 + delta)")
+        ax.set_ylabel(units[name])
+    axes[0].legend()
+    save(figure, path)

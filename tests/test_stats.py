@@ -1,0 +1,160 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, shared_path
+from cosmodiff.stats import (mafd, mafd_floor, minkowski_functionals, nearest_distances, power_spectrum,
+                             seam_score)
+
+
+@pytest.mark.parametrize("resolution", [64, 128, 512])
+def test_power_spectrum_reproduces_pylians_pk_plane(resolution):
+    reference = np.load(shared_path("pylians-pk-plane-reference.npz"))
+    delta = reference[f"delta_{resolution}"]
+    k, pk, n_modes = power_spectrum(delta, 1000.0)
+    np.testing.assert_allclose(k, reference[f"k_{resolution}"][0], rtol=1e-5)
+    np.testing.assert_allclose(n_modes, reference[f"Nmodes_{resolution}"][0], rtol=0)
+    np.testing.assert_allclose(pk, reference[f"Pk_{resolution}"], rtol=1e-5)
+    _, pk_cic, _ = power_spectrum(delta, 1000.0, MAS="CIC")
+    np.testing.assert_allclose(pk_cic, reference[f"Pk_CIC_{resolution}"], rtol=1e-5)
+
+
+def test_single_fourier_mode_lands_in_its_bin_with_its_power():
+    grid, box_size, amplitude = 32, 500.0, 0.3
+    x = np.arange(grid)
+    delta = amplitude * np.cos(2 * np.pi * (3 * x[:, None] + 4 * x[None, :]) / grid)  # |k| = 5 kF
+    k, pk, n_modes = power_spectrum(delta, box_size, as_overdensity=False)
+    k_fundamental = 2 * np.pi / box_size
+    # <delta^2> = A^2/2 = sum over the 2 modes (+-k) of P / L^2; Pylians counts one, so the bin mean is P/N.
+    expected = amplitude ** 2 / 4 * box_size ** 2 / n_modes[4]
+    assert np.argmax(pk[0]) == 4 and k[4] == pytest.approx(5 * k_fundamental, rel=0.1)
+    assert pk[0, 4] == pytest.approx(expected, rel=1e-6)
+    assert np.delete(pk[0], 4).max() < 1e-12 * expected
+
+
+def test_white_noise_spectrum_is_flat_at_the_pixel_variance_level():
+    grid, box_size, sigma = 128, 200.0, 0.5
+    delta = np.random.default_rng(0).normal(0, sigma, (64, grid, grid))
+    k, pk, _ = power_spectrum(delta, box_size, as_overdensity=False)
+    expected = sigma ** 2 * (box_size / grid) ** 2  # P = sigma^2 * pixel area
+    mean = pk.mean(axis=0)
+    np.testing.assert_allclose(mean[5:60].mean(), expected, rtol=0.01)
+    assert np.abs(mean[5:60] / expected - 1).max() < 0.1
+
+
+def test_density_fields_are_converted_to_overdensity_per_field():
+    delta = np.random.default_rng(1).normal(0, 0.2, (2, 32, 32))
+    delta -= delta.mean(axis=(1, 2), keepdims=True)
+    density = np.stack([3.0 * (1 + delta[0]), 0.01 * (1 + delta[1])])
+    np.testing.assert_allclose(power_spectrum(density, 100.0)[1], power_spectrum(delta, 100.0)[1], rtol=1e-4)
+
+
+def test_mafd_is_zero_against_itself_and_scales_with_a_power_offset():
+    pk = np.random.default_rng(2).lognormal(size=(10, 20))
+    assert mafd(pk, pk) == 0.0
+    assert mafd(1.1 * pk, pk) == pytest.approx(0.1)
+    mask = np.arange(20) < 5
+    assert mafd(pk * np.where(mask, 1.2, 1.0), pk, mask) == pytest.approx(0.2)
+
+
+def test_floor_shrinks_with_set_size_like_sample_variance():
+    pk = np.random.default_rng(3).lognormal(sigma=0.3, size=(400, 30))
+    small = np.median(mafd_floor(pk, 25, n_splits=200)[0])
+    large = np.median(mafd_floor(pk, 100, n_splits=200)[0])
+    assert large / small == pytest.approx(np.sqrt((1 / 100 + 1 / 400) / (1 / 25 + 1 / 400)), rel=0.1)
+
+
+def test_minkowski_functionals_of_analytic_shapes():
+    size = 256
+    y, x = np.mgrid[:size, :size] - size / 2 + 0.5
+    radius = np.hypot(x, y)
+    disk = (radius < 60).astype(float)
+    annulus = ((radius < 60) & (radius > 30)).astype(float)
+    squares = np.zeros((size, size))
+    squares[20:60, 20:60] = 1
+    squares[100:180, 120:200] = 1
+    v0, v1, v2 = minkowski_functionals(np.stack([disk, annulus, squares]), [0.5])
+    area = size * size
+    np.testing.assert_allclose(v0[:, 0] * area, [np.pi * 60 ** 2, np.pi * (60 ** 2 - 30 ** 2), 40 ** 2 + 80 ** 2], rtol=0.01)
+    np.testing.assert_allclose(v1[0, 0] * area, 2 * np.pi * 60, rtol=0.02)
+    np.testing.assert_allclose(v1[1, 0] * area, 2 * np.pi * 90, rtol=0.03)
+    np.testing.assert_allclose(v1[2, 0] * area, 4 * (40 + 80), rtol=0.06)  # Crofton: 5% low on axis-aligned edges
+    np.testing.assert_array_equal(np.round(v2[:, 0] * area), [1, 0, 2])
+
+
+def test_minkowski_is_periodic_a_disk_across_the_corner_is_one_disk():
+    size = 64
+    y, x = np.mgrid[:size, :size]
+    disk = (np.hypot(x - 10, y - 10) < 8).astype(float)
+    wrapped = np.roll(disk, (-10, -10), axis=(0, 1))
+    for field in (disk, wrapped):
+        v0, v1, v2 = minkowski_functionals(field[None], [0.5])
+        assert round(v2[0, 0] * size * size) == 1
+    np.testing.assert_allclose(minkowski_functionals(wrapped[None], [0.5])[1], minkowski_functionals(disk[None], [0.5])[1])
+
+
+def smooth_periodic_fields(n, size, seed=0):
+    rng = np.random.default_rng(seed)
+    k = np.fft.fftfreq(size)
+    filter_ = np.exp(-(k[:, None] ** 2 + k[None, :] ** 2) / (2 * 0.05 ** 2))
+    return np.fft.ifft2(np.fft.fft2(rng.normal(size=(n, size, size))) * filter_).real
+
+
+def test_seam_score_is_one_for_periodic_fields_and_larger_for_cut_ones():
+    periodic = smooth_periodic_fields(32, 64)
+    cut = smooth_periodic_fields(32, 128)[:, :64, :64]
+    assert 0.9 < np.median(seam_score(periodic)) < 1.1
+    assert np.median(seam_score(cut)) > 1.5
+
+
+def test_nearest_distance_finds_shifted_copies():
+    references = smooth_periodic_fields(5, 32, seed=4)
+    queries = np.roll(references[[3, 1]], (7, -5), axis=(1, 2))
+    np.testing.assert_allclose(nearest_distances(queries, references), 0, atol=1e-7 * references.std())
+    others = smooth_periodic_fields(2, 32, seed=5)
+    assert (nearest_distances(others, references) > 0.1 * others.std()).all()
+
+
+def run_evaluate(*args):
+    return subprocess.run([sys.executable, "evaluate/power_spectrum.py", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True)
+
+
+def test_evaluate_script_shared_pngs_against_themselves_and_disjoint_halves(tmp_path):
+    folder = shared_path("quijote-png-sample")
+    result = run_evaluate(folder, folder, "--colormap", "gnuplot", "--out", tmp_path / "same")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "same" / "report.json").read_text())
+    assert report["mafd"] == 0.0
+    for name in ("power_spectra_comparison", "power_spectrum_ratio", "periodic", "pixel_pdf", "minkowski"):
+        assert (tmp_path / "same" / f"{name}.png").stat().st_size > 1000
+    halves = [tmp_path / "a", tmp_path / "b"]
+    for index, png in enumerate(sorted(folder.glob("*.png"))):
+        half = halves[index % 2]
+        half.mkdir(exist_ok=True)
+        (half / png.name).symlink_to(png)
+    result = run_evaluate(*halves, "--colormap", "gnuplot", "--out", tmp_path / "halves")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "halves" / "report.json").read_text())
+    assert report["floor"]["low"] <= report["mafd"] <= report["floor"]["high"], report["floor"]
+    assert "MAFD / floor" in result.stdout
+
+
+def test_evaluate_script_errors_are_one_sentence_exit_2_and_write_nothing(tmp_path):
+    small, large = tmp_path / "small.npy", tmp_path / "large.npy"
+    np.save(small, np.random.default_rng(0).random((4, 16, 16)) + 0.5)
+    np.save(large, np.random.default_rng(0).random((4, 32, 32)) + 0.5)
+    cases = [
+        ((small, large), "the real fields are 16x16 but the generated ones are 32x32"),
+        ((small, tmp_path / "missing"), "missing: no such file or folder"),
+    ]
+    np.savez(tmp_path / "box.npz", fields=np.random.default_rng(1).random((4, 16, 16)) + 0.5, box_size=250.0)
+    cases.append(((small, tmp_path / "box.npz"), "box size 250.0 Mpc/h differs from 1000.0 Mpc/h"))
+    for arguments, message in cases:
+        out = tmp_path / "out"
+        result = run_evaluate(*arguments, "--out", out)
+        assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
+        assert not out.exists()
