@@ -246,3 +246,14 @@ def save_fields(path, fieldset):
     temporary = path.with_name(path.name + ".tmp.npz")
     np.savez(temporary, **arrays)
     temporary.replace(path)
+
+
+def fit_image_size(fieldset, image_size):
+    """Fields at the model's image size: larger ones are block-averaged down (periodicity kept),
+    anything else is refused; never cropped."""
+    side = fieldset.image_size
+    if side < image_size or side % image_size:
+        raise FieldError(f"{fieldset.sources[0]}: fields of {side}x{side} cannot be block-averaged to "
+                         f"--image_size {image_size}; pass an --image_size that divides {side}")
+    fieldset.fields = block_average(fieldset.fields, image_size)
+    return fieldset

@@ -1,0 +1,114 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import ROOT
+from cosmodiff.fields import save_fields
+from cosmodiff.mock import make_mock_set
+from cosmodiff.models import build_model, model_kwargs
+
+TINY = ["--image_size", "32", "--batch_size", "4", "--log_every", "1", "--sampling_timesteps", "2", "--warmup_steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    save_fields(path, make_mock_set(1, grid=32, image_size=32, progress=False))
+    return path
+
+
+def train_command(data, results, *extra):
+    return [sys.executable, str(ROOT / "train.py"), "--data_path", str(data), "--results_dir", str(results), *TINY, *extra]
+
+
+def losses(run_dir):
+    return [(int(row["step"]), float(row["loss"])) for row in csv.DictReader((run_dir / "log.csv").open())]
+
+
+def test_unet_is_exactly_equivariant_to_periodic_shifts():
+    network = build_model("unet", model_kwargs("unet", 64)).eval()
+    x, t = torch.randn(2, 1, 64, 64), torch.tensor([10, 700])
+    factor = network.downsample_factor
+    with torch.no_grad():
+        out = network(x, t)
+        shifted = network(torch.roll(x, (factor, 3 * factor), (-2, -1)), t)
+    error = (torch.roll(out, (factor, 3 * factor), (-2, -1)) - shifted).abs().max() / out.abs().max()
+    assert error < 1e-5
+    with torch.no_grad():  # a shift that is not a multiple of the downsampling factor is not an exact symmetry
+        odd = network(torch.roll(x, (1, 0), (-2, -1)), t)
+    assert (torch.roll(out, (1, 0), (-2, -1)) - odd).abs().max() / out.abs().max() > 1e-3
+
+
+def test_training_writes_a_complete_run_folder(tiny_data, tmp_path):
+    result = subprocess.run(train_command(tiny_data, tmp_path, "--train_steps", "4", "--save_every", "2", "--run_name", "run"),
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "run"
+    config = json.loads((run / "config.json").read_text())
+    assert config["step"] == 4 and config["image_size"] == 32 and config["box_size"] == 250.0
+    assert config["model"]["name"] == "unet" and config["transform"]["name"] == "log"
+    assert (run / config["state"]).is_dir() and not list(run.glob("*.tmp"))
+    weights = load_file(str(run / "model.safetensors"))
+    network = build_model("unet", config["model"]["kwargs"])
+    network.load_state_dict(weights)
+    assert [step for step, _ in losses(run)] == [1, 2, 3, 4]
+    assert (run / "samples-0000002.png").exists() and (run / "samples-0000004.png").exists()
+
+
+def test_killed_run_resumes_from_its_last_checkpoint_with_the_same_losses(tiny_data, tmp_path):
+    steps = ["--train_steps", "8", "--save_every", "1", "--seed", "3"]
+    reference = subprocess.run(train_command(tiny_data, tmp_path, *steps, "--run_name", "whole"), cwd=tmp_path,
+                               capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr
+    process = subprocess.Popen(train_command(tiny_data, tmp_path, *steps, "--run_name", "killed"), cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    config_path = tmp_path / "killed" / "config.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if config_path.exists() and json.loads(config_path.read_text())["step"] >= 3:
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = json.loads(config_path.read_text())["step"]
+    resumed = subprocess.run(train_command(tiny_data, tmp_path, "--resume", str(tmp_path / "killed")), cwd=tmp_path,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert killed_at >= 3
+    whole, again = losses(tmp_path / "whole"), losses(tmp_path / "killed")
+    assert [step for step, _ in again] == list(range(1, 9))
+    np.testing.assert_allclose([loss for _, loss in again], [loss for _, loss in whole], rtol=1e-5)
+    whole_weights = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    again_weights = load_file(str(tmp_path / "killed" / "model.safetensors"))
+    for name in whole_weights:
+        torch.testing.assert_close(again_weights[name], whole_weights[name], rtol=1e-5, atol=1e-6)
+
+
+def test_two_process_data_parallel_run_on_cpu(tiny_data, tmp_path):
+    env = dict(os.environ, ACCELERATE_USE_CPU="true")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               *train_command(tiny_data, tmp_path, "--train_steps", "3", "--save_every", "3", "--run_name", "ddp")[1:]]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((tmp_path / "ddp" / "config.json").read_text())
+    assert config["num_processes"] == 2 and config["step"] == 3
+    assert "parameters identical on all 2 processes" in result.stdout
+
+
+def test_bad_data_and_sizes_are_refused_with_one_sentence(tiny_data, tmp_path):
+    result = subprocess.run(train_command(tmp_path / "nothing.npz", tmp_path, "--train_steps", "1"), cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "nothing.npz: no such file or folder" in result.stderr
+    result = subprocess.run(train_command(tiny_data, tmp_path, "--train_steps", "1", "--image_size", "64"),
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2 and "fields of 32x32 cannot be block-averaged to --image_size 64" in result.stderr

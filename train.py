@@ -1,0 +1,222 @@
+"""Train a diffusion model (UNet-DDPM or DiT) on 2D density fields and write a run folder.
+
+    accelerate launch train.py                                   # default UNet on the default 2LPT data
+    accelerate launch train.py --model dit-xs/4 --train_steps 50
+    accelerate launch train.py --seed 1234 --data_path ./train_data --sampling_timesteps 500
+    accelerate launch train.py --resume                          # continue the latest run
+
+Multi-GPU and multi-node runs are accelerate's configuration (`accelerate config`); on CPU:
+ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 train.py
+"""
+import argparse
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from ema_pytorch import EMA
+from tqdm import tqdm
+
+from cosmodiff import plots
+from cosmodiff.checkpoint import (CheckpointError, latest_run, load_training_state, new_run_dir, read_config,
+                                  save_checkpoint)
+from cosmodiff.diffusion import build_diffusion, sample
+from cosmodiff.fields import FieldError, fit_image_size, load_fields
+from cosmodiff.mock import ensure_default_data
+from cosmodiff.models import MODELS, build_model, model_kwargs
+from cosmodiff.transforms import LogTransform, augment_periodic
+
+DEFAULT_DATA = Path(__file__).resolve().parent / "train_data"
+LOG_COLUMNS = ["step", "loss", "lr", "images_per_s", "elapsed_s"]
+
+
+def training_fields(args):
+    """The training set: the default data (made on first use), a split folder's train.npz, or any field set."""
+    data_path = Path(args.data_path)
+    if data_path.resolve() == DEFAULT_DATA:
+        ensure_default_data(data_path)
+    if (data_path / "train.npz").exists():
+        data_path = data_path / "train.npz"
+    fieldset = load_fields(data_path, colormap=args.colormap, slab_thickness=args.slab_thickness, box_size=args.box_size)
+    return fit_image_size(fieldset, args.image_size)
+
+
+def learning_rate(step, args):
+    """Linear warm-up, then cosine decay to 10% of --lr at --train_steps."""
+    if step < args.warmup_steps:
+        return args.lr * (step + 1) / args.warmup_steps
+    progress = min(1.0, (step - args.warmup_steps) / max(1, args.train_steps - args.warmup_steps))
+    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def start_or_resume(args, accelerator):
+    """The run folder and its arguments: a new one, or a resumed one with its saved arguments."""
+    if args.resume is None:
+        run_dir = new_run_dir(args.results_dir, args.run_name, args.model) if accelerator.is_main_process else None
+        return Path(broadcast(accelerator, str(run_dir))), args, None
+    run_dir = latest_run(args.results_dir) if args.resume == "latest" else Path(args.resume)
+    config = read_config(run_dir)
+    saved = argparse.Namespace(**config["train_args"])
+    saved.train_steps = args.train_steps or saved.train_steps
+    saved.resume = str(run_dir)
+    return run_dir, saved, config
+
+
+def broadcast(accelerator, value):
+    """The main process's value of a picklable object, on every process."""
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value])[0] if accelerator.num_processes > 1 else value
+
+
+def sample_grid(ema_network, config, path, n_samples=16):
+    """A grid of DDIM samples from the EMA network, in physical units."""
+    diffusion = build_diffusion(ema_network, config["image_size"], **config["diffusion"])
+    model_space = sample(diffusion, range(n_samples), seed=0, sampler="ddim", steps=config["sampling_timesteps"])
+    fields = LogTransform.from_dict(config["transform"]).inverse(model_space[:, 0].float().cpu().numpy())
+    plots.field_grid(fields, path, columns=8, title=f"step {config['step']}, DDIM {config['sampling_timesteps']} steps")
+
+
+def start_log(path, resumed_step):
+    """A log.csv holding only the rows up to the step training starts from (those past a checkpoint are redone)."""
+    kept = [row for row in csv.DictReader(path.open()) if int(row["step"]) <= resumed_step] if path.exists() else []
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, LOG_COLUMNS)
+        writer.writeheader()
+        writer.writerows(kept)
+
+
+def append_log(path, rows):
+    with path.open("a", newline="") as file:
+        csv.DictWriter(file, LOG_COLUMNS).writerows(rows)
+
+
+def check_replicas_agree(accelerator, network):
+    """Data parallelism must leave every process with the same parameters; fail loudly if not."""
+    flat = torch.cat([p.detach().double().flatten() for p in network.parameters()])
+    weights = torch.arange(len(flat), device=flat.device) % 9973 + 1
+    fingerprint = torch.stack([flat.sum(), (flat * weights).sum()])
+    gathered = accelerator.gather(fingerprint[None]).cpu()
+    if not torch.equal(gathered, gathered[:1].expand_as(gathered)):
+        raise RuntimeError(f"parameters differ between the {accelerator.num_processes} processes: {gathered.tolist()}")
+    if accelerator.num_processes > 1 and accelerator.is_main_process:
+        print(f"Checked: parameters identical on all {accelerator.num_processes} processes.")
+
+
+def main(args):
+    accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum)
+    run_dir, args, resumed = start_or_resume(args, accelerator)
+    args.train_steps = args.train_steps or 500
+    set_seed(args.seed, device_specific=True)  # each process draws its own batches and noise
+    if args.batch_size % accelerator.num_processes:
+        raise ValueError(f"--batch_size {args.batch_size} must be divisible by the {accelerator.num_processes} processes")
+    local_batch = args.batch_size // accelerator.num_processes
+
+    with accelerator.main_process_first():
+        fieldset = training_fields(args)
+    transform = LogTransform.from_dict(resumed["transform"]) if resumed else LogTransform.fit(fieldset.fields)
+    data = torch.from_numpy(transform.forward(fieldset.fields)).float()[:, None].to(accelerator.device)
+
+    kwargs = resumed["model"]["kwargs"] if resumed else model_kwargs(args.model, args.image_size)
+    network = build_model(args.model, kwargs)
+    diffusion_settings = dict(timesteps=args.timesteps, objective=args.objective, beta_schedule=args.beta_schedule)
+    diffusion = build_diffusion(network, args.image_size, **diffusion_settings)
+    ema = EMA(network, beta=args.ema_decay, update_after_step=10, update_every=1, include_online_model=False,
+              param_or_buffer_names_no_ema={name for name, _ in network.named_buffers()})
+    ema.to(accelerator.device)
+    optimizer = torch.optim.AdamW(diffusion.parameters(), lr=args.lr, weight_decay=0.0)
+    diffusion, optimizer = accelerator.prepare(diffusion, optimizer)
+    config = dict(model={"name": args.model, "kwargs": kwargs}, diffusion=diffusion_settings,
+                  image_size=args.image_size, box_size=fieldset.box_size, transform=transform.to_dict(),
+                  sampling_timesteps=args.sampling_timesteps, param_names=fieldset.param_names,
+                  data={"path": str(args.data_path), "n_fields": len(fieldset)},
+                  n_parameters=sum(p.numel() for p in network.parameters()),
+                  num_processes=accelerator.num_processes, train_args=vars(args), step=0)
+    if resumed:
+        config["step"] = load_training_state(run_dir, accelerator, ema)["step"]
+    start_step = config["step"]
+
+    log_path = run_dir / "log.csv"
+    if accelerator.is_main_process:
+        start_log(log_path, start_step)
+    progress = tqdm(range(start_step, args.train_steps), initial=start_step, total=args.train_steps,
+                    disable=not accelerator.is_main_process, desc=f"training {args.model}")
+    rows, started, window_start, window_losses = [], time.time(), time.time(), []
+    for step in progress:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, args)
+        for _ in range(args.grad_accum):
+            with accelerator.accumulate(diffusion):
+                batch = augment_periodic(data[torch.randint(0, len(data), (local_batch,), device=data.device)])
+                loss = diffusion(batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(diffusion.parameters(), args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            window_losses.append(loss.detach())
+        ema.update()
+        config["step"] = step + 1
+        if config["step"] % args.log_every == 0 or config["step"] == args.train_steps:
+            mean_loss = accelerator.reduce(torch.stack(window_losses).mean(), reduction="mean").item()
+            images_per_s = len(window_losses) * args.batch_size / (time.time() - window_start)
+            rows.append(dict(step=config["step"], loss=f"{mean_loss:.6f}", lr=f"{learning_rate(step, args):.3e}",
+                             images_per_s=f"{images_per_s:.2f}", elapsed_s=f"{time.time() - started:.1f}"))
+            progress.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_s:.1f}")
+            window_start, window_losses = time.time(), []
+        if config["step"] % args.save_every == 0 or config["step"] == args.train_steps:
+            save_checkpoint(run_dir, accelerator, ema, config)
+            if accelerator.is_main_process:
+                append_log(log_path, rows)
+                rows = []
+                sample_grid(ema.ema_model, config, run_dir / f"samples-{config['step']:07d}.png")
+            window_start = time.time()
+    check_replicas_agree(accelerator, network)
+    if accelerator.is_main_process:
+        print(f"Run folder: {run_dir}")
+    accelerator.end_training()
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--data_path", default=str(DEFAULT_DATA), help="field set (any format load_fields reads); "
+                      "a folder with train.npz trains on it; the default data is generated on first use")
+    data.add_argument("--colormap", default=None, help="invert colormapped PNGs, e.g. gnuplot (the earlier work's images)")
+    data.add_argument("--slab_thickness", type=int, default=None, help="slices per 2D slab for 3D density cubes")
+    data.add_argument("--box_size", type=float, default=None, help="Mpc/h (default: from the data, else 1000)")
+    data.add_argument("--image_size", type=int, default=64, help="model resolution; larger fields are block-averaged")
+    model = parser.add_argument_group("model and diffusion")
+    model.add_argument("--model", default="unet", choices=list(MODELS))
+    model.add_argument("--timesteps", type=int, default=1000)
+    model.add_argument("--sampling_timesteps", type=int, default=50, help="DDIM steps of the sample grids")
+    model.add_argument("--objective", default="pred_v", choices=["pred_v", "pred_noise", "pred_x0"])
+    model.add_argument("--beta_schedule", default="sigmoid", choices=["sigmoid", "cosine", "linear"])
+    train = parser.add_argument_group("training")
+    train.add_argument("--train_steps", type=int, default=None, help="optimizer steps (default 500; on resume, the run's)")
+    train.add_argument("--batch_size", type=int, default=16, help="global batch, split over processes")
+    train.add_argument("--grad_accum", type=int, default=1)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--warmup_steps", type=int, default=50)
+    train.add_argument("--max_grad_norm", type=float, default=1.0)
+    train.add_argument("--ema_decay", type=float, default=0.995)
+    train.add_argument("--seed", type=int, default=0)
+    run = parser.add_argument_group("run folder")
+    run.add_argument("--results_dir", default="results")
+    run.add_argument("--run_name", default=None, help="default: <time>-<model>")
+    run.add_argument("--resume", nargs="?", const="latest", default=None, help="continue the latest run, or the run DIR")
+    run.add_argument("--save_every", type=int, default=250, help="checkpoint and sample grid every N steps")
+    run.add_argument("--log_every", type=int, default=10)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    try:
+        main(parse_args())
+    except (FieldError, CheckpointError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
