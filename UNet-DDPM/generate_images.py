@@ -1,0 +1,104 @@
+"""Sample density fields from a trained run (any model kind), in physical units.
+
+    accelerate launch UNet-DDPM/generate_images.py --num_samples 20 --seed 42
+    accelerate launch UNet-DDPM/generate_images.py --checkpoint results/RUN --sampler dpm++ --steps 20
+
+Writes to --out (default RUN/samples): samples.npy (N, H, W), PNG previews and samples.json. Sample
+i's noise is seeded from (seed, i), so a seed gives the same fields whatever the batch size or the
+number of processes; processes split the samples and the main one writes the merged file.
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cosmodiff import plots  # noqa: E402
+from cosmodiff.checkpoint import CheckpointError, latest_run, load_network  # noqa: E402
+from cosmodiff.diffusion import SAMPLERS, build_diffusion, sample, sampler_steps  # noqa: E402
+from cosmodiff.fields import render_colormap  # noqa: E402
+from cosmodiff.transforms import LogTransform  # noqa: E402
+
+
+def write_previews(fields, out, colormap, count=16):
+    """The first fields as colormapped PNGs (log density scaled to [0, 1] over the set) and one grid."""
+    from PIL import Image
+
+    logs = np.log(np.maximum(fields[:count], 1e-3 * fields.mean()) / fields.mean())
+    low, high = np.percentile(logs, [0.5, 99.5])
+    for i, field in enumerate(logs):
+        Image.fromarray(render_colormap((field - low) / (high - low), colormap)).save(out / f"sample_{i:04d}.png")
+    plots.field_grid(fields[:count], out / "samples_grid.png", cmap=colormap)
+
+
+def main(args):
+    if args.num_samples < 1:
+        raise ValueError(f"--num_samples must be at least 1, got {args.num_samples}")
+    accelerator = Accelerator()
+    run_dir = Path(args.checkpoint) if args.checkpoint else latest_run(args.results_dir)
+    network, config = load_network(run_dir)
+    diffusion = build_diffusion(network, config["image_size"], **config["diffusion"]).to(accelerator.device)
+    steps = sampler_steps(diffusion, args.sampler, args.steps)
+    transform = LogTransform.from_dict(config["transform"])
+
+    started = time.time()
+    with accelerator.split_between_processes(list(range(args.num_samples))) as indices:
+        batches = [indices[i:i + args.batch_size] for i in range(0, len(indices), args.batch_size)]
+        local = {}
+        with tqdm(total=args.num_samples, desc=f"{args.sampler} {steps} steps", unit="sample",
+                  disable=not accelerator.is_main_process) as progress:
+            for batch in batches:
+                with accelerator.autocast():
+                    model_space = sample(diffusion, batch, args.seed, args.sampler, steps)
+                local.update(zip(batch, transform.inverse(model_space[:, 0].float().cpu().numpy())))
+                progress.update(len(batch) * accelerator.num_processes)
+    merged = {}
+    for part in gather_object([local]):
+        merged.update(part)
+    seconds = time.time() - started
+    if not accelerator.is_main_process:
+        return
+    fields = np.stack([merged[i] for i in range(args.num_samples)]).astype(np.float32)
+    out = Path(args.out) if args.out else run_dir / "samples"
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "samples.tmp.npy", fields)
+    (out / "samples.tmp.npy").replace(out / "samples.npy")
+    write_previews(fields, out, args.colormap)
+    record = dict(checkpoint=str(run_dir), step=config["step"], model=config["model"]["name"], seed=args.seed,
+                  sampler=args.sampler, steps=steps, num_samples=args.num_samples, batch_size=args.batch_size,
+                  num_processes=accelerator.num_processes, seconds=seconds,
+                  seconds_per_sample=seconds / args.num_samples, box_size=config["box_size"],
+                  device=str(accelerator.device), mixed_precision=accelerator.mixed_precision)
+    (out / "samples.json").write_text(json.dumps(record, indent=1))
+    print(f"{args.num_samples} fields of {fields.shape[-1]}x{fields.shape[-1]} in {seconds:.1f} s "
+          f"({record['seconds_per_sample']:.3f} s/sample) -> {out / 'samples.npy'}")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=None, help="run folder (default: the latest under --results_dir)")
+    parser.add_argument("--results_dir", default="results")
+    parser.add_argument("--num_samples", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--sampler", default="ddim", choices=list(SAMPLERS))
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps (ddim 50, dpm++ 20; ddpm runs all)")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--colormap", default="gnuplot", help="matplotlib colormap of the PNG previews")
+    parser.add_argument("--out", default=None, help="output folder (default: RUN/samples)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    try:
+        main(parse_args())
+    except (CheckpointError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
