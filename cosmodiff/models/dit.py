@@ -1,0 +1,139 @@
+"""A pixel-space Diffusion Transformer (Peebles & Xie 2023) for one-channel periodic fields.
+
+Patch embedding, fixed 2D sin-cos position embedding, transformer blocks with adaLN-Zero
+conditioning on the timestep, a final adaLN layer and unpatchify; no learned sigma. The position
+embedding uses only whole-number frequencies of 2 pi / (patches per side), so it is periodic on
+the torus like the data. The forward signature and attributes are those GaussianDiffusion expects.
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def periodic_position_embedding(hidden_size, grid):
+    """(grid*grid, hidden_size) sin-cos embedding with integer frequencies 1 .. grid/2 per axis."""
+    n_freq = hidden_size // 4
+    frequencies = np.round(np.geomspace(1, max(1, grid // 2), n_freq))
+    positions = np.arange(grid)
+    angles = 2 * np.pi * positions[:, None] * frequencies[None, :] / grid  # (grid, n_freq)
+    per_axis = np.concatenate([np.sin(angles), np.cos(angles)], axis=1)  # (grid, hidden/2)
+    rows = np.repeat(per_axis, grid, axis=0)
+    columns = np.tile(per_axis, (grid, 1))
+    return torch.from_numpy(np.concatenate([rows, columns], axis=1)).float()
+
+
+def modulate(x, shift, scale):
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class TimestepEmbedder(nn.Module):
+    """Sinusoidal embedding of the integer diffusion step, then an MLP."""
+
+    def __init__(self, hidden_size, frequency_size=256):
+        super().__init__()
+        self.frequency_size = frequency_size
+        self.mlp = nn.Sequential(nn.Linear(frequency_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+
+    def forward(self, t):
+        half = self.frequency_size // 2
+        frequencies = torch.exp(-math.log(10000) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        angles = t.float()[:, None] * frequencies[None]
+        return self.mlp(torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1))
+
+
+class Attention(nn.Module):
+    def __init__(self, hidden_size, num_heads):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x):
+        batch, tokens, channels = x.shape
+        q, k, v = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, channels))
+
+
+class DiTBlock(nn.Module):
+    """Self-attention and MLP, each modulated (shift, scale) and gated by the conditioning: adaLN-Zero."""
+
+    def __init__(self, hidden_size, num_heads, mlp_ratio=4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden_size, num_heads)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        hidden_mlp = int(hidden_size * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(hidden_size, hidden_mlp), nn.GELU(approximate="tanh"),
+                                 nn.Linear(hidden_mlp, hidden_size))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
+
+    def forward(self, x, c):
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+        x = x + gate_msa[:, None] * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        return x + gate_mlp[:, None] * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, hidden_size, patch_size, out_channels):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+
+    def forward(self, x, c):
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+class DiT(nn.Module):
+    channels = 1
+    out_dim = 1
+    self_condition = False
+
+    def __init__(self, image_size, patch_size, hidden_size, depth, num_heads, mlp_ratio=4.0):
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch_size}")
+        self.patch_size = patch_size
+        self.grid = image_size // patch_size
+        self.x_embedder = nn.Conv2d(self.channels, hidden_size, kernel_size=patch_size, stride=patch_size)
+        self.t_embedder = TimestepEmbedder(hidden_size)
+        self.register_buffer("pos_embed", periodic_position_embedding(hidden_size, self.grid)[None], persistent=False)
+        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
+        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_dim)
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        """DiT's initialisation: Xavier linears, zeroed adaLN modulations and output, so a fresh DiT outputs 0."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        weight = self.x_embedder.weight.data
+        nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+        nn.init.zeros_(self.x_embedder.bias)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def unpatchify(self, x):
+        """(B, T, p*p*C) tokens -> (B, C, H, W)."""
+        batch, p, grid = x.shape[0], self.patch_size, self.grid
+        x = x.reshape(batch, grid, grid, p, p, self.out_dim)
+        return torch.einsum("bhwpqc->bchpwq", x).reshape(batch, self.out_dim, grid * p, grid * p)
+
+    def forward(self, x, time, x_self_cond=None):
+        x = self.x_embedder(x).flatten(2).transpose(1, 2) + self.pos_embed
+        c = self.t_embedder(time)
+        for block in self.blocks:
+            x = block(x, c)
+        return self.unpatchify(self.final_layer(x, c))

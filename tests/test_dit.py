@@ -1,0 +1,73 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+from cosmodiff.diffusion import build_diffusion
+from cosmodiff.fields import save_fields
+from cosmodiff.mock import make_mock_set
+from cosmodiff.models import MODELS, build_model, model_kwargs
+from cosmodiff.models.dit import periodic_position_embedding
+
+DIT_PRESETS = [name for name in MODELS if name.startswith("dit")]
+
+
+@pytest.mark.parametrize("name", DIT_PRESETS)
+@pytest.mark.parametrize("size", [32, 64])
+def test_every_preset_maps_fields_to_fields_and_starts_at_zero(name, size):
+    network = build_model(name, model_kwargs(name, size))
+    x, t = torch.randn(2, 1, size, size), torch.tensor([0, 999])
+    with torch.no_grad():
+        out = network(x, t)
+    assert out.shape == (2, 1, size, size)
+    assert torch.count_nonzero(out) == 0  # adaLN-Zero and the zeroed output layer
+
+
+def test_position_embedding_is_periodic_on_the_torus():
+    grid, hidden = 16, 64
+    embedding = periodic_position_embedding(hidden, grid).reshape(grid, grid, hidden)
+    rows = torch.arange(grid, dtype=torch.float64)
+    frequencies = torch.from_numpy(np.round(np.geomspace(1, grid // 2, hidden // 4)))
+    assert torch.all(frequencies == frequencies.round())
+    # Each column is a function of position with a whole number of periods over the grid: going one
+    # step past the last patch lands on the first.
+    angles = 2 * np.pi * (rows[:, None] + grid) * frequencies[None] / grid
+    wrapped = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1).float()
+    torch.testing.assert_close(wrapped, embedding[:, 0, : hidden // 2], atol=1e-5, rtol=0)
+    assert len({tuple(v.tolist()) for v in embedding.reshape(-1, hidden).round(decimals=4)}) == grid * grid
+
+
+def test_tiny_dit_loss_falls_through_the_shared_diffusion():
+    torch.manual_seed(0)
+    fields = torch.from_numpy(make_mock_set(1, grid=32, image_size=32, progress=False).fields[:32])
+    data = (torch.log(fields) / 3).clamp(-1, 1)[:, None]
+    network = build_model("dit-xs/4", model_kwargs("dit-xs/4", 32))
+    diffusion = build_diffusion(network, 32, timesteps=100)
+    optimizer = torch.optim.AdamW(diffusion.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(40):
+        loss = diffusion(data[torch.randint(0, len(data), (8,))])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_dit_run_folder_trains_and_samples(tmp_path):
+    save_fields(tmp_path / "tiny.npz", make_mock_set(1, grid=32, image_size=32, progress=False))
+    train = subprocess.run([sys.executable, str(ROOT / "train.py"), "--model", "dit-xs/4", "--data_path",
+                            str(tmp_path / "tiny.npz"), "--image_size", "32", "--batch_size", "4", "--train_steps", "3",
+                            "--sampling_timesteps", "2", "--run_name", "dit"], cwd=tmp_path, capture_output=True, text=True)
+    assert train.returncode == 0, train.stderr
+    config = json.loads((tmp_path / "results" / "dit" / "config.json").read_text())
+    assert config["model"] == {"name": "dit-xs/4", "kwargs": dict(model_kwargs("dit-xs/4", 32))}
+    generate = subprocess.run([sys.executable, str(ROOT / "UNet-DDPM" / "generate_images.py"), "--num_samples", "2",
+                               "--sampler", "dpm++", "--steps", "3"], cwd=tmp_path, capture_output=True, text=True)
+    assert generate.returncode == 0, generate.stderr
+    samples = np.load(tmp_path / "results" / "dit" / "samples" / "samples.npy")
+    assert samples.shape == (2, 32, 32) and np.isfinite(samples).all()
