@@ -26,6 +26,7 @@ from cosmodiff.checkpoint import (CheckpointError, latest_run, load_training_sta
                                   save_checkpoint)
 from cosmodiff.diffusion import build_diffusion, sample
 from cosmodiff.fields import FieldError, fit_image_size, load_fields
+from cosmodiff.launch import use_cpu_cores
 from cosmodiff.mock import ensure_default_data
 from cosmodiff.models import MODELS, build_model, model_kwargs
 from cosmodiff.transforms import LogTransform, augment_periodic
@@ -109,8 +110,9 @@ def check_replicas_agree(accelerator, network):
 
 def main(args):
     accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum)
+    use_cpu_cores(accelerator)
     run_dir, args, resumed = start_or_resume(args, accelerator)
-    args.train_steps = args.train_steps or 500
+    args.train_steps = args.train_steps or 400
     set_seed(args.seed, device_specific=True)  # each process draws its own batches and noise
     if args.batch_size % accelerator.num_processes:
         raise ValueError(f"--batch_size {args.batch_size} must be divisible by the {accelerator.num_processes} processes")
@@ -197,7 +199,7 @@ def parse_args(argv=None):
     model.add_argument("--objective", default="pred_v", choices=["pred_v", "pred_noise", "pred_x0"])
     model.add_argument("--beta_schedule", default="sigmoid", choices=["sigmoid", "cosine", "linear"])
     train = parser.add_argument_group("training")
-    train.add_argument("--train_steps", type=int, default=None, help="optimizer steps (default 500; on resume, the run's)")
+    train.add_argument("--train_steps", type=int, default=None, help="optimizer steps (default 400; on resume, the run's)")
     train.add_argument("--batch_size", type=int, default=16, help="global batch, split over processes")
     train.add_argument("--grad_accum", type=int, default=1)
     train.add_argument("--lr", type=float, default=1e-3)
@@ -209,7 +211,7 @@ def parse_args(argv=None):
     run.add_argument("--results_dir", default="results")
     run.add_argument("--run_name", default=None, help="default: <time>-<model>")
     run.add_argument("--resume", nargs="?", const="latest", default=None, help="continue the latest run, or the run DIR")
-    run.add_argument("--save_every", type=int, default=250, help="checkpoint and sample grid every N steps")
+    run.add_argument("--save_every", type=int, default=200, help="checkpoint and sample grid every N steps")
     run.add_argument("--log_every", type=int, default=10)
     return parser.parse_args(argv)
 

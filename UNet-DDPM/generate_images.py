@@ -25,6 +25,7 @@ from cosmodiff import plots  # noqa: E402
 from cosmodiff.checkpoint import CheckpointError, latest_run, load_network  # noqa: E402
 from cosmodiff.diffusion import SAMPLERS, build_diffusion, sample, sampler_steps  # noqa: E402
 from cosmodiff.fields import render_colormap  # noqa: E402
+from cosmodiff.launch import use_cpu_cores  # noqa: E402
 from cosmodiff.transforms import LogTransform  # noqa: E402
 
 
@@ -43,6 +44,7 @@ def main(args):
     if args.num_samples < 1:
         raise ValueError(f"--num_samples must be at least 1, got {args.num_samples}")
     accelerator = Accelerator()
+    use_cpu_cores(accelerator)
     run_dir = Path(args.checkpoint) if args.checkpoint else latest_run(args.results_dir)
     network, config = load_network(run_dir)
     diffusion = build_diffusion(network, config["image_size"], **config["diffusion"]).to(accelerator.device)

@@ -34,10 +34,8 @@ def ours(args, work):
                "--sampling_timesteps", "1"]
     subprocess.run(command, cwd=work, check=True, capture_output=True)
     rows = list(csv.DictReader((work / "results" / "ours" / "log.csv").open()))
-    timed = [row for row in rows if int(row["step"]) > args.warmup]
-    images = sum(args.batch_size * args.warmup for _ in timed)
-    seconds = sum(args.batch_size * args.warmup / float(row["images_per_s"]) for row in timed)
-    return images / seconds
+    timed = [float(row["images_per_s"]) for row in rows if int(row["step"]) > args.warmup]
+    return len(timed) / sum(1 / rate for rate in timed)  # equal windows: total images / total seconds
 
 
 def write_pngs(fields, folder):

@@ -1,0 +1,112 @@
+"""Fidelity benchmark: train a model on the default data's train split, sample as many fields as
+the test split holds, and evaluate them against the test split (MAFD next to its floor, pixel PDF,
+Minkowski functionals, seams, memorisation against the train split).
+
+    python benchmarks/fidelity.py [--model unet] [--train_steps 1500] [--sampler dpm++ --steps 20]
+
+Resumable: a finished training stage (or a partial one, resumed) and finished samples are reused.
+Prints one table against the targets and writes fidelity.json next to the evaluation figures.
+"""
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cosmodiff.fields import load_fields  # noqa: E402
+from cosmodiff.mock import ensure_default_data  # noqa: E402
+
+
+def run(command):
+    print("$", " ".join(map(str, command)), flush=True)
+    subprocess.run(list(map(str, command)), cwd=ROOT, check=True)
+
+
+def train_stage(args, run_dir):
+    """The trained run folder: reused when complete, resumed when interrupted."""
+    config_path = run_dir / "config.json"
+    if config_path.exists() and json.loads(config_path.read_text())["step"] >= args.train_steps:
+        return
+    command = [sys.executable, ROOT / "train.py", "--model", args.model, "--train_steps", args.train_steps,
+               "--save_every", args.save_every, "--results_dir", run_dir.parent, "--run_name", run_dir.name,
+               "--seed", args.seed, *args.train_args.split()]
+    run(command + (["--resume", run_dir] if config_path.exists() else []))
+
+
+def sample_stage(args, run_dir, n_samples, out):
+    record = out / "samples.json"
+    if record.exists():
+        done = json.loads(record.read_text())
+        if (done["num_samples"], done["sampler"], done["steps"], done["step"]) == (
+                n_samples, args.sampler, args.steps, args.train_steps):
+            return
+    run([sys.executable, ROOT / "UNet-DDPM" / "generate_images.py", "--checkpoint", run_dir, "--num_samples", n_samples,
+         "--sampler", args.sampler, "--steps", args.steps, "--seed", args.seed, "--batch_size", args.batch_size,
+         "--out", out])
+
+
+def verdicts(report):
+    """Each target of the benchmark: (name, measured, target, met)."""
+    seam, memo = report["seam"], report["memorisation"]
+    minkowski = min(report["minkowski"][name]["fraction_within_1sigma"] for name in ("v0", "v1", "v2"))
+    return [
+        ("MAFD / floor median", f"{report['mafd_over_floor']:.2f}", "<= 1.5", report["mafd_over_floor"] <= 1.5),
+        ("pixel PDF bins within real 1-sigma", f"{100 * report['pixel_pdf']['fraction_within_1sigma']:.0f}%", "100%",
+         report["pixel_pdf"]["fraction_within_1sigma"] == 1.0),
+        ("Minkowski bins within real 1-sigma (worst of V0-V2)", f"{100 * minkowski:.0f}%", "100%", minkowski == 1.0),
+        ("seam score median", f"{seam['generated']['median']:.3f}",
+         f"in real [{seam['real']['low']:.3f}, {seam['real']['high']:.3f}]",
+         seam["real"]["low"] <= seam["generated"]["median"] <= seam["real"]["high"]),
+        ("nearest-train RMS median (generated vs real)",
+         f"{memo['generated_to_train']['median']:.3f} vs {memo['real_to_train']['median']:.3f}", "generated >= real",
+         memo["generated_to_train"]["median"] >= memo["real_to_train"]["median"]),
+    ]
+
+
+def main(args):
+    train_path, test_path = ensure_default_data(ROOT / "train_data")
+    n_samples = args.num_samples or max(256, len(load_fields(test_path)))
+    out = Path(args.out) / f"{args.model.replace('/', '')}-{args.train_steps}"
+    run_dir = out / "results" / "run"
+    train_stage(args, run_dir)
+    samples = out / f"samples-{args.sampler}-{args.steps}"
+    sample_stage(args, run_dir, n_samples, samples)
+    evaluation = samples / "evaluation"
+    run([sys.executable, ROOT / "evaluate" / "power_spectrum.py", test_path, samples / "samples.npy",
+         "--train", train_path, "--out", evaluation])
+    report = json.loads((evaluation / "report.json").read_text())
+    timing = json.loads((samples / "samples.json").read_text())
+    log = (run_dir / "log.csv").read_text().strip().splitlines()
+    train_seconds = float(log[-1].split(",")[-1])
+    rows = verdicts(report)
+    summary = dict(model=args.model, train_steps=args.train_steps, train_minutes=train_seconds / 60,
+                   sampler=args.sampler, steps=args.steps, seconds_per_sample=timing["seconds_per_sample"],
+                   n_generated=n_samples, n_real=report["sizes"]["real"], mafd=report["mafd"], floor=report["floor"],
+                   targets=[dict(name=n, measured=m, target=t, met=bool(ok)) for n, m, t, ok in rows])
+    (samples / "fidelity.json").write_text(json.dumps(summary, indent=1))
+    print(f"\n{args.model}, {args.train_steps} steps ({train_seconds / 60:.1f} min), {args.sampler} {args.steps} steps, "
+          f"{n_samples} generated vs {report['sizes']['real']} test fields")
+    print(f"MAFD {100 * report['mafd']:.2f}%  floor {100 * report['floor']['median']:.2f}% "
+          f"[{100 * report['floor']['low']:.2f}, {100 * report['floor']['high']:.2f}]")
+    width = max(len(name) for name, *_ in rows)
+    for name, measured, target, met in rows:
+        print(f"{name:<{width}}  {measured:>18}  target {target:<22} {'met' if met else 'NOT met'}")
+    print(f"Written: {samples / 'fidelity.json'} and figures in {evaluation}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="unet")
+    parser.add_argument("--train_steps", type=int, default=1500)
+    parser.add_argument("--save_every", type=int, default=500)
+    parser.add_argument("--train_args", default="", help="more train.py flags, e.g. '--lr 5e-4 --batch_size 32'")
+    parser.add_argument("--num_samples", type=int, default=None, help="default: the test split's size (>= 256)")
+    parser.add_argument("--sampler", default="dpm++")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
+    main(parser.parse_args())
