@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from ema_pytorch import EMA
 from tqdm import tqdm
 
@@ -69,8 +69,6 @@ def start_or_resume(args, accelerator):
 
 def broadcast(accelerator, value):
     """The main process's value of a picklable object, on every process."""
-    from accelerate.utils import broadcast_object_list
-
     return broadcast_object_list([value])[0] if accelerator.num_processes > 1 else value
 
 
@@ -83,12 +81,14 @@ def sample_grid(ema_network, config, path, n_samples=16):
 
 
 def start_log(path, resumed_step):
-    """A log.csv holding only the rows up to the step training starts from (those past a checkpoint are redone)."""
+    """A log.csv holding only the rows up to the step training starts from (those past a checkpoint are
+    redone); returns the training seconds those rows had counted."""
     kept = [row for row in csv.DictReader(path.open()) if int(row["step"]) <= resumed_step] if path.exists() else []
     with path.open("w", newline="") as file:
         writer = csv.DictWriter(file, LOG_COLUMNS)
         writer.writeheader()
         writer.writerows(kept)
+    return float(kept[-1]["elapsed_s"]) if kept else 0.0
 
 
 def append_log(path, rows):
@@ -143,11 +143,10 @@ def main(args):
     start_step = config["step"]
 
     log_path = run_dir / "log.csv"
-    if accelerator.is_main_process:
-        start_log(log_path, start_step)
+    elapsed_before = start_log(log_path, start_step) if accelerator.is_main_process else 0.0
     progress = tqdm(range(start_step, args.train_steps), initial=start_step, total=args.train_steps,
                     disable=not accelerator.is_main_process, desc=f"training {args.model}")
-    rows, started, window_start, window_losses = [], time.time(), time.time(), []
+    rows, started, window_start, window_losses = [], time.time() - elapsed_before, time.time(), []
     for step in progress:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args)

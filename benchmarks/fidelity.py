@@ -95,6 +95,28 @@ def main(args):
     for name, measured, target, met in rows:
         print(f"{name:<{width}}  {measured:>18}  target {target:<22} {'met' if met else 'NOT met'}")
     print(f"Written: {samples / 'fidelity.json'} and figures in {evaluation}")
+    if args.figures:
+        publish_figures(args, evaluation, samples, test_path)
+
+
+def publish_figures(args, evaluation, samples, test_path):
+    """Copy the evaluation figures to --figures (the README's images/) with a real-vs-generated panel."""
+    import shutil
+
+    import numpy as np
+
+    from cosmodiff import plots
+
+    folder = Path(args.figures)
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = f"fidelity_{args.model.replace('/', '')}"
+    for figure in ("power_spectra_comparison", "power_spectrum_ratio", "periodic", "pixel_pdf", "minkowski"):
+        shutil.copy(evaluation / f"{figure}.png", folder / f"{prefix}_{figure}.png")
+    real = load_fields(test_path).fields
+    generated = np.load(samples / "samples.npy")
+    plots.side_by_side({"real (test split)": real[::97][:4], f"generated ({args.model})": generated[:4]},
+                       folder / f"{prefix}_fields.png")
+    print(f"Figures copied to {folder}/{prefix}_*.png")
 
 
 if __name__ == "__main__":
@@ -109,4 +131,5 @@ if __name__ == "__main__":
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
+    parser.add_argument("--figures", default=None, help="also copy the figures here, e.g. images")
     main(parser.parse_args())

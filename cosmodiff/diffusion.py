@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 BETA_SCHEDULES = {"linear": linear_beta_schedule, "cosine": cosine_beta_schedule, "sigmoid": sigmoid_beta_schedule}
 PREDICTION_TYPES = {"pred_noise": "epsilon", "pred_x0": "sample", "pred_v": "v_prediction"}
-DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpm++": 20}  # None: all training timesteps
+DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpm++": 20, "dpm++sde": 20}  # None: all training timesteps
 
 
 def build_diffusion(model, image_size, timesteps=1000, objective="pred_v", beta_schedule="sigmoid"):
@@ -53,21 +53,28 @@ def ddim_loop(diffusion, x, generators, steps):
     return x
 
 
-def dpm_solver_loop(diffusion, x, generators, steps):
+def dpm_solver_loop(diffusion, x, generators, steps, stochastic=False):
+    """DPM-Solver++(2M), or its SDE variant, which re-injects per-sample noise at every step."""
     from diffusers import DPMSolverMultistepScheduler
 
     scheduler = DPMSolverMultistepScheduler(
         num_train_timesteps=diffusion.num_timesteps, trained_betas=diffusion.betas.double().cpu().numpy(),
-        prediction_type=PREDICTION_TYPES[diffusion.objective], algorithm_type="dpmsolver++", solver_order=2,
+        prediction_type=PREDICTION_TYPES[diffusion.objective],
+        algorithm_type="sde-dpmsolver++" if stochastic else "dpmsolver++", solver_order=2,
         thresholding=True, sample_max_value=1.0)
     scheduler.set_timesteps(steps, device=x.device)
-    for t in tqdm(scheduler.timesteps, desc="dpm++", leave=False):
+    for t in tqdm(scheduler.timesteps, desc="dpm++sde" if stochastic else "dpm++", leave=False):
         output = diffusion.model(x, torch.full((len(x),), int(t), device=x.device, dtype=torch.long))
-        x = scheduler.step(output, t, x).prev_sample
+        noise = per_sample_noise(generators, x.shape[1:], x.device) if stochastic else None
+        x = scheduler.step(output, t, x, variance_noise=noise).prev_sample
     return x
 
 
-SAMPLERS = {"ddpm": ddpm_loop, "ddim": ddim_loop, "dpm++": dpm_solver_loop}
+def dpm_solver_sde_loop(diffusion, x, generators, steps):
+    return dpm_solver_loop(diffusion, x, generators, steps, stochastic=True)
+
+
+SAMPLERS = {"ddpm": ddpm_loop, "ddim": ddim_loop, "dpm++": dpm_solver_loop, "dpm++sde": dpm_solver_sde_loop}
 
 
 def sampler_steps(diffusion, sampler, steps):

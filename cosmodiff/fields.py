@@ -29,6 +29,7 @@ class FieldSet:
     param_names: list = dataclass_field(default_factory=list)
     sources: list = dataclass_field(default_factory=list)  # one string per field
     sim_index: np.ndarray | None = None  # (N,) which simulation each field came from
+    box_size_assumed: bool = False  # True when neither the data nor the caller gave the box size
 
     def __len__(self):
         return len(self.fields)
@@ -45,7 +46,7 @@ class FieldSet:
             params=None if self.params is None else self.params[index],
             param_names=list(self.param_names),
             sources=[self.sources[i] for i in index],
-            sim_index=None if self.sim_index is None else self.sim_index[index])
+            sim_index=None if self.sim_index is None else self.sim_index[index], box_size_assumed=self.box_size_assumed)
 
 
 def natural_key(path):
@@ -170,6 +171,7 @@ def read_npz(path):
     return FieldSet(
         fields=fields.astype(np.float32),
         box_size=float(contents["box_size"]) if "box_size" in contents else DEFAULT_BOX_SIZE,
+        box_size_assumed="box_size" not in contents,
         params=contents.get("params"),
         param_names=[str(name) for name in contents.get("param_names", [])],
         sim_index=contents.get("sim_index"))
@@ -214,22 +216,22 @@ def load_fields(path, colormap=None, slab_thickness=None, box_size=None):
                                  f"of {files[0].name}; all fields of a set must have one shape")
             stacks.append(stack)
             sources += [str(file)] if len(stack) == 1 else [f"{file}[{i}]" for i in range(len(stack))]
-        fieldset = FieldSet(fields=np.concatenate(stacks), sources=sources)
+        fieldset = FieldSet(fields=np.concatenate(stacks), sources=sources, box_size_assumed=True)
     elif path.suffix.lower() == ".npz":
         fieldset = read_npz(path)
         fieldset.sources = [f"{path}[{i}]" for i in range(len(fieldset.fields))]
     elif path.suffix.lower() == ".npy":
         fields = read_npy(path, slab_thickness)
-        fieldset = FieldSet(fields=fields, sources=[f"{path}[{i}]" for i in range(len(fields))])
+        fieldset = FieldSet(fields=fields, sources=[f"{path}[{i}]" for i in range(len(fields))], box_size_assumed=True)
     elif path.suffix.lower() == ".png":
-        fieldset = FieldSet(fields=read_png(path, colormap), sources=[str(path)])
+        fieldset = FieldSet(fields=read_png(path, colormap), sources=[str(path)], box_size_assumed=True)
     else:
         raise FieldError(f"{path}: unsupported file type '{path.suffix}'; use .npy, .npz, .png or a folder of them")
     if len(fieldset.fields) == 0 or fieldset.fields.size == 0:
         raise FieldError(f"{path}: holds no fields")
     validate(fieldset.fields, fieldset.sources)
     if box_size is not None:
-        fieldset.box_size = float(box_size)
+        fieldset.box_size, fieldset.box_size_assumed = float(box_size), False
     return fieldset
 
 

@@ -19,7 +19,8 @@ from cosmodiff.fields import FieldError, load_fields  # noqa: E402
 def write_report(report, generated_fields, out):
     """The JSON report and every figure, into a temporary folder first so nothing is half-written."""
     out = Path(out)
-    staging = Path(tempfile.mkdtemp(prefix=".evaluation-", dir=out.parent if out.parent.exists() else None))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".evaluation-", dir=out.parent))
     (staging / "report.json").write_text(json.dumps(report, indent=1))
     plots.power_spectra(report, staging / "power_spectra_comparison.png")
     plots.power_ratio(report, staging / "power_spectrum_ratio.png")
@@ -60,6 +61,8 @@ def main(args):
         real = load_fields(args.real, colormap=args.colormap, box_size=args.box_size)
         generated = load_fields(args.generated, colormap=args.colormap, box_size=args.box_size)
         train = load_fields(args.train, colormap=args.colormap, box_size=args.box_size) if args.train else None
+        if generated.box_size_assumed and not real.box_size_assumed:
+            generated.box_size = real.box_size  # a sampler's samples.npy carries no box: the real set's
         if real.box_size != generated.box_size:
             raise FieldError(f"{args.generated}: box size {generated.box_size} Mpc/h differs from {real.box_size} "
                              f"Mpc/h of {args.real}; pass --box_size if both are the same box")

@@ -35,7 +35,7 @@ class Oracle(nn.Module):
 
 
 @pytest.mark.parametrize("objective", ["pred_v", "pred_noise"])
-@pytest.mark.parametrize("sampler, steps", [("ddpm", None), ("ddim", 10), ("dpm++", 10), ("dpm++", 5)])
+@pytest.mark.parametrize("sampler, steps", [("ddpm", None), ("ddim", 10), ("dpm++", 10), ("dpm++", 5), ("dpm++sde", 10)])
 def test_every_sampler_recovers_the_field_an_exact_denoiser_describes(objective, sampler, steps):
     target = torch.rand(1, 16, 16) * 1.6 - 0.8
     oracle = Oracle(target, objective)
@@ -58,7 +58,7 @@ class WildDenoiser(nn.Module):
         return 5 * self.conv(x)
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++"])
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++", "dpm++sde"])
 def test_samples_stay_in_the_clamp_range_and_do_not_depend_on_batch_size(sampler):
     torch.manual_seed(0)
     diffusion = build_diffusion(WildDenoiser(), 16, timesteps=50)

@@ -112,3 +112,12 @@ def test_bad_data_and_sizes_are_refused_with_one_sentence(tiny_data, tmp_path):
     result = subprocess.run(train_command(tiny_data, tmp_path, "--train_steps", "1", "--image_size", "64"),
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2 and "fields of 32x32 cannot be block-averaged to --image_size 64" in result.stderr
+
+
+def test_earlier_work_flags_keep_their_meaning():
+    sys.path.insert(0, str(ROOT))
+    from train import parse_args
+
+    args = parse_args(["--seed", "1234", "--data_path", "./train_data", "--sampling_timesteps", "500"])
+    assert (args.seed, args.data_path, args.sampling_timesteps) == (1234, "./train_data", 500)
+    assert args.model == "unet" and args.image_size == 64 and args.resume is None
