@@ -14,9 +14,10 @@ from torch import nn
 
 
 def periodic_position_embedding(hidden_size, grid):
-    """(grid*grid, hidden_size) sin-cos embedding with integer frequencies 1 .. grid/2 per axis."""
+    """(grid*grid, hidden_size) sin-cos embedding with integer frequencies 1 .. grid/2 - 1 per axis
+    (at grid/2 the sine vanishes on every patch)."""
     n_freq = hidden_size // 4
-    frequencies = np.round(np.geomspace(1, max(1, grid // 2), n_freq))
+    frequencies = np.round(np.geomspace(1, max(1, grid // 2 - 1), n_freq))
     positions = np.arange(grid)
     angles = 2 * np.pi * positions[:, None] * frequencies[None, :] / grid  # (grid, n_freq)
     per_axis = np.concatenate([np.sin(angles), np.cos(angles)], axis=1)  # (grid, hidden/2)
