@@ -104,8 +104,7 @@ def load_network(run_dir):
     try:
         model.load_state_dict(load_file(str(weights_path)), strict=True)
     except (RuntimeError, OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()
-        detail = " ".join(line.strip() for line in first_line[:3])
+        detail = " ".join(line.strip() for line in str(error).strip().splitlines()[:3])
         raise CheckpointError(f"{weights_path}: the weights do not match the model in config.json ({detail})") from None
     return model.eval(), config
 

@@ -11,11 +11,8 @@ sample_max_value = 1, which is exactly the same clamp of x0 to [-1, 1].
 import numpy as np
 import torch
 from denoising_diffusion_pytorch import GaussianDiffusion
-from denoising_diffusion_pytorch.denoising_diffusion_pytorch import (cosine_beta_schedule, linear_beta_schedule,
-                                                                     sigmoid_beta_schedule)
 from tqdm import tqdm
 
-BETA_SCHEDULES = {"linear": linear_beta_schedule, "cosine": cosine_beta_schedule, "sigmoid": sigmoid_beta_schedule}
 PREDICTION_TYPES = {"pred_noise": "epsilon", "pred_x0": "sample", "pred_v": "v_prediction"}
 DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpm++": 20, "dpm++sde": 20}  # None: all training timesteps
 

@@ -38,16 +38,6 @@ class FieldSet:
     def image_size(self):
         return self.fields.shape[-1]
 
-    def subset(self, index):
-        """The fields selected by a boolean mask or an index array, with their metadata."""
-        index = np.arange(len(self))[index]
-        return FieldSet(
-            fields=self.fields[index], box_size=self.box_size,
-            params=None if self.params is None else self.params[index],
-            param_names=list(self.param_names),
-            sources=[self.sources[i] for i in index],
-            sim_index=None if self.sim_index is None else self.sim_index[index], box_size_assumed=self.box_size_assumed)
-
 
 def natural_key(path):
     """Sort key that puts 2 before 10 in file names."""

@@ -43,6 +43,19 @@ def side_by_side(sets, path, per_set=4, cmap="gnuplot"):
     save(figure, path)
 
 
+def nyquist(report):
+    """k_Nyquist = pi N / L of the compared fields, h/Mpc."""
+    return np.pi * report["settings"]["image_size"] / report["settings"]["box_size"]
+
+
+def real_band_and_generated(ax, x, statistic):
+    """The real set's mean with its 1-sigma band and the generated set's mean, of one report entry."""
+    mean, std = np.asarray(statistic["real_mean"]), np.asarray(statistic["real_std"])
+    ax.fill_between(x, mean - std, mean + std, color="C0", alpha=0.25)
+    ax.plot(x, mean, color="C0", label="real")
+    ax.plot(x, statistic["generated_mean"], color="C3", label="generated")
+
+
 def power_spectra(report, path, labels=("real", "generated")):
     """Mean P(k) of both sets with 1-sigma bands, log-log."""
     ps = report["power_spectrum"]
@@ -52,7 +65,7 @@ def power_spectra(report, path, labels=("real", "generated")):
         mean, std = np.asarray(ps[f"{key}_mean"]), np.asarray(ps[f"{key}_std"])
         ax.loglog(k, mean, color=colour, label=label)
         ax.fill_between(k, np.maximum(mean - std, mean * 1e-3), mean + std, color=colour, alpha=0.25)
-    ax.axvline(np.pi * report["settings"]["image_size"] / report["settings"]["box_size"], color="gray", ls=":", label="Nyquist")
+    ax.axvline(nyquist(report), color="gray", ls=":", label="Nyquist")
     ax.set_xlabel("k [h/Mpc]")
     ax.set_ylabel("P(k) [(Mpc/h)$^2$]")
     ax.set_title(f"MAFD {100 * report['mafd']:.2f}%  (floor {100 * report['floor']['median']:.2f}%)")
@@ -69,7 +82,7 @@ def power_ratio(report, path):
                     label="real vs real, 5-95%")
     ax.semilogx(k, ps["ratio"], color="C3", label="generated / real")
     ax.axhline(1, color="k", lw=0.8)
-    ax.axvline(np.pi * report["settings"]["image_size"] / report["settings"]["box_size"], color="gray", ls=":")
+    ax.axvline(nyquist(report), color="gray", ls=":")
     ax.set_xlabel("k [h/Mpc]")
     ax.set_ylabel("P ratio")
     ax.legend()
@@ -96,11 +109,8 @@ def pixel_pdf(report, path):
     pdf = report["pixel_pdf"]
     edges = np.asarray(pdf["edges"])
     centres = 0.5 * (edges[1:] + edges[:-1])
-    mean, std = np.asarray(pdf["real_mean"]), np.asarray(pdf["real_std"])
     figure, ax = plt.subplots(figsize=(6, 4))
-    ax.fill_between(centres, mean - std, mean + std, color="C0", alpha=0.25)
-    ax.plot(centres, mean, color="C0", label="real")
-    ax.plot(centres, pdf["generated_mean"], color="C3", label="generated")
+    real_band_and_generated(ax, centres, pdf)
     ax.set_xlabel("ln(1 + delta)")
     ax.set_ylabel("pixel PDF")
     ax.set_title(f"KS distance {pdf['distance']:.3f}")
@@ -109,16 +119,13 @@ def pixel_pdf(report, path):
 
 
 def minkowski(report, path):
-    """V0, V1, V2 against threshold and peak counts, real with 1-sigma bands."""
+    """V0, V1, V2 against threshold, real with 1-sigma bands."""
     mink = report["minkowski"]
     thresholds = np.asarray(mink["thresholds"])
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     units = {"v0": "area fraction", "v1": "boundary length per area [h/Mpc]", "v2": "Euler characteristic per area [(h/Mpc)$^2$]"}
     for ax, name in zip(axes, ("v0", "v1", "v2")):
-        mean, std = np.asarray(mink[name]["real_mean"]), np.asarray(mink[name]["real_std"])
-        ax.fill_between(thresholds, mean - std, mean + std, color="C0", alpha=0.25)
-        ax.plot(thresholds, mean, color="C0", label="real")
-        ax.plot(thresholds, mink[name]["generated_mean"], color="C3", label="generated")
+        real_band_and_generated(ax, thresholds, mink[name])
         ax.set_xlabel("threshold ln(1 + delta)")
         ax.set_ylabel(units[name])
     axes[0].legend()

@@ -6,6 +6,7 @@ binning; lengths in Mpc/h. Everything takes the box side in Mpc/h.
 """
 import numpy as np
 import torch
+from tqdm import tqdm
 
 MAS_ORDER = {"None": 0, "NGP": 1, "CIC": 2, "TSC": 3, "PCS": 4}
 LOG_FLOOR = 1e-3  # 1 + delta below 0.1% of the mean counts as 0.1% in log-density statistics
@@ -232,8 +233,6 @@ def nearest_distances(queries, references, chunk=64):
 
 def field_statistics(fields, box_size, edges, MAS="None", chunk=64, progress=False):
     """Per-field P(k), pixel PDF, Minkowski functionals, peak counts and seam score, in chunks."""
-    from tqdm import tqdm
-
     pixel_size = box_size / fields.shape[-1]
     thresholds = 0.5 * (edges[:-1] + edges[1:])
     parts = []
