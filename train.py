@@ -10,6 +10,7 @@ ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 train.py
 """
 import argparse
 import csv
+import itertools
 import math
 import sys
 import time
@@ -29,10 +30,11 @@ from cosmodiff.fields import FieldError, fit_image_size, load_fields
 from cosmodiff.launch import use_cpu_cores
 from cosmodiff.mock import ensure_default_data
 from cosmodiff.models import MODELS, build_model, model_kwargs
-from cosmodiff.transforms import LogTransform, augment_periodic
+from cosmodiff.transforms import DATA_STD, LogTransform, augment_periodic
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "train_data"
 LOG_COLUMNS = ["step", "loss", "lr", "images_per_s", "elapsed_s"]
+TIMING_STEPS = 20  # --train_minutes: steps timed before the step count is fixed (inside the warm-up)
 
 
 def training_fields(args):
@@ -47,9 +49,10 @@ def training_fields(args):
 
 
 def learning_rate(step, args):
-    """Linear warm-up, then cosine decay to 10% of --lr at --train_steps."""
-    if step < args.warmup_steps:
-        return args.lr * (step + 1) / args.warmup_steps
+    """Linear warm-up, then cosine decay to 10% of --lr at --train_steps (flat while a
+    --train_minutes run has not fixed its step count)."""
+    if step < args.warmup_steps or args.train_steps is None:
+        return args.lr * min(1.0, (step + 1) / args.warmup_steps)
     progress = min(1.0, (step - args.warmup_steps) / max(1, args.train_steps - args.warmup_steps))
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
@@ -75,9 +78,21 @@ def broadcast(accelerator, value):
 def sample_grid(ema_network, config, path, n_samples=16):
     """A grid of DDIM samples from the EMA network, in physical units."""
     diffusion = build_diffusion(ema_network, config["image_size"], **config["diffusion"])
-    model_space = sample(diffusion, range(n_samples), seed=0, sampler="ddim", steps=config["sampling_timesteps"])
-    fields = LogTransform.from_dict(config["transform"]).inverse(model_space[:, 0].float().cpu().numpy())
+    transform = LogTransform.from_dict(config["transform"])
+    model_space = sample(diffusion, range(n_samples), seed=0, x0_range=transform.x0_range, sampler="ddim",
+                         steps=config["sampling_timesteps"])
+    fields = transform.inverse(model_space[:, 0].float().cpu().numpy())
     plots.field_grid(fields, path, columns=8, title=f"step {config['step']}, DDIM {config['sampling_timesteps']} steps")
+
+
+def steps_in_budget(accelerator, args, seconds_per_step):
+    """The step count that fills --train_minutes at the speed of the first TIMING_STEPS steps (the
+    main process's measure, on every process); from then on the run is an ordinary --train_steps run."""
+    seconds_per_step = broadcast(accelerator, seconds_per_step)
+    steps = max(TIMING_STEPS, int(args.train_minutes * 60 / seconds_per_step))
+    if accelerator.is_main_process:
+        print(f"{seconds_per_step:.2f} s per step: {steps} steps fill {args.train_minutes:g} minutes.")
+    return steps
 
 
 def start_log(path, resumed_step):
@@ -112,7 +127,8 @@ def main(args):
     accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum)
     use_cpu_cores(accelerator)
     run_dir, args, resumed = start_or_resume(args, accelerator)
-    args.train_steps = args.train_steps or 400
+    if args.train_minutes is None:
+        args.train_steps = args.train_steps or 400
     set_seed(args.seed, device_specific=True)  # each process draws its own batches and noise
     if args.batch_size % accelerator.num_processes:
         raise ValueError(f"--batch_size {args.batch_size} must be divisible by the {accelerator.num_processes} processes")
@@ -120,7 +136,7 @@ def main(args):
 
     with accelerator.main_process_first():
         fieldset = training_fields(args)
-    transform = LogTransform.from_dict(resumed["transform"]) if resumed else LogTransform.fit(fieldset.fields)
+    transform = LogTransform.from_dict(resumed["transform"]) if resumed else LogTransform.fit(fieldset.fields, args.data_std)
     data = torch.from_numpy(transform.forward(fieldset.fields)).float()[:, None].to(accelerator.device)
 
     kwargs = resumed["model"]["kwargs"] if resumed else model_kwargs(args.model, args.image_size)
@@ -144,10 +160,13 @@ def main(args):
 
     log_path = run_dir / "log.csv"
     elapsed_before = start_log(log_path, start_step) if accelerator.is_main_process else 0.0
-    progress = tqdm(range(start_step, args.train_steps), initial=start_step, total=args.train_steps,
+    progress = tqdm(initial=start_step, total=args.train_steps,
                     disable=not accelerator.is_main_process, desc=f"training {args.model}")
     rows, started, window_start, window_losses = [], time.time() - elapsed_before, time.time(), []
-    for step in progress:
+    timing_start = time.time()
+    for step in itertools.count(start_step):
+        if args.train_steps is not None and step >= args.train_steps:
+            break
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args)
         for _ in range(args.grad_accum):
@@ -161,7 +180,11 @@ def main(args):
                 optimizer.zero_grad()
             window_losses.append(loss.detach())
         ema.update()
+        progress.update()
         config["step"] = step + 1
+        if args.train_steps is None and config["step"] - start_step == TIMING_STEPS:
+            args.train_steps = steps_in_budget(accelerator, args, (time.time() - timing_start) / TIMING_STEPS)
+            progress.total = args.train_steps
         if config["step"] % args.log_every == 0 or config["step"] == args.train_steps:
             mean_loss = accelerator.reduce(torch.stack(window_losses).mean(), reduction="mean").item()
             images_per_s = len(window_losses) * args.batch_size / (time.time() - window_start)
@@ -191,6 +214,7 @@ def parse_args(argv=None):
     data.add_argument("--slab_thickness", type=int, default=None, help="slices per 2D slab for 3D density cubes")
     data.add_argument("--box_size", type=float, default=None, help="Mpc/h (default: from the data, else 1000)")
     data.add_argument("--image_size", type=int, default=64, help="model resolution; larger fields are block-averaged")
+    data.add_argument("--data_std", type=float, default=DATA_STD, help="spread of the standardised log density in model space")
     model = parser.add_argument_group("model and diffusion")
     model.add_argument("--model", default="unet", choices=list(MODELS))
     model.add_argument("--timesteps", type=int, default=1000)
@@ -198,7 +222,10 @@ def parse_args(argv=None):
     model.add_argument("--objective", default="pred_v", choices=["pred_v", "pred_noise", "pred_x0"])
     model.add_argument("--beta_schedule", default="sigmoid", choices=["sigmoid", "cosine", "linear"])
     train = parser.add_argument_group("training")
-    train.add_argument("--train_steps", type=int, default=None, help="optimizer steps (default 400; on resume, the run's)")
+    length = train.add_mutually_exclusive_group()
+    length.add_argument("--train_steps", type=int, default=None, help="optimizer steps (default 400; on resume, the run's)")
+    length.add_argument("--train_minutes", type=float, default=None,
+                       help="as many steps as fit these minutes of training, at the speed of the first 20 steps")
     train.add_argument("--batch_size", type=int, default=16, help="global batch, split over processes")
     train.add_argument("--grad_accum", type=int, default=1)
     train.add_argument("--lr", type=float, default=1e-3)

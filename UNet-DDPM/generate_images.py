@@ -59,7 +59,7 @@ def main(args):
                   disable=not accelerator.is_main_process) as progress:
             for batch in batches:
                 with accelerator.autocast():
-                    model_space = sample(diffusion, batch, args.seed, args.sampler, steps)
+                    model_space = sample(diffusion, batch, args.seed, transform.x0_range, args.sampler, steps)
                 local.update(zip(batch, transform.inverse(model_space[:, 0].float().cpu().numpy())))
                 progress.update(len(batch) * accelerator.num_processes)
     merged = {}

@@ -2,7 +2,7 @@
 the test split holds, and evaluate them against the test split (MAFD next to its floor, pixel PDF,
 Minkowski functionals, seams, memorisation against the train split).
 
-    python benchmarks/fidelity.py [--model unet] [--train_steps 1500] [--sampler dpm++ --steps 20]
+    python benchmarks/fidelity.py [--model unet] [--train_minutes 15 | --train_steps 1500] [--sampler dpm++ --steps 20]
 
 Resumable: a finished training stage (or a partial one, resumed) and finished samples are reused.
 Prints one table against the targets and writes fidelity.json next to the evaluation figures.
@@ -28,20 +28,23 @@ def run(command):
 def train_stage(args, run_dir):
     """The trained run folder: reused when complete, resumed when interrupted."""
     config_path = run_dir / "config.json"
-    if config_path.exists() and json.loads(config_path.read_text())["step"] >= args.train_steps:
-        return
-    command = [sys.executable, ROOT / "train.py", "--model", args.model, "--train_steps", args.train_steps,
-               "--save_every", args.save_every, "--results_dir", run_dir.parent, "--run_name", run_dir.name,
+    if config_path.exists():
+        config = json.loads(config_path.read_text())
+        if config["step"] >= config["train_args"]["train_steps"]:
+            return config["step"]
+    length = ["--train_minutes", args.train_minutes] if args.train_minutes else ["--train_steps", args.train_steps]
+    command = [sys.executable, ROOT / "train.py", "--model", args.model, *length, "--save_every", args.save_every, "--results_dir", run_dir.parent, "--run_name", run_dir.name,
                "--seed", args.seed, *args.train_args.split()]
     run(command + (["--resume", run_dir] if config_path.exists() else []))
+    return json.loads(config_path.read_text())["step"]
 
 
-def sample_stage(args, run_dir, n_samples, out):
+def sample_stage(args, run_dir, n_samples, out, train_steps):
     record = out / "samples.json"
     if record.exists():
         done = json.loads(record.read_text())
         if (done["num_samples"], done["sampler"], done["steps"], done["step"]) == (
-                n_samples, args.sampler, args.steps, args.train_steps):
+                n_samples, args.sampler, args.steps, train_steps):
             return
     run([sys.executable, ROOT / "UNet-DDPM" / "generate_images.py", "--checkpoint", run_dir, "--num_samples", n_samples,
          "--sampler", args.sampler, "--steps", args.steps, "--seed", args.seed, "--batch_size", args.batch_size,
@@ -60,20 +63,21 @@ def verdicts(report):
         ("seam score median", f"{seam['generated']['median']:.3f}",
          f"in real [{seam['real']['low']:.3f}, {seam['real']['high']:.3f}]",
          seam["real"]["low"] <= seam["generated"]["median"] <= seam["real"]["high"]),
-        ("nearest-train RMS median (generated vs real)",
-         f"{memo['generated_to_train']['median']:.3f} vs {memo['real_to_train']['median']:.3f}", "generated >= real",
-         memo["generated_to_train"]["median"] >= memo["real_to_train"]["median"]),
+        ("nearest / median train distance (generated vs real)",
+         f"{memo['generated_relative']['median']:.3f} vs {memo['real_relative']['median']:.3f}", "generated >= real",
+         memo["generated_relative"]["median"] >= memo["real_relative"]["median"]),
     ]
 
 
 def main(args):
     train_path, test_path = ensure_default_data(ROOT / "train_data")
     n_samples = args.num_samples or max(256, len(load_fields(test_path)))
-    out = Path(args.out) / f"{args.model.replace('/', '')}-{args.train_steps}"
+    length = f"{args.train_minutes:g}min" if args.train_minutes else str(args.train_steps)
+    out = Path(args.out) / f"{args.model.replace('/', '')}-{length}"
     run_dir = out / "results" / "run"
-    train_stage(args, run_dir)
+    train_steps = train_stage(args, run_dir)
     samples = out / f"samples-{args.sampler}-{args.steps}"
-    sample_stage(args, run_dir, n_samples, samples)
+    sample_stage(args, run_dir, n_samples, samples, train_steps)
     evaluation = samples / "evaluation"
     run([sys.executable, ROOT / "evaluate" / "power_spectrum.py", test_path, samples / "samples.npy",
          "--train", train_path, "--out", evaluation])
@@ -82,12 +86,12 @@ def main(args):
     log = (run_dir / "log.csv").read_text().strip().splitlines()
     train_seconds = float(log[-1].split(",")[-1])
     rows = verdicts(report)
-    summary = dict(model=args.model, train_steps=args.train_steps, train_minutes=train_seconds / 60,
+    summary = dict(model=args.model, train_steps=train_steps, train_minutes=train_seconds / 60,
                    sampler=args.sampler, steps=args.steps, seconds_per_sample=timing["seconds_per_sample"],
                    n_generated=n_samples, n_real=report["sizes"]["real"], mafd=report["mafd"], floor=report["floor"],
                    targets=[dict(name=n, measured=m, target=t, met=bool(ok)) for n, m, t, ok in rows])
     (samples / "fidelity.json").write_text(json.dumps(summary, indent=1))
-    print(f"\n{args.model}, {args.train_steps} steps ({train_seconds / 60:.1f} min), {args.sampler} {args.steps} steps, "
+    print(f"\n{args.model}, {train_steps} steps ({train_seconds / 60:.1f} min), {args.sampler} {args.steps} steps, "
           f"{n_samples} generated vs {report['sizes']['real']} test fields")
     print(f"MAFD {100 * report['mafd']:.2f}%  floor {100 * report['floor']['median']:.2f}% "
           f"[{100 * report['floor']['low']:.2f}, {100 * report['floor']['high']:.2f}]")
@@ -123,6 +127,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="unet")
     parser.add_argument("--train_steps", type=int, default=1500)
+    parser.add_argument("--train_minutes", type=float, default=None, help="a training-time budget instead of --train_steps")
     parser.add_argument("--save_every", type=int, default=500)
     parser.add_argument("--train_args", default="", help="more train.py flags, e.g. '--lr 5e-4 --batch_size 32'")
     parser.add_argument("--num_samples", type=int, default=None, help="default: the test split's size (>= 256)")

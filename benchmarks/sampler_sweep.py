@@ -25,11 +25,14 @@ DEFAULT_CONFIGS = "ddpm:1000 ddim:250 ddim:100 ddim:50 ddim:20 ddim:10 dpm++:50 
 
 
 def samples_for(args, sampler, steps):
-    """samples.npy and its record for one sampler setting, made once."""
+    """samples.npy and its record for one sampler setting, made once per checkpoint, step and seed."""
     out = Path(args.out) / f"{sampler}-{steps}"
     record = out / "samples.json"
-    if not (record.exists() and json.loads(record.read_text())["num_samples"] == args.num_samples):
-        subprocess.run([sys.executable, str(ROOT / "UNet-DDPM" / "generate_images.py"), "--checkpoint", args.checkpoint,
+    wanted = dict(checkpoint=str(Path(args.checkpoint).resolve()), seed=args.seed, num_samples=args.num_samples,
+                  step=json.loads((Path(args.checkpoint) / "config.json").read_text())["step"])
+    done = json.loads(record.read_text()) if record.exists() else {}
+    if any(done.get(key) != value for key, value in wanted.items()):
+        subprocess.run([sys.executable, str(ROOT / "UNet-DDPM" / "generate_images.py"), "--checkpoint", wanted["checkpoint"],
                         "--num_samples", str(args.num_samples), "--sampler", sampler, "--steps", str(steps),
                         "--seed", str(args.seed), "--batch_size", str(args.batch_size), "--out", str(out)], check=True)
     return np.load(out / "samples.npy"), json.loads(record.read_text())

@@ -1,19 +1,18 @@
 """Noise schedule, training loss and samplers (DDPM, DDIM, DPM-Solver++), all from one GaussianDiffusion.
 
 denoising-diffusion-pytorch's GaussianDiffusion gives the schedule, the loss and the per-step
-predictions (with x0 clamped to [-1, 1], where our transform keeps the data). Its own sampling loops
-draw all noise from the global RNG for the whole batch, so the loops here re-run its DDPM and DDIM
-updates with noise drawn per sample from (seed, sample index): the same seed gives the same fields
-whatever the batch size or the number of processes. DPM-Solver++(2M) is diffusers'
-DPMSolverMultistepScheduler on this diffusion's betas and objective, with thresholding at
-sample_max_value = 1, which is exactly the same clamp of x0 to [-1, 1].
+predictions. Its sampling loops clamp x0 to [-1, 1] and draw all noise from the global RNG for the
+whole batch, so the loops here re-run its DDPM and DDIM updates on x0 clamped to the transform's
+`x0_range` (model space is standardised, not squeezed into [-1, 1]) with noise drawn per sample from
+(seed, sample index): the same seed gives the same fields whatever the batch size or the number of
+processes. DPM-Solver++(2M) is diffusers' DPMSolverMultistepScheduler on this diffusion's betas,
+fed the same clamped x0.
 """
 import numpy as np
 import torch
 from denoising_diffusion_pytorch import GaussianDiffusion
 from tqdm import tqdm
 
-PREDICTION_TYPES = {"pred_noise": "epsilon", "pred_x0": "sample", "pred_v": "v_prediction"}
 DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpm++": 20, "dpm++sde": 20}  # None: all training timesteps
 
 
@@ -28,21 +27,28 @@ def per_sample_noise(generators, shape, device):
     return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
 
 
-def ddpm_loop(diffusion, x, generators, steps):
+def denoise(diffusion, x, t, x0_range):
+    """The network's clean-field estimate clamped to x0_range, and the noise it implies, at timestep t."""
+    times = torch.full((len(x),), int(t), device=x.device, dtype=torch.long)
+    x_start = diffusion.model_predictions(x, times).pred_x_start.clamp(*x0_range)
+    return x_start, diffusion.predict_noise_from_start(x, times, x_start)
+
+
+def ddpm_loop(diffusion, x, generators, steps, x0_range):
     for t in tqdm(reversed(range(diffusion.num_timesteps)), total=diffusion.num_timesteps, desc="ddpm", leave=False):
+        x_start, _ = denoise(diffusion, x, t, x0_range)
         times = torch.full((len(x),), t, device=x.device, dtype=torch.long)
-        mean, _, log_variance, _ = diffusion.p_mean_variance(x, times, clip_denoised=True)
+        mean, _, log_variance = diffusion.q_posterior(x_start, x, times)
         noise = per_sample_noise(generators, x.shape[1:], x.device) if t > 0 else 0.0
         x = mean + (0.5 * log_variance).exp() * noise
     return x
 
 
-def ddim_loop(diffusion, x, generators, steps):
+def ddim_loop(diffusion, x, generators, steps, x0_range):
     """Deterministic DDIM (eta = 0) on the library's time pairs and clamped predictions."""
     times = torch.linspace(-1, diffusion.num_timesteps - 1, steps=steps + 1).int().tolist()[::-1]
     for time, time_next in tqdm(list(zip(times[:-1], times[1:])), desc="ddim", leave=False):
-        batch_times = torch.full((len(x),), time, device=x.device, dtype=torch.long)
-        pred_noise, x_start = diffusion.model_predictions(x, batch_times, clip_x_start=True, rederive_pred_noise=True)
+        x_start, pred_noise = denoise(diffusion, x, time, x0_range)
         if time_next < 0:
             return x_start
         alpha_next = diffusion.alphas_cumprod[time_next]
@@ -50,25 +56,23 @@ def ddim_loop(diffusion, x, generators, steps):
     return x
 
 
-def dpm_solver_loop(diffusion, x, generators, steps, stochastic=False):
+def dpm_solver_loop(diffusion, x, generators, steps, x0_range, stochastic=False):
     """DPM-Solver++(2M), or its SDE variant, which re-injects per-sample noise at every step."""
     from diffusers import DPMSolverMultistepScheduler
 
     scheduler = DPMSolverMultistepScheduler(
         num_train_timesteps=diffusion.num_timesteps, trained_betas=diffusion.betas.double().cpu().numpy(),
-        prediction_type=PREDICTION_TYPES[diffusion.objective],
-        algorithm_type="sde-dpmsolver++" if stochastic else "dpmsolver++", solver_order=2,
-        thresholding=True, sample_max_value=1.0)
+        prediction_type="sample", algorithm_type="sde-dpmsolver++" if stochastic else "dpmsolver++", solver_order=2)
     scheduler.set_timesteps(steps, device=x.device)
     for t in tqdm(scheduler.timesteps, desc="dpm++sde" if stochastic else "dpm++", leave=False):
-        output = diffusion.model(x, torch.full((len(x),), int(t), device=x.device, dtype=torch.long))
+        x_start, _ = denoise(diffusion, x, t, x0_range)
         noise = per_sample_noise(generators, x.shape[1:], x.device) if stochastic else None
-        x = scheduler.step(output, t, x, variance_noise=noise).prev_sample
+        x = scheduler.step(x_start, t, x, variance_noise=noise).prev_sample
     return x
 
 
-def dpm_solver_sde_loop(diffusion, x, generators, steps):
-    return dpm_solver_loop(diffusion, x, generators, steps, stochastic=True)
+def dpm_solver_sde_loop(diffusion, x, generators, steps, x0_range):
+    return dpm_solver_loop(diffusion, x, generators, steps, x0_range, stochastic=True)
 
 
 SAMPLERS = {"ddpm": ddpm_loop, "ddim": ddim_loop, "dpm++": dpm_solver_loop, "dpm++sde": dpm_solver_sde_loop}
@@ -89,13 +93,14 @@ def sampler_steps(diffusion, sampler, steps):
 
 
 @torch.inference_mode()
-def sample(diffusion, sample_indices, seed, sampler="ddim", steps=None):
-    """Model-space samples (B, 1, H, W) for the given global sample indices; sample i's noise comes
-    from a generator seeded with (seed, i) alone."""
+def sample(diffusion, sample_indices, seed, x0_range, sampler="ddim", steps=None):
+    """Model-space samples (B, 1, H, W) for the given global sample indices, with every predicted
+    clean field clamped to x0_range (the transform's); sample i's noise comes from a generator seeded
+    with (seed, i) alone."""
     steps = sampler_steps(diffusion, sampler, steps)
     generators = [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
                   for i in sample_indices]
     height, width = diffusion.image_size
     device = diffusion.betas.device
     x = per_sample_noise(generators, (diffusion.channels, height, width), device)
-    return SAMPLERS[sampler](diffusion, x, generators, steps)
+    return SAMPLERS[sampler](diffusion, x, generators, steps, x0_range)

@@ -52,6 +52,8 @@ def summary_table(report):
         memo = report["memorisation"]
         rows.append(("nearest-train RMS (generated / real)",
                      f"{memo['generated_to_train']['median']:.3f} / {memo['real_to_train']['median']:.3f}"))
+        rows.append(("nearest / median train distance (generated / real)",
+                     f"{memo['generated_relative']['median']:.3f} / {memo['real_relative']['median']:.3f}"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 

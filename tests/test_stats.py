@@ -110,12 +110,23 @@ def test_seam_score_is_one_for_periodic_fields_and_larger_for_cut_ones():
     assert np.median(seam_score(cut)) > 1.5
 
 
-def test_nearest_distance_finds_shifted_copies():
+def test_nearest_distance_finds_shifted_copies_and_its_ratio_ignores_smoothness():
     references = smooth_periodic_fields(5, 32, seed=4)
     queries = np.roll(references[[3, 1]], (7, -5), axis=(1, 2))
-    np.testing.assert_allclose(nearest_distances(queries, references), 0, atol=1e-7 * references.std())
+    nearest, relative = nearest_distances(queries, references)
+    np.testing.assert_allclose(nearest, 0, atol=1e-7 * references.std())
+    np.testing.assert_allclose(relative, 0, atol=1e-6)
     others = smooth_periodic_fields(2, 32, seed=5)
-    assert (nearest_distances(others, references) > 0.1 * others.std()).all()
+    nearest, relative = nearest_distances(others, references)
+    assert (nearest > 0.1 * others.std()).all() and (relative > 0.5).all()
+    # Brute force over all shifts for one pair, and the ratio's denominator, the median over references.
+    rms = [min(np.sqrt(np.mean((np.roll(others[0], (i, j), axis=(0, 1)) - reference) ** 2))
+               for i in range(32) for j in range(32)) for reference in references]
+    np.testing.assert_allclose([nearest[0], relative[0]], [min(rms), min(rms) / np.median(rms)], rtol=1e-9)
+    # Shrinking the query toward the mean shrinks the distance, not the ratio, much.
+    mean = references.mean()
+    shrunk_nearest, shrunk_relative = nearest_distances(mean + 0.5 * (others - mean), references)
+    assert (shrunk_nearest < nearest).all() and np.allclose(shrunk_relative, relative, rtol=0.25)
 
 
 def run_evaluate(*args):

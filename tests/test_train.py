@@ -93,6 +93,19 @@ def test_killed_run_resumes_from_its_last_checkpoint_with_the_same_losses(tiny_d
         torch.testing.assert_close(again_weights[name], whole_weights[name], rtol=1e-5, atol=1e-6)
 
 
+def test_time_budget_fixes_the_step_count_and_completes_the_schedule(tiny_data, tmp_path):
+    result = subprocess.run(train_command(tiny_data, tmp_path, "--train_minutes", "0.05", "--save_every", "1000",
+                                          "--run_name", "run"), cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    steps = config["train_args"]["train_steps"]
+    assert steps >= 20 and config["step"] == steps and f"{steps} steps fill 0.05 minutes" in result.stdout
+    last = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))[-1]
+    # The cosine decay ran over the fixed count: the last step's rate is 1e-3 (0.1 + 0.9 (1 + cos(pi (T-3)/(T-2))) / 2).
+    expected = 1e-3 * (0.1 + 0.45 * (1 + np.cos(np.pi * (steps - 3) / (steps - 2))))
+    assert int(last["step"]) == steps and float(last["lr"]) == pytest.approx(expected, rel=1e-3)
+
+
 def test_two_process_data_parallel_run_on_cpu(tiny_data, tmp_path):
     env = dict(os.environ, ACCELERATE_USE_CPU="true")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

@@ -13,12 +13,14 @@ def density_fields(seed=0, with_zeros=False):
     return fields
 
 
-def test_forward_maps_training_set_inside_clip_range_and_inverse_is_exact():
+def test_forward_standardises_the_training_set_inside_the_clamp_and_inverse_is_exact():
     fields = density_fields(with_zeros=True)
-    transform = LogTransform.fit(fields)
+    transform = LogTransform.fit(fields, data_std=0.5)
     model_space = transform.forward(fields)
-    assert model_space.min() >= -1 + HEADROOM - 1e-9 and model_space.max() <= 1 - HEADROOM + 1e-9
-    np.testing.assert_allclose(model_space.min(), -1 + HEADROOM, atol=1e-9)
+    np.testing.assert_allclose([model_space.mean(), model_space.std()], [0, 0.5], atol=1e-6)
+    low, high = transform.x0_range
+    margin = HEADROOM * (model_space.max() - model_space.min())
+    np.testing.assert_allclose([low, high], [model_space.min() - margin, model_space.max() + margin], atol=1e-6)
     np.testing.assert_allclose(transform.inverse(model_space), fields, rtol=1e-6, atol=1e-6 * fields.mean())
     assert np.abs(transform.inverse(model_space)[:, :4, :4]).max() < 1e-9  # empty pixels come back empty
 
@@ -37,7 +39,7 @@ def test_overdensity_fields_use_one_plus_delta():
     transform = LogTransform.fit(delta)
     assert transform.offset == 1.0
     np.testing.assert_allclose(transform.inverse(transform.forward(delta)), delta, rtol=1e-6, atol=1e-6)
-    assert transform.inverse(np.float64(-1)) >= -1  # the clamp's bottom is still a valid 1 + delta >= 0
+    assert transform.inverse(np.float64(transform.x_min)) >= -1  # the clamp's bottom is still a valid 1 + delta >= 0
 
 
 def test_augmentation_is_a_periodic_symmetry_of_each_field():
