@@ -73,7 +73,7 @@ def main(args):
     train_path, test_path = ensure_default_data(ROOT / "train_data")
     n_samples = args.num_samples or max(256, len(load_fields(test_path)))
     length = f"{args.train_minutes:g}min" if args.train_minutes else str(args.train_steps)
-    out = Path(args.out) / f"{args.model.replace('/', '')}-{length}"
+    out = Path(args.out) / (args.name or f"{args.model.replace('/', '')}-{length}")
     run_dir = out / "results" / "run"
     train_steps = train_stage(args, run_dir)
     samples = out / f"samples-{args.sampler}-{args.steps}"
@@ -136,5 +136,6 @@ if __name__ == "__main__":
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
+    parser.add_argument("--name", default=None, help="the experiment's folder under --out (default: <model>-<length>)")
     parser.add_argument("--figures", default=None, help="also copy the figures here, e.g. images")
     main(parser.parse_args())
