@@ -33,8 +33,8 @@ def train_stage(args, run_dir):
         if config["step"] >= config["train_args"]["train_steps"]:
             return config["step"]
     length = ["--train_minutes", args.train_minutes] if args.train_minutes else ["--train_steps", args.train_steps]
-    command = [sys.executable, ROOT / "train.py", "--model", args.model, *length, "--save_every", args.save_every, "--results_dir", run_dir.parent, "--run_name", run_dir.name,
-               "--seed", args.seed, *args.train_args.split()]
+    command = [sys.executable, ROOT / "train.py", "--model", args.model, *length, "--save_every", args.save_every,
+               "--results_dir", run_dir.parent, "--run_name", run_dir.name, "--seed", args.seed, *args.train_args.split()]
     run(command + (["--resume", run_dir] if config_path.exists() else []))
     return json.loads(config_path.read_text())["step"]
 

@@ -24,12 +24,11 @@ from cosmodiff.mock import ensure_default_data  # noqa: E402
 DEFAULT_CONFIGS = "ddpm:1000 ddim:250 ddim:100 ddim:50 ddim:20 ddim:10 dpm++:50 dpm++:20 dpm++:10 dpm++:5"
 
 
-def samples_for(args, sampler, steps):
-    """samples.npy and its record for one sampler setting, made once per checkpoint, step and seed."""
+def samples_for(args, wanted, sampler, steps):
+    """samples.npy and its record for one sampler setting, made once per `wanted` checkpoint, step,
+    seed and sample count."""
     out = Path(args.out) / f"{sampler}-{steps}"
     record = out / "samples.json"
-    wanted = dict(checkpoint=str(Path(args.checkpoint).resolve()), seed=args.seed, num_samples=args.num_samples,
-                  step=json.loads((Path(args.checkpoint) / "config.json").read_text())["step"])
     done = json.loads(record.read_text()) if record.exists() else {}
     if any(done.get(key) != value for key, value in wanted.items()):
         subprocess.run([sys.executable, str(ROOT / "UNet-DDPM" / "generate_images.py"), "--checkpoint", wanted["checkpoint"],
@@ -66,10 +65,12 @@ def main(args):
     k, pk_real, _ = stats.power_spectrum(real.fields, real.box_size)
     mask = stats.nyquist_mask(k, real.box_size, real.image_size)
     floor = stats.summarise(stats.mafd_floor(pk_real, args.num_samples, mask)[0])
+    wanted = dict(checkpoint=str(Path(args.checkpoint).resolve()), seed=args.seed, num_samples=args.num_samples,
+                  step=json.loads((Path(args.checkpoint) / "config.json").read_text())["step"])
     rows = []
     for config in args.configs.split():
         sampler, steps = config.split(":")
-        fields, record = samples_for(args, sampler, int(steps))
+        fields, record = samples_for(args, wanted, sampler, int(steps))
         _, pk, _ = stats.power_spectrum(fields, real.box_size)
         rows.append(dict(sampler=sampler, steps=int(steps), mafd=stats.mafd(pk, pk_real, mask),
                          seconds_per_sample=record["seconds_per_sample"]))

@@ -224,12 +224,12 @@ def nearest_distances(queries, references, chunk=64):
     for start in range(0, len(queries), chunk):
         block = queries[start:start + chunk]
         modes = torch.fft.rfft2(block)
+        block_norms = (block ** 2).sum(dim=(-2, -1))[:, None]
         columns = []
         for ref_start in range(0, len(references), chunk):
             cross = torch.fft.irfft2(modes[:, None].conj() * reference_modes[None, ref_start:ref_start + chunk],
                                      s=block.shape[-2:]).amax(dim=(-2, -1))
-            columns.append((block ** 2).sum(dim=(-2, -1))[:, None] + reference_norms[None, ref_start:ref_start + chunk]
-                           - 2 * cross)
+            columns.append(block_norms + reference_norms[None, ref_start:ref_start + chunk] - 2 * cross)
         rows.append(torch.sqrt(torch.clamp(torch.cat(columns, dim=1), min=0) / n_pixels))
     distances = torch.cat(rows)
     nearest = distances.amin(dim=1)

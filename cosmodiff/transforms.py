@@ -45,10 +45,10 @@ class LogTransform:
         eps = 0.5 * float(positive.min()) / scale if positive.size else 1e-6
         logs = np.log(rho / scale + eps)
         log_mean, log_std = float(logs.mean()), float(logs.std()) or 1.0
-        x_low, x_high = (data_std * (logs.min() - log_mean) / log_std, data_std * (logs.max() - log_mean) / log_std)
-        margin = HEADROOM * (x_high - x_low)
+        low, high = (np.array([logs.min(), logs.max()]) - log_mean) * (data_std / log_std)
+        margin = HEADROOM * (high - low)
         return cls(offset=offset, scale=scale, eps=eps, log_mean=log_mean, log_std=log_std, data_std=data_std,
-                   x_min=float(x_low - margin), x_max=float(x_high + margin))
+                   x_min=float(low - margin), x_max=float(high + margin))
 
     @property
     def x0_range(self):
