@@ -193,10 +193,11 @@ def main(args):
             progress.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_s:.1f}")
             window_start, window_losses = time.time(), []
         if config["step"] % args.save_every == 0 or config["step"] == args.train_steps:
-            save_checkpoint(run_dir, accelerator, ema, config)
-            if accelerator.is_main_process:
+            if accelerator.is_main_process:  # the log first: a kill between the two must not lose rows
                 append_log(log_path, rows)
                 rows = []
+            save_checkpoint(run_dir, accelerator, ema, config)
+            if accelerator.is_main_process:
                 sample_grid(ema.ema_model, config, run_dir / f"samples-{config['step']:07d}.png")
             window_start = time.time()
     check_replicas_agree(accelerator, network)
