@@ -2,6 +2,7 @@
 
     accelerate launch train.py                                   # default UNet on the default 2LPT data
     accelerate launch train.py --model dit-xs/4 --train_steps 50
+    accelerate launch train.py --formulation edm                 # vp (default), edm or flow
     accelerate launch train.py --seed 1234 --data_path ./train_data --sampling_timesteps 500
     accelerate launch train.py --resume                          # continue the latest run
 
@@ -17,23 +18,25 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 from ema_pytorch import EMA
 from tqdm import tqdm
 
 from cosmodiff import plots
-from cosmodiff.checkpoint import (CheckpointError, latest_run, load_training_state, new_run_dir, read_config,
+from cosmodiff.checkpoint import (FORMAT, CheckpointError, latest_run, load_training_state, new_run_dir, read_config,
                                   save_checkpoint)
-from cosmodiff.diffusion import build_diffusion, sample
+from cosmodiff.diffusion import FORMULATIONS, build_formulation, sample
 from cosmodiff.fields import FieldError, fit_image_size, load_fields
-from cosmodiff.launch import use_cpu_cores
+from cosmodiff.launch import accelerated
 from cosmodiff.mock import ensure_default_data
 from cosmodiff.models import MODELS, build_model, model_kwargs
 from cosmodiff.transforms import DATA_STD, LogTransform, augment_periodic
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "train_data"
-LOG_COLUMNS = ["step", "loss", "lr", "images_per_s", "elapsed_s"]
+# elapsed_s: wall-clock training seconds; cpu_s: the main process's CPU seconds (all its threads), the
+# compute a run used whatever else shared the machine
+LOG_COLUMNS = ["step", "loss", "lr", "images_per_s", "elapsed_s", "cpu_s"]
+RESUME_FLAGS = {"resume", "train_steps", "results_dir"}  # what --resume may be given; the rest is the run's
 TIMING_STEPS = 20  # --train_minutes: steps timed before the step count is fixed (inside the warm-up)
 
 
@@ -62,8 +65,16 @@ def start_or_resume(args, accelerator):
     if args.resume is None:
         run_dir = new_run_dir(args.results_dir, args.run_name, args.model) if accelerator.is_main_process else None
         return Path(broadcast(accelerator, str(run_dir))), args, None
+    ignored = [f"--{name}" for name, value in vars(args).items()
+               if name not in RESUME_FLAGS and value != PARSER.get_default(name)]
+    if ignored:
+        raise ValueError(f"--resume continues a run with its own settings; {', '.join(ignored)} cannot change them "
+                         "(only --train_steps can)")
     run_dir = latest_run(args.results_dir) if args.resume == "latest" else Path(args.resume)
     config = read_config(run_dir)
+    if "state" not in config or config.get("format", 1) < 2:
+        raise CheckpointError(f"{run_dir}: written by an earlier version without a resumable training state in "
+                              "today's layout; it samples as before, but training must start a new run")
     saved = argparse.Namespace(**config["train_args"])
     saved.train_steps = args.train_steps or saved.train_steps
     saved.resume = str(run_dir)
@@ -75,12 +86,20 @@ def broadcast(accelerator, value):
     return broadcast_object_list([value])[0] if accelerator.num_processes > 1 else value
 
 
-def sample_grid(ema_network, config, path, n_samples=16):
+def formulation_from_args(args):
+    """The formulation a new run trains with, from its flags (edm's sigma_data is the model space's spread)."""
+    options = {"vp": dict(timesteps=args.timesteps, objective=args.objective, beta_schedule=args.beta_schedule),
+               "edm": dict(sigma_data=args.data_std, p_mean=args.p_mean, p_std=args.p_std),
+               "flow": dict(logit_mean=args.logit_mean, logit_std=args.logit_std)}[args.formulation]
+    return build_formulation(dict(formulation=args.formulation, **options))
+
+
+def sample_grid(ema_network, formulation, config, path, n_samples=16):
     """A grid of DDIM samples from the EMA network, in physical units."""
-    diffusion = build_diffusion(ema_network, config["image_size"], **config["diffusion"])
     transform = LogTransform.from_dict(config["transform"])
-    model_space = sample(diffusion, range(n_samples), seed=0, x0_range=transform.x0_range, sampler="ddim",
-                         steps=config["sampling_timesteps"])
+    size = config["image_size"]
+    model_space = sample(formulation, ema_network, (1, size, size), range(n_samples), seed=0,
+                         x0_range=transform.x0_range, sampler="ddim", steps=config["sampling_timesteps"])
     fields = transform.inverse(model_space[:, 0].float().cpu().numpy())
     plots.field_grid(fields, path, columns=8, title=f"step {config['step']}, DDIM {config['sampling_timesteps']} steps")
 
@@ -97,13 +116,13 @@ def steps_in_budget(accelerator, args, seconds_per_step):
 
 def start_log(path, resumed_step):
     """A log.csv holding only the rows up to the step training starts from (those past a checkpoint are
-    redone); returns the training seconds those rows had counted."""
+    redone); returns the wall-clock and CPU training seconds those rows had counted."""
     kept = [row for row in csv.DictReader(path.open()) if int(row["step"]) <= resumed_step] if path.exists() else []
     with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, LOG_COLUMNS)
+        writer = csv.DictWriter(file, LOG_COLUMNS, restval="0")
         writer.writeheader()
         writer.writerows(kept)
-    return float(kept[-1]["elapsed_s"]) if kept else 0.0
+    return (float(kept[-1]["elapsed_s"]), float(kept[-1].get("cpu_s") or 0)) if kept else (0.0, 0.0)
 
 
 def append_log(path, rows):
@@ -124,8 +143,11 @@ def check_replicas_agree(accelerator, network):
 
 
 def main(args):
-    accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum)
-    use_cpu_cores(accelerator)
+    with accelerated(gradient_accumulation_steps=args.grad_accum) as accelerator:
+        train(args, accelerator)
+
+
+def train(args, accelerator):
     run_dir, args, resumed = start_or_resume(args, accelerator)
     if args.train_minutes is None:
         args.train_steps = args.train_steps or 400
@@ -141,14 +163,13 @@ def main(args):
 
     kwargs = resumed["model"]["kwargs"] if resumed else model_kwargs(args.model, args.image_size)
     network = build_model(args.model, kwargs)
-    diffusion_settings = dict(timesteps=args.timesteps, objective=args.objective, beta_schedule=args.beta_schedule)
-    diffusion = build_diffusion(network, args.image_size, **diffusion_settings)
+    formulation = build_formulation(resumed["diffusion"]) if resumed else formulation_from_args(args)
     ema = EMA(network, beta=args.ema_decay, update_after_step=10, update_every=1, include_online_model=False,
               param_or_buffer_names_no_ema={name for name, _ in network.named_buffers()})
     ema.to(accelerator.device)
-    optimizer = torch.optim.AdamW(diffusion.parameters(), lr=args.lr, weight_decay=0.0)
-    diffusion, optimizer = accelerator.prepare(diffusion, optimizer)
-    config = dict(model={"name": args.model, "kwargs": kwargs}, diffusion=diffusion_settings,
+    optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=0.0)
+    model, optimizer = accelerator.prepare(network, optimizer)
+    config = dict(format=FORMAT, model={"name": args.model, "kwargs": kwargs}, diffusion=formulation.settings(),
                   image_size=args.image_size, box_size=fieldset.box_size, transform=transform.to_dict(),
                   sampling_timesteps=args.sampling_timesteps, param_names=fieldset.param_names,
                   data={"path": str(args.data_path), "n_fields": len(fieldset)},
@@ -159,10 +180,11 @@ def main(args):
     start_step = config["step"]
 
     log_path = run_dir / "log.csv"
-    elapsed_before = start_log(log_path, start_step) if accelerator.is_main_process else 0.0
+    elapsed_before, cpu_before = start_log(log_path, start_step) if accelerator.is_main_process else (0.0, 0.0)
     progress = tqdm(initial=start_step, total=args.train_steps,
                     disable=not accelerator.is_main_process, desc=f"training {args.model}")
     rows, started, window_start, window_losses = [], time.time() - elapsed_before, time.time(), []
+    cpu_started = time.process_time() - cpu_before
     timing_start = time.time()
     for step in itertools.count(start_step):
         if args.train_steps is not None and step >= args.train_steps:
@@ -170,12 +192,12 @@ def main(args):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args)
         for _ in range(args.grad_accum):
-            with accelerator.accumulate(diffusion):
+            with accelerator.accumulate(model):
                 batch = augment_periodic(data[torch.randint(0, len(data), (local_batch,), device=data.device)])
-                loss = diffusion(batch)
+                loss = formulation.loss(model, batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(diffusion.parameters(), args.max_grad_norm)
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
             window_losses.append(loss.detach())
@@ -189,7 +211,8 @@ def main(args):
             mean_loss = accelerator.reduce(torch.stack(window_losses).mean(), reduction="mean").item()
             images_per_s = len(window_losses) * args.batch_size / (time.time() - window_start)
             rows.append(dict(step=config["step"], loss=f"{mean_loss:.6f}", lr=f"{learning_rate(step, args):.3e}",
-                             images_per_s=f"{images_per_s:.2f}", elapsed_s=f"{time.time() - started:.1f}"))
+                             images_per_s=f"{images_per_s:.2f}", elapsed_s=f"{time.time() - started:.1f}",
+                             cpu_s=f"{time.process_time() - cpu_started:.1f}"))
             progress.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_s:.1f}")
             window_start, window_losses = time.time(), []
         if config["step"] % args.save_every == 0 or config["step"] == args.train_steps:
@@ -198,15 +221,14 @@ def main(args):
                 rows = []
             save_checkpoint(run_dir, accelerator, ema, config)
             if accelerator.is_main_process:
-                sample_grid(ema.ema_model, config, run_dir / f"samples-{config['step']:07d}.png")
+                sample_grid(ema.ema_model, formulation, config, run_dir / f"samples-{config['step']:07d}.png")
             window_start = time.time()
     check_replicas_agree(accelerator, network)
     if accelerator.is_main_process:
         print(f"Run folder: {run_dir}")
-    accelerator.end_training()
 
 
-def parse_args(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument("--data_path", default=str(DEFAULT_DATA), help="field set (any format load_fields reads); "
@@ -218,10 +240,16 @@ def parse_args(argv=None):
     data.add_argument("--data_std", type=float, default=DATA_STD, help="spread of the standardised log density in model space")
     model = parser.add_argument_group("model and diffusion")
     model.add_argument("--model", default="unet", choices=list(MODELS))
-    model.add_argument("--timesteps", type=int, default=1000)
+    model.add_argument("--formulation", default="vp", choices=list(FORMULATIONS),
+                       help="vp: DDPM, v-prediction; edm: Karras et al. 2022; flow: rectified flow")
     model.add_argument("--sampling_timesteps", type=int, default=50, help="DDIM steps of the sample grids")
-    model.add_argument("--objective", default="pred_v", choices=["pred_v", "pred_noise", "pred_x0"])
-    model.add_argument("--beta_schedule", default="sigmoid", choices=["sigmoid", "cosine", "linear"])
+    model.add_argument("--timesteps", type=int, default=1000, help="vp: training timesteps")
+    model.add_argument("--objective", default="pred_v", choices=["pred_v", "pred_noise", "pred_x0"], help="vp")
+    model.add_argument("--beta_schedule", default="sigmoid", choices=["sigmoid", "cosine", "linear"], help="vp")
+    model.add_argument("--p_mean", type=float, default=-1.2, help="edm: mean of ln sigma in training")
+    model.add_argument("--p_std", type=float, default=1.2, help="edm: spread of ln sigma in training")
+    model.add_argument("--logit_mean", type=float, default=0.0, help="flow: location of logit(t) in training")
+    model.add_argument("--logit_std", type=float, default=1.0, help="flow: spread of logit(t) in training")
     train = parser.add_argument_group("training")
     length = train.add_mutually_exclusive_group()
     length.add_argument("--train_steps", type=int, default=None, help="optimizer steps (default 400; on resume, the run's)")
@@ -240,7 +268,14 @@ def parse_args(argv=None):
     run.add_argument("--resume", nargs="?", const="latest", default=None, help="continue the latest run, or the run DIR")
     run.add_argument("--save_every", type=int, default=200, help="checkpoint and sample grid every N steps")
     run.add_argument("--log_every", type=int, default=10)
-    return parser.parse_args(argv)
+    return parser
+
+
+PARSER = build_parser()
+
+
+def parse_args(argv=None):
+    return PARSER.parse_args(argv)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     accelerate launch UNet-DDPM/generate_images.py --num_samples 20 --seed 42
     accelerate launch UNet-DDPM/generate_images.py --checkpoint results/RUN --sampler dpm++ --steps 20
+    accelerate launch UNet-DDPM/generate_images.py --sampler heun --steps 18
 
 Writes to --out (default RUN/samples): samples.npy (N, H, W), PNG previews and samples.json. Sample
 i's noise is seeded from (seed, i), so a seed gives the same fields whatever the batch size or the
@@ -15,17 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cosmodiff import plots  # noqa: E402
-from cosmodiff.checkpoint import CheckpointError, latest_run, load_network  # noqa: E402
-from cosmodiff.diffusion import SAMPLERS, build_diffusion, sample, sampler_steps  # noqa: E402
+from cosmodiff.checkpoint import CheckpointError, latest_run, load_run  # noqa: E402
+from cosmodiff.diffusion import SAMPLERS, network_evaluations, sample, sampler_steps  # noqa: E402
 from cosmodiff.fields import render_colormap  # noqa: E402
-from cosmodiff.launch import use_cpu_cores  # noqa: E402
+from cosmodiff.launch import accelerated  # noqa: E402
 from cosmodiff.transforms import LogTransform  # noqa: E402
 
 
@@ -43,12 +43,16 @@ def write_previews(fields, out, colormap, count=16):
 def main(args):
     if args.num_samples < 1:
         raise ValueError(f"--num_samples must be at least 1, got {args.num_samples}")
-    accelerator = Accelerator()
-    use_cpu_cores(accelerator)
+    with accelerated() as accelerator:
+        sample_fields(args, accelerator)
+
+
+def sample_fields(args, accelerator):
     run_dir = Path(args.checkpoint) if args.checkpoint else latest_run(args.results_dir)
-    network, config = load_network(run_dir)
-    diffusion = build_diffusion(network, config["image_size"], **config["diffusion"]).to(accelerator.device)
-    steps = sampler_steps(diffusion, args.sampler, args.steps)
+    network, formulation, config = load_run(run_dir)
+    network.to(accelerator.device)
+    steps = sampler_steps(formulation, args.sampler, args.steps)
+    shape = (1, config["image_size"], config["image_size"])
     transform = LogTransform.from_dict(config["transform"])
 
     started = time.time()
@@ -59,23 +63,29 @@ def main(args):
                   disable=not accelerator.is_main_process) as progress:
             for batch in batches:
                 with accelerator.autocast():
-                    model_space = sample(diffusion, batch, args.seed, transform.x0_range, args.sampler, steps)
+                    model_space = sample(formulation, network, shape, batch, args.seed, transform.x0_range,
+                                         args.sampler, steps, churn=args.churn)
                 local.update(zip(batch, transform.inverse(model_space[:, 0].float().cpu().numpy())))
                 progress.update(len(batch) * accelerator.num_processes)
     merged = {}
     for part in gather_object([local]):
         merged.update(part)
     seconds = time.time() - started
-    if not accelerator.is_main_process:
-        return
+    if accelerator.is_main_process:
+        write_samples(args, run_dir, config, merged, steps, seconds, accelerator)
+
+
+def write_samples(args, run_dir, config, merged, steps, seconds, accelerator):
     fields = np.stack([merged[i] for i in range(args.num_samples)]).astype(np.float32)
     out = Path(args.out) if args.out else run_dir / "samples"
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "samples.tmp.npy", fields)
     (out / "samples.tmp.npy").replace(out / "samples.npy")
     write_previews(fields, out, args.colormap)
-    record = dict(checkpoint=str(run_dir), step=config["step"], model=config["model"]["name"], seed=args.seed,
-                  sampler=args.sampler, steps=steps, num_samples=args.num_samples, batch_size=args.batch_size,
+    record = dict(checkpoint=str(run_dir), step=config["step"], model=config["model"]["name"],
+                  formulation=config["diffusion"].get("formulation", "vp"), seed=args.seed, sampler=args.sampler,
+                  steps=steps, churn=args.churn, network_evaluations=network_evaluations(args.sampler, steps),
+                  num_samples=args.num_samples, batch_size=args.batch_size,
                   num_processes=accelerator.num_processes, seconds=seconds,
                   seconds_per_sample=seconds / args.num_samples, box_size=config["box_size"],
                   device=str(accelerator.device), mixed_precision=accelerator.mixed_precision)
@@ -91,7 +101,9 @@ def parse_args(argv=None):
     parser.add_argument("--num_samples", type=int, default=20)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--sampler", default="ddim", choices=list(SAMPLERS))
-    parser.add_argument("--steps", type=int, default=None, help="sampler steps (ddim 50, dpm++ 20; ddpm runs all)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="sampler steps (ddim and euler 50, dpm++ 20, heun 18; vp's ddpm runs all)")
+    parser.add_argument("--churn", type=float, default=0.0, help="heun: EDM's S_churn, noise added back per step")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--colormap", default="gnuplot", help="matplotlib colormap of the PNG previews")
     parser.add_argument("--out", default=None, help="output folder (default: RUN/samples)")

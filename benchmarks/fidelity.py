@@ -1,14 +1,16 @@
 """Fidelity benchmark: train a model on the default data's train split, sample as many fields as
-the test split holds, and evaluate them against the test split (MAFD next to its floor, pixel PDF,
-Minkowski functionals, seams, memorisation against the train split).
+the test split holds with one or more samplers, and evaluate them against the test split (MAFD next
+to its floor and in k bands, pixel PDF, Minkowski functionals, seams, memorisation against the train split).
 
-    python benchmarks/fidelity.py [--model unet] [--train_minutes 15 | --train_steps 1500] [--sampler dpm++ --steps 20]
+    python benchmarks/fidelity.py [--model unet] [--formulation vp] [--train_minutes 15 | --train_steps 1500]
+                                  [--samplers "dpm++:20 heun:10"]
 
 Resumable: a finished training stage (or a partial one, resumed) and finished samples are reused.
-Prints one table against the targets and writes fidelity.json next to the evaluation figures.
+Prints one table against the targets per sampler and writes fidelity.json next to its evaluation figures.
 """
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cosmodiff.checkpoint import read_config, read_log  # noqa: E402
+from cosmodiff.diffusion import network_evaluations  # noqa: E402
 from cosmodiff.fields import load_fields  # noqa: E402
 from cosmodiff.mock import ensure_default_data  # noqa: E402
+
+K_BANDS = {"k < 0.1": (0, 0.1), "0.1-0.4": (0.1, 0.4), "0.4-Nyquist": (0.4, float("inf"))}  # h/Mpc
 
 
 def run(command):
@@ -27,35 +33,45 @@ def run(command):
 
 def train_stage(args, run_dir):
     """The trained run folder: reused when complete, resumed when interrupted."""
-    config_path = run_dir / "config.json"
-    if config_path.exists():
-        config = json.loads(config_path.read_text())
+    if (run_dir / "config.json").exists():
+        config = read_config(run_dir)
         if config["step"] >= config["train_args"]["train_steps"]:
             return config["step"]
+        run([sys.executable, ROOT / "train.py", "--resume", run_dir])
+        return read_config(run_dir)["step"]
     length = ["--train_minutes", args.train_minutes] if args.train_minutes else ["--train_steps", args.train_steps]
-    command = [sys.executable, ROOT / "train.py", "--model", args.model, *length, "--save_every", args.save_every,
-               "--results_dir", run_dir.parent, "--run_name", run_dir.name, "--seed", args.seed, *args.train_args.split()]
-    run(command + (["--resume", run_dir] if config_path.exists() else []))
-    return json.loads(config_path.read_text())["step"]
+    run([sys.executable, ROOT / "train.py", "--model", args.model, "--formulation", args.formulation, *length,
+         "--save_every", args.save_every, "--results_dir", run_dir.parent, "--run_name", run_dir.name,
+         "--seed", args.seed, *args.train_args.split()])
+    return read_config(run_dir)["step"]
 
 
-def sample_stage(args, run_dir, n_samples, out, train_steps):
+def sample_stage(args, run_dir, n_samples, out, train_steps, sampler, steps):
     record = out / "samples.json"
     if record.exists():
         done = json.loads(record.read_text())
-        if (done["num_samples"], done["sampler"], done["steps"], done["step"]) == (
-                n_samples, args.sampler, args.steps, train_steps):
+        if (done["num_samples"], done["sampler"], done["steps"], done["step"]) == (n_samples, sampler, steps, train_steps):
             return
     run([sys.executable, ROOT / "UNet-DDPM" / "generate_images.py", "--checkpoint", run_dir, "--num_samples", n_samples,
-         "--sampler", args.sampler, "--steps", args.steps, "--seed", args.seed, "--batch_size", args.batch_size,
-         "--out", out])
+         "--sampler", sampler, "--steps", steps, "--seed", args.seed, "--batch_size", args.batch_size, "--out", out])
+
+
+def band_mafds(report):
+    """MAFD within each k band of K_BANDS (bins the overall MAFD uses)."""
+    spectrum = report["power_spectrum"]
+    bands = {}
+    for name, (low, high) in K_BANDS.items():
+        chosen = [abs(ratio - 1) for k, ratio, used in zip(spectrum["k"], spectrum["ratio"], spectrum["in_mafd"])
+                  if used and low <= k < high]
+        bands[name] = sum(chosen) / len(chosen) if chosen else None
+    return bands
 
 
 def verdicts(report):
     """Each target of the benchmark: (name, measured, target, met)."""
-    seam, memo = report["seam"], report["memorisation"]
+    seam = report["seam"]
     minkowski = min(report["minkowski"][name]["fraction_within_1sigma"] for name in ("v0", "v1", "v2"))
-    return [
+    rows = [
         ("MAFD / floor median", f"{report['mafd_over_floor']:.2f}", "<= 1.5", report["mafd_over_floor"] <= 1.5),
         ("pixel PDF bins within real 1-sigma", f"{100 * report['pixel_pdf']['fraction_within_1sigma']:.0f}%", "100%",
          report["pixel_pdf"]["fraction_within_1sigma"] == 1.0),
@@ -63,36 +79,59 @@ def verdicts(report):
         ("seam score median", f"{seam['generated']['median']:.3f}",
          f"in real [{seam['real']['low']:.3f}, {seam['real']['high']:.3f}]",
          seam["real"]["low"] <= seam["generated"]["median"] <= seam["real"]["high"]),
-        ("nearest / median train distance (generated vs real)",
-         f"{memo['generated_relative']['median']:.3f} vs {memo['real_relative']['median']:.3f}", "generated >= real",
-         memo["generated_relative"]["median"] >= memo["real_relative"]["median"]),
     ]
+    if "memorisation" in report:
+        memo = report["memorisation"]
+        rows.append(("nearest / median train distance (generated vs real)",
+                     f"{memo['generated_relative']['median']:.3f} vs {memo['real_relative']['median']:.3f}",
+                     "generated >= real", memo["generated_relative"]["median"] >= memo["real_relative"]["median"]))
+    return rows
 
 
 def main(args):
     train_path, test_path = ensure_default_data(ROOT / "train_data")
     n_samples = args.num_samples or max(256, len(load_fields(test_path)))
     length = f"{args.train_minutes:g}min" if args.train_minutes else str(args.train_steps)
-    out = Path(args.out) / (args.name or f"{args.model.replace('/', '')}-{length}")
+    out = Path(args.out) / (args.name or f"{args.model.replace('/', '')}-{args.formulation}-{length}")
     run_dir = out / "results" / "run"
     train_steps = train_stage(args, run_dir)
-    samples = out / f"samples-{args.sampler}-{args.steps}"
-    sample_stage(args, run_dir, n_samples, samples, train_steps)
+    for setting in args.samplers.split():
+        sampler, steps = setting.split(":")
+        evaluate(args, run_dir, out, n_samples, train_steps, sampler, int(steps), train_path, test_path)
+
+
+def evaluate(args, run_dir, out, n_samples, train_steps, sampler, steps, train_path, test_path):
+    samples = out / f"samples-{sampler}-{steps}"
+    sample_stage(args, run_dir, n_samples, samples, train_steps, sampler, steps)
     evaluation = samples / "evaluation"
-    run([sys.executable, ROOT / "evaluate" / "power_spectrum.py", test_path, samples / "samples.npy",
-         "--train", train_path, "--out", evaluation])
+    memorisation = [] if args.no_memorisation else ["--train", train_path]
+    run([sys.executable, ROOT / "evaluate" / "power_spectrum.py", test_path, samples / "samples.npy", *memorisation,
+         "--out", evaluation])
     report = json.loads((evaluation / "report.json").read_text())
     timing = json.loads((samples / "samples.json").read_text())
-    log = (run_dir / "log.csv").read_text().strip().splitlines()
-    train_seconds = float(log[-1].split(",")[-1])
+    last = read_log(run_dir)[-1]
+    train_seconds, train_cpu_seconds = last["elapsed_s"], last["cpu_s"]
     rows = verdicts(report)
-    summary = dict(model=args.model, train_steps=train_steps, train_minutes=train_seconds / 60,
-                   sampler=args.sampler, steps=args.steps, seconds_per_sample=timing["seconds_per_sample"],
-                   n_generated=n_samples, n_real=report["sizes"]["real"], mafd=report["mafd"], floor=report["floor"],
+    config = read_config(run_dir)
+    summary = dict(model=args.model, formulation=config["diffusion"].get("formulation", "vp"),
+                   train_steps=train_steps, train_minutes=train_seconds / 60,
+                   train_cpu_minutes=train_cpu_seconds / 60,
+                   threads=int(os.environ.get("COSMODIFF_THREADS", 0)) or os.cpu_count(),
+                   train_args=config["train_args"], sampler=sampler, steps=steps,
+                   network_evaluations=network_evaluations(sampler, steps),
+                   seconds_per_sample=timing["seconds_per_sample"], n_generated=n_samples,
+                   n_real=report["sizes"]["real"], mafd=report["mafd"], floor=report["floor"],
+                   mafd_over_floor=report["mafd_over_floor"], band_mafd=band_mafds(report),
+                   pixel_pdf_ks=report["pixel_pdf"]["distance"],
+                   log_density_std=dict(real=report["pixel_pdf"]["log_density_std_real"],
+                                        generated=report["pixel_pdf"]["log_density_std_generated"]),
+                   minkowski_within_1sigma={name: report["minkowski"][name]["fraction_within_1sigma"]
+                                            for name in ("v0", "v1", "v2")},
+                   seam_median=report["seam"]["generated"]["median"],
                    targets=[dict(name=n, measured=m, target=t, met=bool(ok)) for n, m, t, ok in rows])
     (samples / "fidelity.json").write_text(json.dumps(summary, indent=1))
-    print(f"\n{args.model}, {train_steps} steps ({train_seconds / 60:.1f} min), {args.sampler} {args.steps} steps, "
-          f"{n_samples} generated vs {report['sizes']['real']} test fields")
+    print(f"\n{args.model} ({summary['formulation']}), {train_steps} steps ({train_seconds / 60:.1f} min), "
+          f"{sampler} {steps} steps, {n_samples} generated vs {report['sizes']['real']} test fields")
     print(f"MAFD {100 * report['mafd']:.2f}%  floor {100 * report['floor']['median']:.2f}% "
           f"[{100 * report['floor']['low']:.2f}, {100 * report['floor']['high']:.2f}]")
     width = max(len(name) for name, *_ in rows)
@@ -126,16 +165,18 @@ def publish_figures(args, evaluation, samples, test_path):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="unet")
+    parser.add_argument("--formulation", default="vp", help="vp, edm or flow")
     parser.add_argument("--train_steps", type=int, default=1500)
     parser.add_argument("--train_minutes", type=float, default=None, help="a training-time budget instead of --train_steps")
     parser.add_argument("--save_every", type=int, default=500)
     parser.add_argument("--train_args", default="", help="more train.py flags, e.g. '--lr 5e-4 --batch_size 32'")
     parser.add_argument("--num_samples", type=int, default=None, help="default: the test split's size (>= 256)")
-    parser.add_argument("--sampler", default="dpm++")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--samplers", default="dpm++:20", help="sampler:steps settings, each sampled and evaluated")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     parser.add_argument("--name", default=None, help="the experiment's folder under --out (default: <model>-<length>)")
+    parser.add_argument("--no_memorisation", action="store_true",
+                        help="skip the nearest-training-field search (2 minutes per evaluation on 2 cores)")
     parser.add_argument("--figures", default=None, help="also copy the figures here, e.g. images")
     main(parser.parse_args())

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cosmodiff import stats  # noqa: E402
+from cosmodiff.checkpoint import read_config  # noqa: E402
 from cosmodiff.fields import load_fields  # noqa: E402
 from cosmodiff.mock import ensure_default_data  # noqa: E402
 
@@ -66,7 +67,7 @@ def main(args):
     mask = stats.nyquist_mask(k, real.box_size, real.image_size)
     floor = stats.summarise(stats.mafd_floor(pk_real, args.num_samples, mask)[0])
     wanted = dict(checkpoint=str(Path(args.checkpoint).resolve()), seed=args.seed, num_samples=args.num_samples,
-                  step=json.loads((Path(args.checkpoint) / "config.json").read_text())["step"])
+                  step=read_config(args.checkpoint)["step"])
     rows = []
     for config in args.configs.split():
         sampler, steps = config.split(":")

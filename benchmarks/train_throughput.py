@@ -8,7 +8,6 @@ there as 16-bit grayscale PNGs. Both runs skip their first --warmup steps. --no_
 only our loop (e.g. for the DiT presets, which the Trainer's sample grids do not support).
 """
 import argparse
-import csv
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cosmodiff.checkpoint import read_log  # noqa: E402
 from cosmodiff.fields import load_fields  # noqa: E402
 from cosmodiff.mock import ensure_default_data  # noqa: E402
 from cosmodiff.models import build_model, model_kwargs  # noqa: E402
@@ -33,18 +33,18 @@ def ours(args, work):
                "--save_every", str(10 * args.steps), "--results_dir", str(work / "results"), "--run_name", "ours",
                "--sampling_timesteps", "1"]
     subprocess.run(command, cwd=work, check=True, capture_output=True)
-    rows = list(csv.DictReader((work / "results" / "ours" / "log.csv").open()))
-    timed = [float(row["images_per_s"]) for row in rows if int(row["step"]) > args.warmup]
+    timed = [row["images_per_s"] for row in read_log(work / "results" / "ours") if row["step"] > args.warmup]
     return len(timed) / sum(1 / rate for rate in timed)  # equal windows: total images / total seconds
 
 
 def write_pngs(fields, folder):
-    """Model-space fields as 16-bit PNGs, the Trainer's input."""
+    """Model-space fields mapped from the clamp range to [0, 1], as 16-bit PNGs: the Trainer's input."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
     transform = LogTransform.fit(fields)
-    scaled = (transform.forward(fields) + 1) / 2
+    low, high = transform.x0_range
+    scaled = (transform.forward(fields) - low) / (high - low)
     for i, field in enumerate(scaled):
         Image.fromarray(np.round(field * 65535).astype(np.uint16)).save(folder / f"{i}.png")
 

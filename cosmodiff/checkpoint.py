@@ -5,6 +5,7 @@ state folder to resume from) is written last, so a run killed at any moment leav
 checkpoint loadable. Nothing is unpickled: weights are safetensors, settings JSON, and accelerate's
 optimizer state is read with torch.load(weights_only=True).
 """
+import csv
 import json
 import os
 import shutil
@@ -13,7 +14,11 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
+from cosmodiff.diffusion import build_formulation
 from cosmodiff.models import build_model
+
+
+FORMAT = 2  # 1: before formulations (vp settings without a name); 2: config["diffusion"] names its formulation
 
 
 class CheckpointError(ValueError):
@@ -41,9 +46,22 @@ def read_config(run_dir):
     if not path.exists():
         raise CheckpointError(f"{run_dir}: not a run folder (no config.json); train one with train.py")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path}: unreadable config ({error})") from None
+    if config.get("format", 1) > FORMAT:
+        raise CheckpointError(f"{path}: written by a newer version (run folder format {config['format']}; this one "
+                              f"reads up to {FORMAT}); upgrade cosmodiff to use it")
+    return config
+
+
+def read_log(run_dir):
+    """log.csv's rows as dicts of floats (step as int), in step order."""
+    path = Path(run_dir) / "log.csv"
+    if not path.exists():
+        raise CheckpointError(f"{run_dir}: has no log.csv")
+    rows = [{name: float(value) for name, value in row.items()} for row in csv.DictReader(path.open())]
+    return [dict(row, step=int(row["step"])) for row in rows]
 
 
 def tensors(module):
@@ -94,18 +112,28 @@ def latest_run(results_dir):
     return configs[-1].parent
 
 
-def load_network(run_dir):
-    """The EMA network of a run, built from config.json and loaded strictly from model.safetensors."""
+def load_run(run_dir):
+    """The EMA network of a run, built from config.json and loaded strictly from model.safetensors,
+    its formulation and its config."""
     config = read_config(run_dir)
-    weights_path = Path(run_dir) / "model.safetensors"
+    config_path, weights_path = Path(run_dir) / "config.json", Path(run_dir) / "model.safetensors"
+    try:
+        model = build_model(config["model"]["name"], config["model"]["kwargs"])
+        formulation = build_formulation(config["diffusion"])
+        config["image_size"], config["transform"]
+    except KeyError as error:
+        raise CheckpointError(f"{config_path}: lacks the key {error}") from None
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{config_path}: {error}") from None
     if not weights_path.exists():
         raise CheckpointError(f"{run_dir}: has no model.safetensors")
-    model = build_model(config["model"]["name"], config["model"]["kwargs"])
     try:
-        model.load_state_dict(load_file(str(weights_path)), strict=True)
+        weights = load_file(str(weights_path))
+    except Exception as error:  # safetensors raises its own error types for truncated or garbage files
+        raise CheckpointError(f"{weights_path}: not a readable safetensors file ({error})") from None
+    try:
+        model.load_state_dict(weights, strict=True)
     except (RuntimeError, OSError, ValueError) as error:
         detail = " ".join(line.strip() for line in str(error).strip().splitlines()[:3])
         raise CheckpointError(f"{weights_path}: the weights do not match the model in config.json ({detail})") from None
-    return model.eval(), config
-
-
+    return model.eval(), formulation, config

@@ -1,7 +1,9 @@
-"""Process settings shared by the entry scripts."""
+"""Process settings and the start and end every entry script run under accelerate shares."""
 import os
+from contextlib import contextmanager
 
 import torch
+from accelerate import Accelerator
 
 
 def use_cpu_cores(accelerator):
@@ -15,3 +17,22 @@ def use_cpu_cores(accelerator):
         return
     share = max(1, (os.cpu_count() or 1) // accelerator.num_processes)
     torch.set_num_threads(int(os.environ.get("COSMODIFF_THREADS", share)))
+
+
+@contextmanager
+def accelerated(**kwargs):
+    """An Accelerator on this process's share of the cores, ended cleanly on every rank.
+
+    On leaving, every rank waits for the others and then tears the process group down: a rank that
+    returned early (with the main one still writing) or exited with its gloo group alive aborted at
+    interpreter exit now and then ("terminate called without an active exception"). After an error
+    the group is torn down without the barrier, which the failed rank's peers may never reach;
+    `accelerate launch` then stops them.
+    """
+    accelerator = Accelerator(**kwargs)
+    use_cpu_cores(accelerator)
+    try:
+        yield accelerator
+        accelerator.wait_for_everyone()
+    finally:
+        accelerator.end_training()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from cosmodiff.diffusion import build_diffusion
+from cosmodiff.diffusion import build_formulation
 from cosmodiff.fields import save_fields
 from cosmodiff.mock import make_mock_set
 from cosmodiff.models import MODELS, build_model, model_kwargs
@@ -39,21 +39,28 @@ def test_position_embedding_is_periodic_on_the_torus():
     assert len({tuple(v.tolist()) for v in embedding.reshape(-1, hidden).round(decimals=4)}) == grid * grid
 
 
-def test_tiny_dit_loss_falls_through_the_shared_diffusion():
-    torch.manual_seed(0)
+@pytest.mark.parametrize("formulation", ["vp", "edm", "flow"])
+def test_tiny_dit_loss_falls_through_every_formulation(formulation):
     fields = torch.from_numpy(make_mock_set(1, grid=32, image_size=32, progress=False).fields[:32])
-    data = (torch.log(fields) / 3).clamp(-1, 1)[:, None]
+    data = torch.log(fields)[:, None]
+    data = 0.5 * (data - data.mean()) / data.std()
+    torch.manual_seed(0)
     network = build_model("dit-xs/4", model_kwargs("dit-xs/4", 32))
-    diffusion = build_diffusion(network, 32, timesteps=100)
-    optimizer = torch.optim.AdamW(diffusion.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(40):
-        loss = diffusion(data[torch.randint(0, len(data), (8,))])
+    diffusion = build_formulation({"formulation": formulation})
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
+
+    def held_loss():  # the same noise levels and noise every time
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(1)
+            return np.mean([diffusion.loss(network, data).item() for _ in range(4)])
+
+    before = held_loss()
+    for _ in range(80):
+        loss = diffusion.loss(network, data[torch.randint(0, len(data), (8,))])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
-    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
+    assert held_loss() < 0.9 * before  # EDM's unit-weight loss has the highest floor: 0.86 of the start here
 
 
 def test_dit_run_folder_trains_and_samples(tmp_path):

@@ -80,8 +80,8 @@ def test_killed_run_resumes_from_its_last_checkpoint_with_the_same_losses(tiny_d
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     killed_at = json.loads(config_path.read_text())["step"]
-    resumed = subprocess.run(train_command(tiny_data, tmp_path, "--resume", str(tmp_path / "killed")), cwd=tmp_path,
-                             capture_output=True, text=True)
+    resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(tmp_path / "killed")],
+                             cwd=tmp_path, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert killed_at >= 3
     whole, again = losses(tmp_path / "whole"), losses(tmp_path / "killed")
@@ -134,3 +134,32 @@ def test_earlier_work_flags_keep_their_meaning():
     args = parse_args(["--seed", "1234", "--data_path", "./train_data", "--sampling_timesteps", "500"])
     assert (args.seed, args.data_path, args.sampling_timesteps) == (1234, "./train_data", 500)
     assert args.model == "unet" and args.image_size == 64 and args.resume is None
+
+
+@pytest.mark.parametrize("formulation", ["edm", "flow"])
+def test_each_formulation_trains_and_samples_through_the_commands(tiny_data, tmp_path, formulation):
+    result = subprocess.run(train_command(tiny_data, tmp_path, "--train_steps", "2", "--save_every", "2",
+                                          "--formulation", formulation, "--run_name", "run"),
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["diffusion"]["formulation"] == formulation and config["format"] == 2
+    if formulation == "edm":
+        assert config["diffusion"]["sigma_data"] == 0.5  # the model space's spread
+    for sampler in ("heun", "dpm++", "euler"):
+        generate = subprocess.run([sys.executable, str(ROOT / "UNet-DDPM" / "generate_images.py"), "--checkpoint",
+                                   str(tmp_path / "run"), "--num_samples", "2", "--sampler", sampler, "--steps", "3",
+                                   "--out", str(tmp_path / sampler)], cwd=tmp_path, capture_output=True, text=True)
+        assert generate.returncode == 0, generate.stderr
+        record = json.loads((tmp_path / sampler / "samples.json").read_text())
+        assert record["formulation"] == formulation and record["network_evaluations"] == (5 if sampler == "heun" else 3)
+        samples = np.load(tmp_path / sampler / "samples.npy")
+        assert samples.shape == (2, 32, 32) and np.isfinite(samples).all() and (samples >= 0).all()
+
+
+def test_resume_refuses_flags_it_would_ignore(tiny_data, tmp_path):
+    result = subprocess.run(train_command(tiny_data, tmp_path, "--resume", str(tmp_path / "run"), "--lr", "0.01"),
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "--resume continues a run with its own settings; --data_path, --image_size, --sampling_timesteps, " \
+        "--batch_size, --lr, --warmup_steps, --log_every cannot change them" in result.stderr, result.stderr

@@ -4,13 +4,13 @@ import inspect
 import torch
 
 from cosmodiff.models.dit import DiT
-from cosmodiff.models.unet import periodic_unet
+from cosmodiff.models.unet import PeriodicUnet
 
 MODELS = {
     # CPU default: trains the default 64x64 data on 2 CPU cores in minutes.
-    "unet": (periodic_unet, dict(dim=16, dim_mults=(1, 2, 4, 8), attn_heads=2, attn_dim_head=16)),
+    "unet": (PeriodicUnet, dict(dim=16, dim_mults=(1, 2, 4, 8), attn_heads=2, attn_dim_head=16)),
     # The earlier work's network: 512x512 fields, flash attention where available.
-    "unet-paper": (periodic_unet, dict(dim=32, dim_mults=(1, 2, 4, 4, 8), flash_attn=True)),
+    "unet-paper": (PeriodicUnet, dict(dim=32, dim_mults=(1, 2, 4, 4, 8), flash_attn=True)),
     # DiT presets in DiT's naming (size/patch); XS is small enough to train on 2 CPU cores.
     "dit-xs/4": (DiT, dict(patch_size=4, hidden_size=128, depth=4, num_heads=4)),
     "dit-s/4": (DiT, dict(patch_size=4, hidden_size=384, depth=12, num_heads=6)),

@@ -1,9 +1,9 @@
 """A pixel-space Diffusion Transformer (Peebles & Xie 2023) for one-channel periodic fields.
 
 Patch embedding, fixed 2D sin-cos position embedding, transformer blocks with adaLN-Zero
-conditioning on the timestep, a final adaLN layer and unpatchify; no learned sigma. The position
+conditioning on the noise level, a final adaLN layer and unpatchify; no learned sigma. The position
 embedding uses only whole-number frequencies of 2 pi / (patches per side), so it is periodic on
-the torus like the data. The forward signature and attributes are those GaussianDiffusion expects.
+the torus like the data. Called as every network here: forward(x, noise_level, cond=None).
 """
 import math
 
@@ -31,7 +31,7 @@ def modulate(x, shift, scale):
 
 
 class TimestepEmbedder(nn.Module):
-    """Sinusoidal embedding of the integer diffusion step, then an MLP."""
+    """Sinusoidal embedding of the formulation's noise input (a timestep-like number, 0-1000 for vp), then an MLP."""
 
     def __init__(self, hidden_size, frequency_size=256):
         super().__init__()
@@ -93,7 +93,6 @@ class FinalLayer(nn.Module):
 class DiT(nn.Module):
     channels = 1
     out_dim = 1
-    self_condition = False
 
     def __init__(self, image_size, patch_size, hidden_size, depth, num_heads, mlp_ratio=4.0):
         super().__init__()
@@ -132,9 +131,11 @@ class DiT(nn.Module):
         x = x.reshape(batch, grid, grid, p, p, self.out_dim)
         return torch.einsum("bhwpqc->bchpwq", x).reshape(batch, self.out_dim, grid * p, grid * p)
 
-    def forward(self, x, time, x_self_cond=None):
+    def forward(self, x, noise_level, cond=None):
+        if cond is not None:
+            raise ValueError("this network was built without a condition; it takes cond=None")
         x = self.x_embedder(x).flatten(2).transpose(1, 2) + self.pos_embed
-        c = self.t_embedder(time)
+        c = self.t_embedder(noise_level)
         for block in self.blocks:
             x = block(x, c)
         return self.unpatchify(self.final_layer(x, c))

@@ -1,0 +1,11 @@
+"""The diffusion formulations (vp, edm, flow) behind one interface, and the samplers written against it.
+
+    formulation = build_formulation(config["diffusion"])
+    loss = formulation.loss(network, x0, cond)                      # training
+    x0_hat = formulation.denoise(network, y, sigma, cond)             # the preconditioned denoiser
+    fields = sample(formulation, network, (1, 64, 64), range(16), seed, x0_range, "heun", 18)
+"""
+from cosmodiff.diffusion.formulations import FORMULATIONS, build_formulation
+from cosmodiff.diffusion.samplers import SAMPLERS, network_evaluations, sample, sampler_steps
+
+__all__ = ["FORMULATIONS", "SAMPLERS", "build_formulation", "network_evaluations", "sample", "sampler_steps"]

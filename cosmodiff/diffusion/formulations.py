@@ -1,0 +1,216 @@
+"""The diffusion formulations (vp, edm, flow) in one form, so that one loss and one set of samplers serve all.
+
+Every formulation is written in the noise-level view of Karras et al. 2022 (EDM, Table 1): a noisy
+field is y = x0 + sigma * noise at noise level sigma, and the clean-field estimate (the denoiser) is
+
+    D(y, sigma, cond) = c_skip(sigma) y + c_out(sigma) F(c_in(sigma) y, c_noise(sigma), cond)
+
+with F the network. The formulations differ only in these four coefficients, in the noise levels
+drawn for training with their loss weight, and in the noise-level grids they sample on:
+
+- vp: the earlier work's DDPM (Ho et al. 2020) on denoising-diffusion-pytorch's discrete schedules
+  (sigmoid by default) with v-, noise- or x0-prediction; the network's input is the scaled field
+  sqrt(alpha_bar) (x0 + sigma noise) and c_noise the (fractional) training timestep. The loss is that
+  library's GaussianDiffusion.p_losses, so run folders trained before this module keep their meaning.
+- edm: Karras et al. 2022, sigma_data the model space's spread, ln sigma ~ N(P_mean, P_std^2), EDM's
+  loss weight (unit weight on the network's own target).
+- flow: rectified flow / the linear interpolant x_t = (1 - t) x0 + t noise with a velocity target
+  noise - x0 and logit-normal t (Esser et al. 2024); sigma = t / (1 - t).
+
+The networks' sinusoidal time embeddings were built for timesteps 0-1000, so edm's c_noise is
+EDM's ln(sigma) / 4 times 1000 and flow's is 1000 t: the same span of embedding phases as vp's.
+"""
+import math
+
+import numpy as np
+import torch
+from denoising_diffusion_pytorch.denoising_diffusion_pytorch import (cosine_beta_schedule, linear_beta_schedule,
+                                                                     sigmoid_beta_schedule)
+
+BETA_SCHEDULES = {"sigmoid": sigmoid_beta_schedule, "cosine": cosine_beta_schedule, "linear": linear_beta_schedule}
+
+
+def karras_grid(sigma_min, sigma_max, steps, rho=7.0):
+    """EDM's noise levels: `steps` levels from sigma_max to sigma_min, uniform in sigma^(1/rho), then 0."""
+    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+    inverse_min, inverse_max = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sigmas = (inverse_max + ramp * (inverse_min - inverse_max)) ** rho
+    return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)])
+
+
+class Formulation:
+    """What every formulation provides; subclasses set the coefficients and the training noise levels."""
+
+    name = None
+
+    def settings(self):
+        """The constructor's arguments and the name: what config.json stores to rebuild it."""
+        raise NotImplementedError
+
+    def precondition(self, sigma):
+        """(c_skip, c_out, c_in, c_noise) for float64 noise levels sigma (B,)."""
+        raise NotImplementedError
+
+    def training_sigmas(self, batch, device):
+        """Noise levels (B,) drawn for training and the loss weight (B,) on the network's target."""
+        raise NotImplementedError
+
+    def prior_std(self, sigma):
+        """The spread of y at the grid's top noise level that sampling starts from."""
+        raise NotImplementedError
+
+    def time_grid(self, steps):
+        """`steps` noise levels uniform in the formulation's own time, then 0."""
+        raise NotImplementedError
+
+    def ddim_grid(self, steps):
+        """The levels DDIM steps through: the time grid unless the formulation has its own."""
+        return self.time_grid(steps)
+
+    def denoise(self, network, y, sigma, cond=None):
+        """The clean-field estimate at noise level sigma (a float or a (B,) tensor), unclamped."""
+        sigma = torch.as_tensor(sigma, dtype=torch.float64, device=y.device).expand(len(y))
+        c_skip, c_out, c_in, c_noise = (c.to(y.dtype).view(-1, 1, 1, 1) for c in self.precondition(sigma))
+        return c_skip * y + c_out * network(c_in * y, c_noise.flatten(), cond)
+
+    def loss(self, network, x0, cond=None):
+        """The formulation's training loss on a batch of clean fields (B, C, H, W)."""
+        sigma, weight = self.training_sigmas(len(x0), x0.device)
+        c_skip, c_out, c_in, c_noise = self.precondition(sigma)
+        noise = torch.randn_like(x0)
+        # Input and target as combinations of x0 and noise, with coefficients in float64: forming
+        # y = x0 + sigma noise first loses x0 in float32 at the largest sigmas.
+        def combine(a, b):
+            return a.to(x0.dtype).view(-1, 1, 1, 1) * x0 + b.to(x0.dtype).view(-1, 1, 1, 1) * noise
+        network_input = combine(c_in, c_in * sigma)
+        target = combine((1 - c_skip) / c_out, -c_skip * sigma / c_out)
+        out = network(network_input, c_noise.to(x0.dtype), cond)
+        per_field = ((out.float() - target) ** 2).mean(dim=(1, 2, 3))
+        return (weight.to(per_field.dtype) * per_field).mean()
+
+
+class VP(Formulation):
+    name = "vp"
+
+    def __init__(self, timesteps=1000, objective="pred_v", beta_schedule="sigmoid"):
+        if beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"unknown beta schedule '{beta_schedule}'; choose one of {', '.join(BETA_SCHEDULES)}")
+        if objective not in ("pred_v", "pred_noise", "pred_x0"):
+            raise ValueError(f"unknown objective '{objective}'; choose pred_v, pred_noise or pred_x0")
+        self.timesteps, self.objective, self.beta_schedule = timesteps, objective, beta_schedule
+        alphas_cumprod = torch.cumprod(1 - BETA_SCHEDULES[beta_schedule](timesteps), dim=0)
+        self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt()  # float64, increasing with the timestep
+        self.log_sigmas = self.sigmas.log()
+        snr = 1 / self.sigmas ** 2
+        self.loss_weights = {"pred_noise": torch.ones_like(snr), "pred_x0": snr, "pred_v": snr / (snr + 1)}[objective]
+        self.sigma_min, self.sigma_max = self.sigmas[0].item(), self.sigmas[-1].item()
+
+    def settings(self):
+        return dict(formulation=self.name, timesteps=self.timesteps, objective=self.objective,
+                    beta_schedule=self.beta_schedule)
+
+    def timestep(self, sigma):
+        """The fractional training timestep of a noise level: linear in ln sigma between table entries
+        (exact at them), clamped to the table."""
+        log_sigma = sigma.clamp(self.sigma_min, self.sigma_max).log()
+        table = self.log_sigmas.to(sigma.device)
+        upper = torch.searchsorted(table, log_sigma).clamp(1, self.timesteps - 1)
+        fraction = (log_sigma - table[upper - 1]) / (table[upper] - table[upper - 1])
+        return upper - 1 + fraction
+
+    def precondition(self, sigma):
+        scale = 1 / (1 + sigma ** 2).sqrt()  # sqrt(alpha_bar)
+        c_skip, c_out = {"pred_v": (scale ** 2, -sigma * scale), "pred_noise": (torch.ones_like(sigma), -sigma),
+                         "pred_x0": (torch.zeros_like(sigma), torch.ones_like(sigma))}[self.objective]
+        return c_skip, c_out, scale, self.timestep(sigma)
+
+    def training_sigmas(self, batch, device):
+        steps = torch.randint(0, self.timesteps, (batch,), device=device)
+        return self.sigmas.to(device)[steps], self.loss_weights.to(device)[steps]
+
+    def prior_std(self, sigma):
+        return math.sqrt(1 + sigma ** 2)  # x_T ~ N(0, 1) in the scaled field
+
+    def time_grid(self, steps):
+        """Timesteps linspace(0, T - 1, steps + 1) rounded, the highest `steps` of them, then the clean
+        field: diffusers' "linspace" spacing, which the earlier DPM-Solver++ sampled on."""
+        times = torch.from_numpy(np.linspace(0, self.timesteps - 1, steps + 1).round()[::-1][:-1].copy()).long()
+        return torch.cat([self.sigmas[times], torch.zeros(1, dtype=torch.float64)])
+
+    def ddim_grid(self, steps):
+        """DDIM's time pairs as denoising-diffusion-pytorch spaces them: timesteps
+        linspace(-1, T - 1, steps + 1) truncated, where -1 is the clean field."""
+        times = torch.linspace(-1, self.timesteps - 1, steps=steps + 1).int().flip(0)
+        return torch.cat([self.sigmas[times[:-1]], torch.zeros(1, dtype=torch.float64)])
+
+    def every_timestep(self):
+        """Every training timestep's noise level, the highest first, then 0: the DDPM chain."""
+        return torch.cat([self.sigmas.flip(0), torch.zeros(1, dtype=torch.float64)])
+
+
+class EDM(Formulation):
+    name = "edm"
+
+    def __init__(self, sigma_data=0.5, p_mean=-1.2, p_std=1.2, sigma_min=0.002, sigma_max=80.0):
+        self.sigma_data, self.p_mean, self.p_std = sigma_data, p_mean, p_std
+        self.sigma_min, self.sigma_max = sigma_min, sigma_max
+
+    def settings(self):
+        return dict(formulation=self.name, sigma_data=self.sigma_data, p_mean=self.p_mean, p_std=self.p_std,
+                    sigma_min=self.sigma_min, sigma_max=self.sigma_max)
+
+    def precondition(self, sigma):
+        total = (sigma ** 2 + self.sigma_data ** 2).sqrt()
+        return (self.sigma_data ** 2 / total ** 2, sigma * self.sigma_data / total, 1 / total,
+                250 * sigma.log())
+
+    def training_sigmas(self, batch, device):
+        sigma = (self.p_mean + self.p_std * torch.randn(batch, device=device, dtype=torch.float64)).exp()
+        return sigma, torch.ones_like(sigma)  # lambda(sigma) c_out^2 = 1: EDM's weight
+
+    def prior_std(self, sigma):
+        return sigma
+
+    def time_grid(self, steps):
+        return karras_grid(self.sigma_min, self.sigma_max, steps)
+
+
+class Flow(Formulation):
+    name = "flow"
+    T_MAX = 0.999  # sampling starts here: t = 1 is sigma = infinity, where the noise-level view has no field
+
+    def __init__(self, logit_mean=0.0, logit_std=1.0):
+        self.logit_mean, self.logit_std = logit_mean, logit_std
+        self.sigma_min, self.sigma_max = 1e-3, self.T_MAX / (1 - self.T_MAX)
+
+    def settings(self):
+        return dict(formulation=self.name, logit_mean=self.logit_mean, logit_std=self.logit_std)
+
+    def precondition(self, sigma):
+        t = sigma / (1 + sigma)
+        return 1 - t, -t, 1 - t, 1000 * t
+
+    def training_sigmas(self, batch, device):
+        logit = self.logit_mean + self.logit_std * torch.randn(batch, device=device, dtype=torch.float64)
+        sigma = logit.exp()  # t / (1 - t) for t = sigmoid(logit)
+        return sigma, torch.ones_like(sigma)
+
+    def prior_std(self, sigma):
+        return 1 + sigma  # x_1 ~ N(0, 1) in the interpolant
+
+    def time_grid(self, steps):
+        t = self.T_MAX * torch.linspace(1, 0, steps + 1, dtype=torch.float64)
+        return t / (1 - t)
+
+
+FORMULATIONS = {"vp": VP, "edm": EDM, "flow": Flow}
+
+
+def build_formulation(settings):
+    """A formulation from the `diffusion` settings of config.json; folders written before formulations
+    existed hold vp's settings without a name."""
+    settings = dict(settings)
+    name = settings.pop("formulation", "vp")
+    if name not in FORMULATIONS:
+        raise ValueError(f"unknown formulation '{name}'; choose one of {', '.join(FORMULATIONS)}")
+    return FORMULATIONS[name](**settings)

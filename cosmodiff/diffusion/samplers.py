@@ -1,0 +1,150 @@
+"""Samplers written once against a formulation's denoiser, on a grid of noise levels.
+
+The state is the noisy field y = x0 + sigma noise (the formulations' common view), started at the
+grid's top level from per-sample noise times the formulation's prior spread. Every clean-field
+estimate is clamped to the transform's x0_range. Each update is one of two first-order steps
+applied to an estimate of the clean field:
+
+- deterministic (DDIM, Song et al. 2021; Euler on the probability-flow ODE in this view):
+  y' = D + (sigma'/sigma) (y - D);
+- ancestral (DDPM's posterior, Ho et al. 2020): y' = D + r^2 (y - D) + sigma' sqrt(1 - r^2) z,
+  r = sigma'/sigma.
+
+DPM-Solver++(2M) (Lu et al. 2022) feeds them the multistep second-order estimate
+D + (D - D_prev) h / (2 h_prev), h = ln(sigma / sigma'), first order on the first and last step:
+deterministic for `dpm++`, ancestral for `dpm++sde`. `heun` is EDM's Algorithm 2 (optional churn).
+We write these rather than use diffusers' schedulers because one implementation then serves vp,
+edm and flow with the same clamp and per-sample noise; for vp they match diffusers' and
+denoising-diffusion-pytorch's results (tests and the run-folder regression test).
+
+Sample i's noise comes from a generator seeded with (seed, i) alone, so a seed gives the same
+fields for any batch size or number of processes.
+"""
+import math
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cosmodiff.diffusion.formulations import VP, karras_grid
+
+
+def deterministic(y, denoised, sigma, sigma_next, noise):
+    return denoised + (sigma_next / sigma) * (y - denoised)
+
+
+def ancestral(y, denoised, sigma, sigma_next, noise):
+    ratio = (sigma_next / sigma) ** 2
+    return denoised + ratio * (y - denoised) + sigma_next * math.sqrt(1 - ratio) * noise()
+
+
+def multistep(denoiser, y, sigmas, draw, update, second_order):
+    previous = None
+    pairs = list(zip(sigmas[:-1].tolist(), sigmas[1:].tolist()))
+    for i, (sigma, sigma_next) in enumerate(tqdm(pairs, leave=False, desc="sampling")):
+        denoised = denoiser(y, sigma)
+        estimate = denoised
+        if second_order and previous is not None and sigma_next > 0:
+            step, previous_step = math.log(sigma / sigma_next), math.log(pairs[i - 1][0] / sigma)
+            estimate = denoised + (denoised - previous) * step / (2 * previous_step)
+        y = update(y, estimate, sigma, sigma_next, draw) if sigma_next > 0 else estimate
+        previous = denoised
+    return y
+
+
+def heun(denoiser, y, sigmas, draw, churn=0.0, churn_range=(0.05, 50.0)):
+    """EDM's second-order sampler; churn > 0 adds noise back on levels inside churn_range (Algorithm 2)."""
+    steps = len(sigmas) - 1
+    pairs = list(zip(sigmas[:-1].tolist(), sigmas[1:].tolist()))
+    for sigma, sigma_next in tqdm(pairs, leave=False, desc="heun"):
+        gamma = min(churn / steps, math.sqrt(2) - 1) if churn_range[0] <= sigma <= churn_range[1] else 0.0
+        if gamma > 0:
+            raised = sigma * (1 + gamma)
+            y = y + math.sqrt(raised ** 2 - sigma ** 2) * draw()
+            sigma = raised
+        denoised = denoiser(y, sigma)
+        if sigma_next == 0:  # the Euler step to sigma = 0 lands on the estimate
+            return denoised
+        slope = (y - denoised) / sigma
+        euler = y + (sigma_next - sigma) * slope
+        y = y + (sigma_next - sigma) * (slope + (euler - denoiser(euler, sigma_next)) / sigma_next) / 2
+    return y
+
+
+def time_grid(formulation, steps):
+    return formulation.time_grid(steps)
+
+
+def ddim_grid(formulation, steps):
+    return formulation.ddim_grid(steps)
+
+
+def edm_grid(formulation, steps):
+    return karras_grid(formulation.sigma_min, min(formulation.sigma_max, 80.0), steps)
+
+
+def ddpm_grid(formulation, steps):
+    return formulation.every_timestep()
+
+
+# name -> (noise-level grid, loop, its keyword arguments, default steps, network evaluations per step)
+SAMPLERS = {
+    "ddpm": (ddpm_grid, multistep, dict(update=ancestral, second_order=False), None, 1),
+    "ddim": (ddim_grid, multistep, dict(update=deterministic, second_order=False), 50, 1),
+    "euler": (edm_grid, multistep, dict(update=deterministic, second_order=False), 50, 1),
+    "heun": (edm_grid, heun, {}, 18, 2),
+    "dpm++": (time_grid, multistep, dict(update=deterministic, second_order=True), 20, 1),
+    "dpm++sde": (time_grid, multistep, dict(update=ancestral, second_order=True), 20, 1),
+}
+
+
+def sampler_steps(formulation, sampler, steps):
+    """The number of steps a sampler runs; vp's DDPM always runs every training timestep."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler '{sampler}'; choose one of {', '.join(SAMPLERS)}")
+    if sampler == "ddpm":
+        if not isinstance(formulation, VP):
+            raise ValueError(f"ddpm is vp's sampler; for {formulation.name} use dpm++sde (ancestral) or heun")
+        if steps not in (None, formulation.timesteps):
+            raise ValueError(f"ddpm runs all {formulation.timesteps} training timesteps; use ddim or dpm++ for {steps} steps")
+        return formulation.timesteps
+    steps = steps or SAMPLERS[sampler][3]
+    limit = formulation.timesteps if isinstance(formulation, VP) else 10000
+    if not 1 <= steps <= limit:
+        raise ValueError(f"steps must be between 1 and {limit}, got {steps}")
+    return steps
+
+
+def network_evaluations(sampler, steps):
+    """Network evaluations per sample: Heun's last step is a single Euler step."""
+    return steps * SAMPLERS[sampler][4] - (SAMPLERS[sampler][4] - 1)
+
+
+def per_sample_noise(generators, shape, device):
+    """One standard-normal draw of `shape` per sample, each from its own generator."""
+    return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
+
+
+@torch.inference_mode()
+def sample(formulation, network, shape, sample_indices, seed, x0_range, sampler="ddim", steps=None, cond=None,
+           churn=0.0):
+    """Model-space samples (B, *shape) for the given global sample indices, every clean-field estimate
+    clamped to x0_range; churn is heun's."""
+    steps = sampler_steps(formulation, sampler, steps)
+    if churn and sampler != "heun":
+        raise ValueError(f"churn is heun's; {sampler} takes none")
+    options = dict(churn=churn) if sampler == "heun" else {}
+    grid, loop, settings, _, _ = SAMPLERS[sampler]
+    sigmas = grid(formulation, steps)
+    generators = [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
+                  for i in sample_indices]
+    device = next(network.parameters(), torch.empty(0)).device
+    y = per_sample_noise(generators, shape, device) * formulation.prior_std(sigmas[0].item())
+
+    def denoiser(y, sigma):
+        return formulation.denoise(network, y, sigma, cond).clamp(*x0_range)
+
+    def draw():
+        return per_sample_noise(generators, shape, device)
+
+    return loop(denoiser, y, sigmas, draw, **settings, **options)

@@ -1,0 +1,170 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from denoising_diffusion_pytorch import GaussianDiffusion
+from torch import nn
+
+from cosmodiff.diffusion import FORMULATIONS, SAMPLERS, build_formulation, network_evaluations, sample
+from cosmodiff.diffusion.formulations import VP
+
+FAST_VP = {"formulation": "vp", "timesteps": 200}
+
+
+def noise_level(formulation, c_noise):
+    """The noise level a network input c_noise stands for, inverted here independently of the code."""
+    c_noise = c_noise.double()
+    if formulation.name == "vp":
+        return torch.from_numpy(np.exp(np.interp(c_noise.numpy(), np.arange(formulation.timesteps),
+                                                 formulation.sigmas.log().numpy())))
+    if formulation.name == "edm":
+        return (c_noise / 250).exp()
+    t = c_noise / 1000
+    return t / (1 - t)
+
+
+class Oracle(nn.Module):
+    """The exact network of a data distribution that is one field x*: the denoiser it yields is x*."""
+
+    def __init__(self, target, formulation):
+        super().__init__()
+        self.target, self.formulation = target, formulation
+
+    def forward(self, x, c_noise, cond=None):
+        c_skip, c_out, c_in, _ = (c.float().view(-1, 1, 1, 1) for c in self.formulation.precondition(
+            noise_level(self.formulation, c_noise)))
+        return (self.target - c_skip * x / c_in) / c_out
+
+
+def formulations():
+    return [FAST_VP, {"formulation": "vp", "timesteps": 200, "objective": "pred_noise"},
+            {"formulation": "edm"}, {"formulation": "flow"}]
+
+
+@pytest.mark.parametrize("settings", formulations(), ids=lambda s: s.get("objective", s["formulation"]))
+@pytest.mark.parametrize("sampler, steps", [("ddpm", None), ("ddim", 10), ("euler", 10), ("heun", 6),
+                                            ("dpm++", 10), ("dpm++", 5), ("dpm++sde", 10)])
+def test_every_sampler_recovers_the_field_an_exact_denoiser_describes(settings, sampler, steps):
+    formulation = build_formulation(settings)
+    if sampler == "ddpm" and formulation.name != "vp":
+        pytest.skip("ddpm is vp's sampler")
+    target = torch.rand(1, 16, 16) * 4 - 2  # standardised fields reach beyond [-1, 1]
+    out = sample(formulation, Oracle(target, formulation), (1, 16, 16), [0, 1], seed=1, x0_range=(-2.2, 2.2),
+                 sampler=sampler, steps=steps)
+    torch.testing.assert_close(out, target.expand(2, 1, 16, 16), atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("name", FORMULATIONS)
+def test_the_exact_network_has_zero_loss_and_a_fresh_one_does_not(name):
+    formulation = build_formulation({"formulation": name})
+    target = torch.randn(1, 16, 16) * 0.5
+    torch.manual_seed(0)
+    assert formulation.loss(Oracle(target, formulation), target.expand(64, 1, 16, 16)) < 1e-6
+    assert formulation.loss(Oracle(torch.zeros_like(target), formulation), target.expand(64, 1, 16, 16)) > 1e-2
+
+
+def test_edm_zero_network_is_the_exact_denoiser_of_gaussian_data_of_spread_sigma_data():
+    """For x0 ~ N(0, s^2), E[x0 | x0 + sigma n] = y s^2 / (s^2 + sigma^2): EDM's c_skip with F = 0."""
+    formulation = build_formulation({"formulation": "edm", "sigma_data": 0.7})
+    y, sigma = torch.randn(3, 1, 8, 8), torch.tensor([0.1, 0.7, 20.0])
+    zero = lambda x, c_noise, cond=None: torch.zeros_like(x)  # noqa: E731
+    expected = y * 0.49 / (0.49 + sigma.view(-1, 1, 1, 1) ** 2)
+    torch.testing.assert_close(formulation.denoise(zero, y, sigma), expected)
+
+
+def test_flow_network_sees_the_linear_interpolant_and_is_trained_on_the_velocity():
+    formulation = build_formulation({"formulation": "flow"})
+    x0, noise, t = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8), torch.tensor([0.2, 0.9], dtype=torch.float64)
+    seen = {}
+
+    def velocity_network(x, c_noise, cond=None):
+        seen["x"], seen["t"] = x, c_noise / 1000
+        return noise - x0
+    y = x0 + (t / (1 - t)).view(-1, 1, 1, 1).float() * noise
+    torch.testing.assert_close(formulation.denoise(velocity_network, y, t / (1 - t)), x0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(seen["x"], (1 - t.view(-1, 1, 1, 1).float()) * x0 + t.view(-1, 1, 1, 1).float() * noise)
+    torch.testing.assert_close(seen["t"], t.float())
+
+
+class TimedConv(nn.Module):
+    """A small network whose output depends on the field and the (fractional) timestep."""
+    channels, out_dim, self_condition = 1, 1, False  # what GaussianDiffusion asks of a network
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x, time, cond=None):
+        return self.conv(x) * (1 + time.float().view(-1, 1, 1, 1) / 500)
+
+
+@pytest.mark.parametrize("objective", ["pred_v", "pred_noise", "pred_x0"])
+def test_vp_denoiser_and_loss_weight_are_denoising_diffusion_pytorchs(objective):
+    """vp reproduces the library's GaussianDiffusion it replaced: clean-field predictions and loss weights."""
+    torch.manual_seed(0)
+    network = TimedConv()
+    library = GaussianDiffusion(network, image_size=8, timesteps=1000, objective=objective, auto_normalize=False)
+    ours = VP(objective=objective)
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([5, 400, 990])
+    sigma = ours.sigmas[t]
+    with torch.no_grad():
+        expected = library.model_predictions(x, t).pred_x_start
+        denoised = ours.denoise(network, x * (1 + sigma ** 2).sqrt().float().view(-1, 1, 1, 1), sigma)
+    torch.testing.assert_close(denoised, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ours.loss_weights.float()[t], library.loss_weight[t])
+
+
+class WildDenoiser(nn.Module):
+    """An untrained network with large outputs: its clean-field estimates leave the range unless clamped."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        torch.nn.init.normal_(self.conv.weight, std=3.0)
+
+    def forward(self, x, c_noise, cond=None):
+        return 5 * self.conv(x)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_samples_stay_in_the_x0_range_and_do_not_depend_on_batch_size(sampler):
+    torch.manual_seed(0)
+    formulation, network = build_formulation({"formulation": "vp", "timesteps": 50}), WildDenoiser()
+    steps = None if sampler == "ddpm" else 8
+
+    def draw(indices, seed=7):
+        return sample(formulation, network, (1, 16, 16), indices, seed=seed, x0_range=(-2, 1.5), sampler=sampler,
+                      steps=steps)
+    together = draw([0, 1, 2, 3])
+    apart = torch.cat([draw([i]) for i in range(4)])
+    assert -2 <= together.min() and together.max() <= 1.5
+    torch.testing.assert_close(together, apart, atol=1e-3, rtol=0)  # float rounding of batched convolutions
+    assert not torch.allclose(draw([0], seed=8), together[:1])
+
+
+def test_heun_churn_adds_noise_and_other_samplers_refuse_it():
+    formulation, network = build_formulation({"formulation": "edm"}), WildDenoiser()
+    plain = sample(formulation, network, (1, 8, 8), [0], 3, (-2, 2), "heun", 6)
+    churned = sample(formulation, network, (1, 8, 8), [0], 3, (-2, 2), "heun", 6, churn=10.0)
+    assert not torch.allclose(plain, churned)
+    with pytest.raises(ValueError, match="churn is heun's"):
+        sample(formulation, network, (1, 8, 8), [0], 3, (-2, 2), "ddim", 6, churn=1.0)
+
+
+def test_network_evaluations_and_step_errors():
+    assert network_evaluations("heun", 18) == 35 and network_evaluations("dpm++", 20) == 20
+    with pytest.raises(ValueError, match="ddpm is vp's sampler"):
+        sample(build_formulation({"formulation": "flow"}), WildDenoiser(), (1, 8, 8), [0], 0, (-1, 1), "ddpm")
+    with pytest.raises(ValueError, match="unknown formulation 've'"):
+        build_formulation({"formulation": "ve"})
+
+
+@pytest.mark.parametrize("name", FORMULATIONS)
+def test_grids_descend_from_the_top_level_to_zero(name):
+    formulation = build_formulation({"formulation": name})
+    for sampler, (grid, *_rest) in SAMPLERS.items():
+        if sampler == "ddpm" and name != "vp":
+            continue
+        sigmas = grid(formulation, 7)
+        assert sigmas[-1] == 0 and torch.all(sigmas[1:] < sigmas[:-1]) and math.isfinite(sigmas[0])
