@@ -23,11 +23,11 @@ from ema_pytorch import EMA
 from tqdm import tqdm
 
 from cosmodiff import plots
-from cosmodiff.checkpoint import (FORMAT, CheckpointError, latest_run, load_training_state, new_run_dir, read_config,
-                                  save_checkpoint)
+from cosmodiff.checkpoint import (FORMAT, CheckpointError, latest_run, load_training_state, lock_run, new_run_dir,
+                                  read_config, save_checkpoint, training_state)
 from cosmodiff.diffusion import FORMULATIONS, build_formulation, sample
 from cosmodiff.fields import FieldError, fit_image_size, load_fields
-from cosmodiff.launch import accelerated
+from cosmodiff.launch import Preemption, accelerated
 from cosmodiff.mock import ensure_default_data
 from cosmodiff.models import MODELS, build_model, model_kwargs
 from cosmodiff.transforms import DATA_STD, LogTransform, augment_periodic
@@ -37,7 +37,12 @@ DEFAULT_DATA = Path(__file__).resolve().parent / "train_data"
 # compute a run used whatever else shared the machine
 LOG_COLUMNS = ["step", "loss", "lr", "images_per_s", "elapsed_s", "cpu_s"]
 RESUME_FLAGS = {"resume", "train_steps", "results_dir"}  # what --resume may be given; the rest is the run's
-TIMING_STEPS = 20  # --train_minutes: steps timed before the step count is fixed (inside the warm-up)
+TIMING_STEPS = 20
+PREEMPTED = 75  # exit status after SIGTERM/SIGUSR1: checkpoint written, resume with --resume (sysexits' EX_TEMPFAIL)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss); the message names the step."""  # --train_minutes: steps timed before the step count is fixed (inside the warm-up)
 
 
 def training_fields(args):
@@ -72,9 +77,10 @@ def start_or_resume(args, accelerator):
                          "(only --train_steps can)")
     run_dir = latest_run(args.results_dir) if args.resume == "latest" else Path(args.resume)
     config = read_config(run_dir)
-    if "state" not in config or config.get("format", 1) < 2:
-        raise CheckpointError(f"{run_dir}: written by an earlier version without a resumable training state in "
-                              "today's layout; it samples as before, but training must start a new run")
+    if config.get("format", 1) < 2:
+        raise CheckpointError(f"{run_dir}: written by an earlier version whose training state this one cannot "
+                              "resume; it samples as before, but training must start a new run")
+    training_state(run_dir, config)
     saved = argparse.Namespace(**config["train_args"])
     saved.train_steps = args.train_steps or saved.train_steps
     saved.resume = str(run_dir)
@@ -143,8 +149,9 @@ def check_replicas_agree(accelerator, network):
 
 
 def main(args):
+    """Trains; returns the exit status: 0 when done, PREEMPTED when a signal stopped it at a checkpoint."""
     with accelerated(gradient_accumulation_steps=args.grad_accum) as accelerator:
-        train(args, accelerator)
+        return train(args, accelerator)
 
 
 def train(args, accelerator):
@@ -158,6 +165,7 @@ def train(args, accelerator):
 
     with accelerator.main_process_first():
         fieldset = training_fields(args)
+    run_lock = lock_run(run_dir) if accelerator.is_main_process else None  # held until this process ends
     transform = LogTransform.from_dict(resumed["transform"]) if resumed else LogTransform.fit(fieldset.fields, args.data_std)
     data = torch.from_numpy(transform.forward(fieldset.fields)).float()[:, None].to(accelerator.device)
 
@@ -186,6 +194,7 @@ def train(args, accelerator):
     rows, started, window_start, window_losses = [], time.time() - elapsed_before, time.time(), []
     cpu_started = time.process_time() - cpu_before
     timing_start = time.time()
+    preemption = Preemption()
     for step in itertools.count(start_step):
         if args.train_steps is not None and step >= args.train_steps:
             break
@@ -197,7 +206,11 @@ def train(args, accelerator):
                 loss = formulation.loss(model, batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    gradient_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    if not torch.isfinite(gradient_norm):  # the same on every process: gradients are all-reduced
+                        raise TrainingError(f"step {step + 1}: the loss is {loss.item():.4g} and its gradients are not "
+                                            "finite; stopped before the update, the last checkpoint is kept (lower "
+                                            "--lr or check the data)")
                 optimizer.step()
                 optimizer.zero_grad()
             window_losses.append(loss.detach())
@@ -207,7 +220,8 @@ def train(args, accelerator):
         if args.train_steps is None and config["step"] - start_step == TIMING_STEPS:
             args.train_steps = steps_in_budget(accelerator, args, (time.time() - timing_start) / TIMING_STEPS)
             progress.total = args.train_steps
-        if config["step"] % args.log_every == 0 or config["step"] == args.train_steps:
+        stopping = preemption.requested(accelerator)
+        if config["step"] % args.log_every == 0 or config["step"] == args.train_steps or stopping:
             mean_loss = accelerator.reduce(torch.stack(window_losses).mean(), reduction="mean").item()
             images_per_s = len(window_losses) * args.batch_size / (time.time() - window_start)
             rows.append(dict(step=config["step"], loss=f"{mean_loss:.6f}", lr=f"{learning_rate(step, args):.3e}",
@@ -215,17 +229,23 @@ def train(args, accelerator):
                              cpu_s=f"{time.process_time() - cpu_started:.1f}"))
             progress.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_s:.1f}")
             window_start, window_losses = time.time(), []
-        if config["step"] % args.save_every == 0 or config["step"] == args.train_steps:
+        if config["step"] % args.save_every == 0 or config["step"] == args.train_steps or stopping:
             if accelerator.is_main_process:  # the log first: a kill between the two must not lose rows
                 append_log(log_path, rows)
                 rows = []
             save_checkpoint(run_dir, accelerator, ema, config)
+            if stopping:
+                if accelerator.is_main_process:
+                    print(f"{preemption.received}: stopped after step {config['step']} with its checkpoint written; "
+                          f"continue with `train.py --resume {run_dir}`", file=sys.stderr)
+                return PREEMPTED
             if accelerator.is_main_process:
                 sample_grid(ema.ema_model, formulation, config, run_dir / f"samples-{config['step']:07d}.png")
             window_start = time.time()
     check_replicas_agree(accelerator, network)
     if accelerator.is_main_process:
         print(f"Run folder: {run_dir}")
+    return 0
 
 
 def build_parser():
@@ -280,7 +300,7 @@ def parse_args(argv=None):
 
 if __name__ == "__main__":
     try:
-        main(parse_args())
-    except (FieldError, CheckpointError, ValueError) as error:
+        sys.exit(main(parse_args()))
+    except (FieldError, CheckpointError, TrainingError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -1,17 +1,22 @@
 """Run folders: config.json, model.safetensors (EMA weights), accelerate state for resuming, log.csv.
 
 Every file is written to a temporary name and renamed into place, and config.json (which names the
-state folder to resume from) is written last, so a run killed at any moment leaves its last complete
-checkpoint loadable. Nothing is unpickled: weights are safetensors, settings JSON, and accelerate's
-optimizer state is read with torch.load(weights_only=True).
+state folder to resume from) is the commit: a run killed at any moment resumes from the checkpoint
+config.json names, whole. model.safetensors carries its step; if a kill fell between it and
+config.json, the EMA weights of config.json's step are read from its state folder instead, so a
+folder never mixes two steps. A failed write (a full disk) removes what it began and leaves the
+previous checkpoint as it was. Nothing is unpickled: weights are safetensors, settings JSON, and
+accelerate's optimizer state is read with torch.load(weights_only=True).
 """
 import csv
+import fcntl
 import json
 import os
 import shutil
 import time
 from pathlib import Path
 
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from cosmodiff.diffusion import build_formulation
@@ -32,11 +37,25 @@ def atomic_write_text(path, text):
 
 
 def new_run_dir(results_dir, run_name, model_name):
-    """results_dir/run_name, or results_dir/<time>-<model> when no name is given."""
-    name = run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{model_name.replace('/', '')}"
-    run_dir = Path(results_dir) / name
+    """results_dir/run_name, or results_dir/<time>-<model> when no name is given (not created yet)."""
+    return Path(results_dir) / (run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{model_name.replace('/', '')}")
+
+
+def lock_run(run_dir):
+    """Hold run_dir/.lock for as long as this process lives (the kernel drops it when the process
+    dies, even by kill -9); a second training run on the same folder is refused."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    handle = (run_dir / ".lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        raise CheckpointError(f"{run_dir}: in use by another training run ({handle.read().strip() or 'pid unknown'}); "
+                              "wait for it to end or pick another --run_name") from None
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
 
 
 def read_config(run_dir):
@@ -72,19 +91,36 @@ def save_checkpoint(run_dir, accelerator, ema, config):
     """Accelerate state (model, optimizer, RNGs) and the EMA, then EMA weights, then config.json.
 
     Call on every process (accelerate's state gathers per-process RNGs); only the main one writes.
+    A step already committed is not written again.
     """
     run_dir = Path(run_dir)
     state_name = f"state-{config['step']:07d}"
+    if (run_dir / state_name).is_dir() and read_config(run_dir).get("state") == state_name:
+        return
     temporary_state = run_dir / f"{state_name}.tmp"
     if accelerator.is_main_process:
-        shutil.rmtree(temporary_state, ignore_errors=True)  # left by a run killed while saving
+        remove_partial_saves(run_dir)  # left by a run killed while saving
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary_state))
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        return
+    try:
+        accelerator.save_state(str(temporary_state))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            commit(run_dir, ema, config, state_name, temporary_state)
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+        remove_partial_saves(run_dir)
+        previous = f"step {read_config(run_dir)['step']}" if (run_dir / "config.json").exists() else "none yet"
+        raise CheckpointError(f"{run_dir}: could not write the checkpoint of step {config['step']} "
+                              f"({getattr(error, 'strerror', None) or error}); the previous checkpoint ({previous}) is intact") from None
+
+
+def remove_partial_saves(run_dir):
+    for partial in run_dir.glob("*.tmp"):
+        shutil.rmtree(partial) if partial.is_dir() else partial.unlink()
+
+
+def commit(run_dir, ema, config, state_name, temporary_state):
     save_file(tensors(ema), str(temporary_state / "ema.safetensors"))
-    shutil.rmtree(run_dir / state_name, ignore_errors=True)
+    shutil.rmtree(run_dir / state_name, ignore_errors=True)  # an uncommitted one, from a killed save
     os.replace(temporary_state, run_dir / state_name)
     save_file(tensors(ema.ema_model), str(run_dir / "model.safetensors.tmp"), metadata={"step": str(config["step"])})
     os.replace(run_dir / "model.safetensors.tmp", run_dir / "model.safetensors")
@@ -94,13 +130,43 @@ def save_checkpoint(run_dir, accelerator, ema, config):
             shutil.rmtree(old, ignore_errors=True)
 
 
+def training_state(run_dir, config):
+    """The state folder config.json names, which --resume needs."""
+    if "state" not in config:
+        raise CheckpointError(f"{run_dir}: has no training state (its weights sample, but it cannot resume)")
+    state = Path(run_dir) / config["state"]
+    if not (state / "ema.safetensors").exists():
+        raise CheckpointError(f"{state}: the training state config.json names is missing or incomplete; "
+                              "the run cannot resume (its weights still sample)")
+    return state
+
+
 def load_training_state(run_dir, accelerator, ema):
     """Restore model, optimizer, RNGs and EMA from the state folder config.json names; returns the config."""
     config = read_config(run_dir)
-    state = Path(run_dir) / config["state"]
+    state = training_state(run_dir, config)
     accelerator.load_state(str(state))
     ema.load_state_dict(load_file(str(state / "ema.safetensors")))
     return config
+
+
+def committed_weights(run_dir, config):
+    """The EMA weights of config.json's step: model.safetensors, or the state folder's EMA when a kill
+    fell between writing the two."""
+    weights_path = Path(run_dir) / "model.safetensors"
+    if not weights_path.exists():
+        raise CheckpointError(f"{run_dir}: has no model.safetensors")
+    try:
+        with safe_open(str(weights_path), "pt") as handle:
+            step = (handle.metadata() or {}).get("step")
+        if step in (None, str(config.get("step"))) or "state" not in config:
+            return load_file(str(weights_path))
+        ema = load_file(str(training_state(run_dir, config) / "ema.safetensors"))
+    except CheckpointError:
+        raise
+    except Exception as error:  # safetensors raises its own error types for truncated or garbage files
+        raise CheckpointError(f"{weights_path}: not a readable safetensors file ({error})") from None
+    return {name[len("ema_model."):]: tensor for name, tensor in ema.items() if name.startswith("ema_model.")}
 
 
 def latest_run(results_dir):
@@ -125,12 +191,7 @@ def load_run(run_dir):
         raise CheckpointError(f"{config_path}: lacks the key {error}") from None
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{config_path}: {error}") from None
-    if not weights_path.exists():
-        raise CheckpointError(f"{run_dir}: has no model.safetensors")
-    try:
-        weights = load_file(str(weights_path))
-    except Exception as error:  # safetensors raises its own error types for truncated or garbage files
-        raise CheckpointError(f"{weights_path}: not a readable safetensors file ({error})") from None
+    weights = committed_weights(run_dir, config)
     try:
         model.load_state_dict(weights, strict=True)
     except (RuntimeError, OSError, ValueError) as error:

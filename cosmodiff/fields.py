@@ -14,6 +14,7 @@ import numpy as np
 
 DEFAULT_BOX_SIZE = 1000.0  # Mpc/h, Quijote's box
 QUIJOTE_CUBE_NAME = re.compile(r"^df_m_\d+_(CIC|PCS|NGP|TSC)_z=.*\.npy$")
+COLOUR_TOLERANCE = 3.0  # RGB distance to the nearest colormap entry still read as that entry (rounding, not noise)
 SUPPORTED_IN_FOLDER = (".npy", ".png")
 
 
@@ -81,13 +82,23 @@ def colormap_lut(name):
     return cmap(np.linspace(0.0, 1.0, cmap.N), bytes=True)[:, :3].astype(np.int64)
 
 
-def invert_colormap(rgb, lut):
-    """Scalar in [0, 1] of each RGB pixel: the nearest LUT entry (lowest index on ties) over N-1."""
+def invert_colormap(rgb, lut, source="image"):
+    """Scalar in [0, 1] of each RGB pixel: the nearest LUT entry (lowest index on ties) over N-1.
+
+    A colour farther than COLOUR_TOLERANCE from every entry is not of this colormap (another colormap,
+    a plot's axes, lossy compression): a FieldError instead of a made-up value.
+    """
     codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
     unique_codes, inverse = np.unique(codes.ravel(), return_inverse=True)
     colours = np.stack([(unique_codes >> 16) & 255, (unique_codes >> 8) & 255, unique_codes & 255], axis=1)
     distances = ((colours[:, None, :] - lut[None, :, :]) ** 2).sum(axis=-1)
     index = distances.argmin(axis=1)
+    foreign = np.sqrt(distances.min(axis=1)) > COLOUR_TOLERANCE
+    if foreign.any():
+        fraction = foreign[inverse].mean()
+        example = tuple(int(c) for c in colours[np.argmax(foreign)])
+        raise FieldError(f"{source}: {100 * fraction:.1f}% of its pixels have colours that are not in the colormap "
+                         f"(e.g. RGB {example}); pass the colormap the image was rendered with")
     return (index[inverse] / (len(lut) - 1)).reshape(codes.shape).astype(np.float32)
 
 
@@ -110,7 +121,7 @@ def read_png(path, colormap=None):
             if mode in ("I;16", "I;16B", "I"):
                 values = np.asarray(image, dtype=np.float64) / 65535.0
             elif lut is not None and mode in ("RGB", "RGBA", "P"):
-                values = invert_colormap(np.asarray(image.convert("RGB")), lut)
+                values = invert_colormap(np.asarray(image.convert("RGB")), lut, path)
             else:
                 values = np.asarray(image.convert("L"), dtype=np.float64) / 255.0
     except (OSError, UnidentifiedImageError, SyntaxError) as error:
@@ -128,7 +139,7 @@ def read_npy(path, slab_thickness=None):
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
-        raise FieldError(f"{path}: cannot read the .npy file (corrupt or truncated: {error})") from None
+        raise unreadable(path, error) from None
     is_cube = array.ndim == 3 and len(set(array.shape)) == 1
     if QUIJOTE_CUBE_NAME.match(Path(path).name) and slab_thickness is None:
         raise FieldError(f"{path}: is a Quijote 3D density cube; pass slab_thickness (--slab_thickness K) "
@@ -146,18 +157,30 @@ def read_npy(path, slab_thickness=None):
     return array.astype(np.float32)
 
 
+def unreadable(path, error):
+    """The FieldError for a .npy/.npz numpy cannot load: pickled objects are refused, never unpickled."""
+    object_array = "Object arrays cannot be loaded" in str(error)
+    raw_pickle = "pickled" in str(error) and Path(path).read_bytes()[:1] == b"\x80"  # pickle's PROTO opcode
+    if object_array or raw_pickle:
+        return FieldError(f"{path}: holds pickled Python objects, which are never unpickled (loading them can run "
+                          "code); save the fields as a numeric array")
+    return FieldError(f"{path}: cannot read the {Path(path).suffix} file (corrupt or truncated: {error})")
+
+
 def read_npz(path):
     """An .npz field set: `fields` plus optional metadata."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             contents = {key: archive[key] for key in archive.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise FieldError(f"{path}: cannot read the .npz file (corrupt or truncated: {error})") from None
+        raise unreadable(path, error) from None
     if "fields" not in contents:
         raise FieldError(f"{path}: the .npz has no 'fields' array (it has {sorted(contents)})")
     fields = contents["fields"]
     if fields.ndim == 2:
         fields = fields[None]
+    if fields.ndim != 3:
+        raise FieldError(f"{path}: expected 'fields' of shape (H, W) or (N, H, W), got {fields.shape}")
     return FieldSet(
         fields=fields.astype(np.float32),
         box_size=float(contents["box_size"]) if "box_size" in contents else DEFAULT_BOX_SIZE,
@@ -184,6 +207,11 @@ def validate(fields, sources):
     if (minima < -1).any():
         index = int(np.argmin(minima))
         raise FieldError(f"{sources[index]}: the field has values below -1, so 1+delta < 0 is not a density")
+    empty = (fields == 0).all(axis=(1, 2))
+    if empty.any():
+        index = int(np.argmax(empty))
+        raise FieldError(f"{sources[index]}: the field is all zeros (a collapsed sample?), so its overdensity "
+                         "f/mean(f) - 1 is undefined")
 
 
 def load_fields(path, colormap=None, slab_thickness=None, box_size=None):

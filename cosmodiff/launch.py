@@ -1,5 +1,6 @@
 """Process settings and the start and end every entry script run under accelerate shares."""
 import os
+import signal
 from contextlib import contextmanager
 
 import torch
@@ -36,3 +37,25 @@ def accelerated(**kwargs):
         accelerator.wait_for_everyone()
     finally:
         accelerator.end_training()
+
+
+class Preemption:
+    """Turns SIGTERM and SIGUSR1 (what SLURM and most schedulers send before they kill a job) into a
+    request to stop after the current step; the processes agree on it, so all stop at the same step."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self):
+        self.received = None
+        for number in self.SIGNALS:
+            signal.signal(number, self.receive)
+
+    def receive(self, number, frame):
+        self.received = signal.Signals(number).name
+
+    def requested(self, accelerator):
+        """Whether any process received a signal (one small all-reduce per call with several processes)."""
+        if accelerator.num_processes == 1:
+            return self.received is not None
+        flag = torch.tensor([float(self.received is not None)], device=accelerator.device)
+        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)

@@ -1,3 +1,5 @@
+import pickle
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -139,6 +141,18 @@ def folder_with(path, *names):
     (lambda d: write_bytes(d / "bad.npz", b"PK\x03\x04broken"), r"bad.npz: cannot read the .npz file"),
     (lambda d: np.savez(d / "nofields.npz", x=np.ones(3)) or d / "nofields.npz", r"nofields.npz: the .npz has no 'fields' array"),
     (lambda d: write_bytes(d / "f.txt", b"1"), r"f.txt: unsupported file type"),
+    (lambda d: np.save(d / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True) or d / "pickled.npy",
+     r"pickled.npy: holds pickled Python objects, which are never unpickled"),
+    (lambda d: write_bytes(d / "raw.npy", pickle.dumps([1, 2])), r"raw.npy: holds pickled Python objects"),
+    (lambda d: np.savez(d / "pickled.npz", fields=np.array([None, 1], dtype=object)) or d / "pickled.npz",
+     r"pickled.npz: holds pickled Python objects, which are never unpickled"),
+    (lambda d: write(d / "one.npy", np.ones((3, 1, 1))), r"one.npy\[0\]: the field side must be a power of two >= 16, got 1"),
+    (lambda d: write(d / "rank4.npy", np.ones((2, 2, 16, 16))), r"rank4.npy: expected a \(H, W\) field or an \(N, H, W\) stack"),
+    (lambda d: write(d / "rank1.npy", np.ones(16)), r"rank1.npy: expected a \(H, W\) field or an \(N, H, W\) stack"),
+    (lambda d: np.savez(d / "rank4.npz", fields=np.ones((2, 2, 16, 16))) or d / "rank4.npz",
+     r"rank4.npz: expected 'fields' of shape \(H, W\) or \(N, H, W\)"),
+    (lambda d: write(d / "zeros.npy", np.stack([np.ones((16, 16)), np.zeros((16, 16))])),
+     r"zeros.npy\[1\]: the field is all zeros \(a collapsed sample\?\)"),
 ])
 def test_bad_input_is_one_clear_sentence_naming_the_file(tmp_path, make, message):
     with pytest.raises(FieldError, match=message):
@@ -159,3 +173,12 @@ def test_truncated_npy_and_mixed_shapes_and_unknown_colormap(tmp_path):
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "c.png")
     with pytest.raises(FieldError, match=r"unknown colormap 'nope'"):
         load_fields(tmp_path / "c.png", colormap="nope")
+
+
+def test_pngs_in_another_colormap_are_refused_not_misread(tmp_path):
+    values = np.linspace(0, 1, 256).reshape(16, 16)
+    Image.fromarray(render_colormap(values, "viridis")).save(tmp_path / "viridis.png")
+    assert load_fields(tmp_path / "viridis.png", colormap="viridis").fields.shape == (1, 16, 16)
+    with pytest.raises(FieldError, match=r"viridis.png: \d+\.\d% of its pixels have colours that are not in the "
+                                         r"colormap \(e.g. RGB \(\d+, \d+, \d+\)\); pass the colormap"):
+        load_fields(tmp_path / "viridis.png", colormap="gnuplot")

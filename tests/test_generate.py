@@ -69,10 +69,37 @@ def test_generate_errors(trained_run, tmp_path):
     (broken / "config.json").write_text(json.dumps(config))
     (broken / "model.safetensors").write_bytes((run / "model.safetensors").read_bytes())
     cases.append(((tmp_path, "--checkpoint", broken), "the weights do not match the model in config.json"))
+    weights = (run / "model.safetensors").read_bytes()
+
+    def corrupt(name, config_text=None, weights_bytes=weights):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(config_text if config_text is not None else json.dumps(
+            {key: value for key, value in config.items() if key != "state"}))
+        (folder / "model.safetensors").write_bytes(weights_bytes)
+        return folder
+    good = json.loads((run / "config.json").read_text())
+    cases += [
+        ((tmp_path, "--checkpoint", corrupt("truncated", weights_bytes=weights[:len(weights) // 2])),
+         "truncated/model.safetensors: not a readable safetensors file"),
+        ((tmp_path, "--checkpoint", corrupt("garbage", weights_bytes=b"\x00garbage" * 100)),
+         "garbage/model.safetensors: not a readable safetensors file"),
+        ((tmp_path, "--checkpoint", corrupt("notjson", config_text="{model: unet")),
+         "notjson/config.json: unreadable config"),
+        ((tmp_path, "--checkpoint", corrupt("nokeys", config_text=json.dumps({"model": good["model"]}))),
+         "nokeys/config.json: lacks the key 'diffusion'"),
+        ((tmp_path, "--checkpoint", corrupt("unknownmodel", config_text=json.dumps(dict(good, model={"name": "vit", "kwargs": {}})))),
+         "unknownmodel/config.json: unknown model 'vit'"),
+        ((tmp_path, "--checkpoint", corrupt("unknownformulation", config_text=json.dumps(dict(good, diffusion={"formulation": "ve"})))),
+         "unknownformulation/config.json: unknown formulation 've'"),
+        ((tmp_path, "--checkpoint", corrupt("newer", config_text=json.dumps(dict(good, format=99)))),
+         "newer/config.json: written by a newer version (run folder format 99; this one reads up to 2)"),
+    ]
     for (cwd, *args), message in cases:
         result = generate(cwd, *args)
         assert result.returncode == 2 and message in result.stderr, (message, result.stderr)
-        assert not (tmp_path / "samples").exists()
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert not (tmp_path / "samples").exists() and not list(tmp_path.glob("*/samples"))
 
 
 @pytest.mark.parametrize("run, sampler, reference", [("vp-run", "ddim", "vp-run-ddim5-seed42.npy"),

@@ -164,6 +164,10 @@ def test_evaluate_script_errors_are_one_sentence_exit_2_and_write_nothing(tmp_pa
     ]
     np.savez(tmp_path / "box.npz", fields=np.random.default_rng(1).random((4, 16, 16)) + 0.5, box_size=250.0)
     cases.append(((small, tmp_path / "box.npz"), "box size 250.0 Mpc/h differs from 1000.0 Mpc/h"))
+    np.save(tmp_path / "nan.npy", np.where(np.arange(1024).reshape(4, 16, 16) == 700, np.nan, 1.0))
+    cases.append(((small, tmp_path / "nan.npy"), "nan.npy[2]: the field contains NaN or infinite values"))
+    np.save(tmp_path / "collapsed.npy", np.zeros((4, 16, 16)))
+    cases.append(((small, tmp_path / "collapsed.npy"), "collapsed.npy[0]: the field is all zeros (a collapsed sample?)"))
     for arguments, message in cases:
         out = tmp_path / "out"
         result = run_evaluate(*arguments, "--out", out)
