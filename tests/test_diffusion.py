@@ -18,10 +18,7 @@ def noise_level(formulation, c_noise):
     if formulation.name == "vp":
         return torch.from_numpy(np.exp(np.interp(c_noise.numpy(), np.arange(formulation.timesteps),
                                                  formulation.sigmas.log().numpy())))
-    if formulation.name == "edm":
-        return (c_noise / 250).exp()
-    t = c_noise / 1000
-    return t / (1 - t)
+    return (4 * c_noise).exp()  # edm and flow: c_noise = ln(sigma) / 4
 
 
 class Oracle(nn.Module):
@@ -79,7 +76,7 @@ def test_flow_network_sees_the_linear_interpolant_and_is_trained_on_the_velocity
     seen = {}
 
     def velocity_network(x, c_noise, cond=None):
-        seen["x"], seen["t"] = x, c_noise / 1000
+        seen["x"], seen["t"] = x, torch.sigmoid(4 * c_noise)
         return noise - x0
     y = x0 + (t / (1 - t)).view(-1, 1, 1, 1).float() * noise
     torch.testing.assert_close(formulation.denoise(velocity_network, y, t / (1 - t)), x0, atol=1e-5, rtol=0)
@@ -139,7 +136,7 @@ def test_samples_stay_in_the_x0_range_and_do_not_depend_on_batch_size(sampler):
     together = draw([0, 1, 2, 3])
     apart = torch.cat([draw([i]) for i in range(4)])
     assert -2 <= together.min() and together.max() <= 1.5
-    torch.testing.assert_close(together, apart, atol=1e-3, rtol=0)  # float rounding of batched convolutions
+    torch.testing.assert_close(together, apart, atol=1e-3, rtol=2e-3)  # float rounding of batched convolutions
     assert not torch.allclose(draw([0], seed=8), together[:1])
 
 
@@ -168,3 +165,12 @@ def test_grids_descend_from_the_top_level_to_zero(name):
             continue
         sigmas = grid(formulation, 7)
         assert sigmas[-1] == 0 and torch.all(sigmas[1:] < sigmas[:-1]) and math.isfinite(sigmas[0])
+
+
+def test_vp_grids_land_on_training_timesteps():
+    """vp's network saw whole timesteps only: every level a sampler asks it about is one of them."""
+    formulation = build_formulation({"formulation": "vp"})
+    for sampler, (grid, *_rest) in SAMPLERS.items():
+        levels = grid(formulation, 9 if sampler != "ddpm" else None)[:-1]
+        timesteps = formulation.timestep(levels)
+        torch.testing.assert_close(timesteps, timesteps.round(), atol=1e-6, rtol=0)

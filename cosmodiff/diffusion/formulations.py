@@ -17,8 +17,11 @@ drawn for training with their loss weight, and in the noise-level grids they sam
 - flow: rectified flow / the linear interpolant x_t = (1 - t) x0 + t noise with a velocity target
   noise - x0 and logit-normal t (Esser et al. 2024); sigma = t / (1 - t).
 
-The networks' sinusoidal time embeddings were built for timesteps 0-1000, so edm's c_noise is
-EDM's ln(sigma) / 4 times 1000 and flow's is 1000 t: the same span of embedding phases as vp's.
+edm and flow, trained on continuous noise levels, give the network EDM's c_noise = ln(sigma) / 4 (for
+flow ln sigma = logit t): a few radians of the time embeddings' top frequency over the range.
+Scaled to 0-1000 like vp's timesteps, the top frequencies turn into noise over a continuous range:
+at 500 steps that gave edm MAFD 28.7x the floor with DPM-Solver++ 20 and 78x with Heun 10. vp's
+network saw only whole timesteps, so its grids are snapped to them (`VP.snap`).
 """
 import math
 
@@ -66,6 +69,10 @@ class Formulation:
     def ddim_grid(self, steps):
         """The levels DDIM steps through: the time grid unless the formulation has its own."""
         return self.time_grid(steps)
+
+    def karras_grid(self, steps):
+        """EDM's rho = 7 levels between the formulation's extremes (at most EDM's sigma_max of 80)."""
+        return karras_grid(self.sigma_min, min(self.sigma_max, 80.0), steps)
 
     def denoise(self, network, y, sigma, cond=None):
         """The clean-field estimate at noise level sigma (a float or a (B,) tensor), unclamped."""
@@ -143,6 +150,13 @@ class VP(Formulation):
         times = torch.linspace(-1, self.timesteps - 1, steps=steps + 1).int().flip(0)
         return torch.cat([self.sigmas[times[:-1]], torch.zeros(1, dtype=torch.float64)])
 
+    def karras_grid(self, steps):
+        """EDM's levels, each moved to the nearest (in ln sigma) training timestep's; levels that land
+        on the same timestep are one (fewer steps than asked only where the table is coarse)."""
+        sigmas = super().karras_grid(steps)
+        nearest = (self.log_sigmas[None] - sigmas[:-1, None].log()).abs().argmin(dim=1)
+        return torch.cat([self.sigmas[nearest.unique()].flip(0), sigmas[-1:]])
+
     def every_timestep(self):
         """Every training timestep's noise level, the highest first, then 0: the DDPM chain."""
         return torch.cat([self.sigmas.flip(0), torch.zeros(1, dtype=torch.float64)])
@@ -161,8 +175,7 @@ class EDM(Formulation):
 
     def precondition(self, sigma):
         total = (sigma ** 2 + self.sigma_data ** 2).sqrt()
-        return (self.sigma_data ** 2 / total ** 2, sigma * self.sigma_data / total, 1 / total,
-                250 * sigma.log())
+        return self.sigma_data ** 2 / total ** 2, sigma * self.sigma_data / total, 1 / total, sigma.log() / 4
 
     def training_sigmas(self, batch, device):
         sigma = (self.p_mean + self.p_std * torch.randn(batch, device=device, dtype=torch.float64)).exp()
@@ -188,7 +201,7 @@ class Flow(Formulation):
 
     def precondition(self, sigma):
         t = sigma / (1 + sigma)
-        return 1 - t, -t, 1 - t, 1000 * t
+        return 1 - t, -t, 1 - t, sigma.log() / 4
 
     def training_sigmas(self, batch, device):
         logit = self.logit_mean + self.logit_std * torch.randn(batch, device=device, dtype=torch.float64)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cosmodiff.diffusion.formulations import VP, karras_grid
+from cosmodiff.diffusion.formulations import VP
 
 
 def deterministic(y, denoised, sigma, sigma_next, noise):
@@ -80,7 +80,7 @@ def ddim_grid(formulation, steps):
 
 
 def edm_grid(formulation, steps):
-    return karras_grid(formulation.sigma_min, min(formulation.sigma_max, 80.0), steps)
+    return formulation.karras_grid(steps)
 
 
 def ddpm_grid(formulation, steps):
