@@ -165,7 +165,8 @@ def train(args, accelerator):
 
     with accelerator.main_process_first():
         fieldset = training_fields(args)
-    run_lock = lock_run(run_dir) if accelerator.is_main_process else None  # held until this process ends
+    if accelerator.is_main_process:
+        lock_run(run_dir)
     transform = LogTransform.from_dict(resumed["transform"]) if resumed else LogTransform.fit(fieldset.fields, args.data_std)
     data = torch.from_numpy(transform.forward(fieldset.fields)).float()[:, None].to(accelerator.device)
 

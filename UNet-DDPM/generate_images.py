@@ -6,17 +6,18 @@
 
 Writes to --out (default RUN/samples): samples.npy (N, H, W), PNG previews and samples.json. Sample
 i's noise is seeded from (seed, i), so a seed gives the same fields whatever the batch size or the
-number of processes; processes split the samples and the main one writes the merged file.
+number of processes. Processes take turns at the batches and write each to OUT/parts as it is done;
+an interrupted call, run again with the same arguments, keeps those and samples the rest; the main
+process merges them into samples.npy one batch at a time, so memory never holds all the samples.
 """
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from accelerate.utils import gather_object
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -54,43 +55,65 @@ def sample_fields(args, accelerator):
     steps = sampler_steps(formulation, args.sampler, args.steps)
     shape = (1, config["image_size"], config["image_size"])
     transform = LogTransform.from_dict(config["transform"])
+    out = Path(args.out) if args.out else run_dir / "samples"
+    settings = dict(checkpoint=str(run_dir), step=config["step"], seed=args.seed, sampler=args.sampler, steps=steps,
+                    churn=args.churn, num_samples=args.num_samples, batch_size=args.batch_size)
+    parts = start_parts(out / "parts", settings, accelerator)
 
     started = time.time()
-    with accelerator.split_between_processes(list(range(args.num_samples))) as indices:
-        batches = [indices[i:i + args.batch_size] for i in range(0, len(indices), args.batch_size)]
-        local = {}
-        with tqdm(total=args.num_samples, desc=f"{args.sampler} {steps} steps", unit="sample",
-                  disable=not accelerator.is_main_process) as progress:
-            for batch in batches:
+    starts = list(range(0, args.num_samples, args.batch_size))[accelerator.process_index::accelerator.num_processes]
+    with tqdm(total=args.num_samples, desc=f"{args.sampler} {steps} steps", unit="sample",
+              disable=not accelerator.is_main_process) as progress:
+        for start in starts:
+            batch = list(range(start, min(start + args.batch_size, args.num_samples)))
+            part = parts / f"{start:09d}.npy"
+            if not part.exists():  # an interrupted run's finished batches are kept
                 with accelerator.autocast():
                     model_space = sample(formulation, network, shape, batch, args.seed, transform.x0_range,
                                          args.sampler, steps, churn=args.churn)
-                local.update(zip(batch, transform.inverse(model_space[:, 0].float().cpu().numpy())))
-                progress.update(len(batch) * accelerator.num_processes)
-    merged = {}
-    for part in gather_object([local]):
-        merged.update(part)
-    seconds = time.time() - started
+                np.save(parts / f"{start:09d}.tmp.npy", transform.inverse(model_space[:, 0].float().cpu().numpy()))
+                (parts / f"{start:09d}.tmp.npy").replace(part)
+            progress.update(len(batch) * accelerator.num_processes)
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_samples(args, run_dir, config, merged, steps, seconds, accelerator)
+        write_samples(args, out, parts, settings, config, time.time() - started, accelerator)
 
 
-def write_samples(args, run_dir, config, merged, steps, seconds, accelerator):
-    fields = np.stack([merged[i] for i in range(args.num_samples)]).astype(np.float32)
-    out = Path(args.out) if args.out else run_dir / "samples"
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "samples.tmp.npy", fields)
+def start_parts(parts, settings, accelerator):
+    """The folder of finished batches, one .npy each: kept from an interrupted run with the same
+    settings, emptied otherwise."""
+    if accelerator.is_main_process:
+        record = parts / "settings.json"
+        if not record.exists() or json.loads(record.read_text()) != settings:
+            shutil.rmtree(parts, ignore_errors=True)
+            parts.mkdir(parents=True)
+            record.write_text(json.dumps(settings))
+    accelerator.wait_for_everyone()
+    return parts
+
+
+def write_samples(args, out, parts, settings, config, seconds, accelerator):
+    """samples.npy merged from the batches one at a time into a memory-mapped file (memory is one
+    batch, whatever --num_samples), previews, samples.json; then the batches go."""
+    size = config["image_size"]
+    merged = np.lib.format.open_memmap(out / "samples.tmp.npy", mode="w+", dtype=np.float32,
+                                       shape=(args.num_samples, size, size))
+    for start in range(0, args.num_samples, args.batch_size):
+        batch = np.load(parts / f"{start:09d}.npy")
+        merged[start:start + len(batch)] = batch
+    merged.flush()
+    del merged
     (out / "samples.tmp.npy").replace(out / "samples.npy")
-    write_previews(fields, out, args.colormap)
-    record = dict(checkpoint=str(run_dir), step=config["step"], model=config["model"]["name"],
-                  formulation=config["diffusion"].get("formulation", "vp"), seed=args.seed, sampler=args.sampler,
-                  steps=steps, churn=args.churn, network_evaluations=network_evaluations(args.sampler, steps),
-                  num_samples=args.num_samples, batch_size=args.batch_size,
+    fields = np.load(out / "samples.npy", mmap_mode="r")
+    write_previews(np.array(fields[:16]), out, args.colormap)
+    record = dict(settings, model=config["model"]["name"], formulation=config["diffusion"].get("formulation", "vp"),
+                  network_evaluations=network_evaluations(args.sampler, settings["steps"]),
                   num_processes=accelerator.num_processes, seconds=seconds,
                   seconds_per_sample=seconds / args.num_samples, box_size=config["box_size"],
                   device=str(accelerator.device), mixed_precision=accelerator.mixed_precision)
     (out / "samples.json").write_text(json.dumps(record, indent=1))
-    print(f"{args.num_samples} fields of {fields.shape[-1]}x{fields.shape[-1]} in {seconds:.1f} s "
+    shutil.rmtree(parts)
+    print(f"{args.num_samples} fields of {size}x{size} in {seconds:.1f} s "
           f"({record['seconds_per_sample']:.3f} s/sample) -> {out / 'samples.npy'}")
 
 

@@ -41,6 +41,9 @@ def new_run_dir(results_dir, run_name, model_name):
     return Path(results_dir) / (run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{model_name.replace('/', '')}")
 
 
+HELD_LOCKS = {}  # run folder -> its open lock file, kept open (and so locked) until the process ends
+
+
 def lock_run(run_dir):
     """Hold run_dir/.lock for as long as this process lives (the kernel drops it when the process
     dies, even by kill -9); a second training run on the same folder is refused."""
@@ -55,7 +58,7 @@ def lock_run(run_dir):
     handle.truncate(0)
     handle.write(f"pid {os.getpid()}")
     handle.flush()
-    return handle
+    HELD_LOCKS[run_dir] = handle
 
 
 def read_config(run_dir):

@@ -1,7 +1,10 @@
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -114,3 +117,29 @@ def test_run_folders_from_before_the_formulations_give_the_same_fields(run, samp
     fields = np.load(tmp_path / "out" / "samples.npy")
     assert fields.shape == expected.shape
     assert np.abs(fields - expected).max() / np.abs(expected).max() < 1e-3
+
+
+def test_interrupted_sampling_keeps_its_finished_batches_and_ends_with_the_same_fields(trained_run, tmp_path):
+    args = ["--checkpoint", trained_run / "results" / "run", "--num_samples", "6", "--batch_size", "1", "--steps", "30",
+            "--seed", "5"]
+    whole = generate(tmp_path, *args, "--out", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, GENERATE, *map(str, args), "--out", str(out)], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "parts").glob("0*[0-9].npy"))) < 2:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = sorted((out / "parts").glob("0*[0-9].npy"))
+    assert 2 <= len(finished) < 6 and not (out / "samples.npy").exists()
+    shutil.copytree(out, tmp_path / "marked")
+    np.save(tmp_path / "marked" / "parts" / finished[0].name, np.full((1, 32, 32), 7.0, np.float32))
+    for folder in (out, tmp_path / "marked"):
+        again = generate(tmp_path, *args, "--out", folder)
+        assert again.returncode == 0, again.stderr
+        assert not (folder / "parts").exists()
+    np.testing.assert_array_equal(np.load(out / "samples.npy"), np.load(tmp_path / "whole" / "samples.npy"))
+    reused = np.load(tmp_path / "marked" / "samples.npy")[int(finished[0].stem)]
+    assert (reused == 7.0).all()  # the finished batch was kept, not sampled again

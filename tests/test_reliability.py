@@ -1,5 +1,4 @@
 """What survives what: preemption, kill -9 during saves, a full disk, a diverging loss, a busy run folder."""
-import csv
 import errno
 import fcntl
 import json
@@ -19,33 +18,15 @@ from ema_pytorch import EMA
 from safetensors.torch import load_file
 
 import cosmodiff.checkpoint as checkpoint
-from conftest import ROOT
+from conftest import ROOT, losses, train_command
 from cosmodiff.checkpoint import CheckpointError, load_run, load_training_state, save_checkpoint
-from cosmodiff.fields import save_fields
-from cosmodiff.mock import make_mock_set
 from cosmodiff.models import build_model
 
-TINY = ["--image_size", "32", "--batch_size", "4", "--log_every", "1", "--sampling_timesteps", "2", "--warmup_steps", "2",
-        "--seed", "3"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    save_fields(path, make_mock_set(1, grid=32, image_size=32, progress=False))
-    return path
-
-
-def train_command(data, results, *extra):
-    return [sys.executable, str(ROOT / "train.py"), "--data_path", str(data), "--results_dir", str(results), *TINY, *extra]
+SEED = ["--seed", "3"]
 
 
 def resume_command(run):
     return [sys.executable, str(ROOT / "train.py"), "--resume", str(run)]
-
-
-def losses(run):
-    return [(int(row["step"]), float(row["loss"])) for row in csv.DictReader((run / "log.csv").open())]
 
 
 def committed_step(run):
@@ -81,7 +62,7 @@ def assert_same_run(run, reference):
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_data, tmp_path_factory):
     results = tmp_path_factory.mktemp("whole")
-    result = subprocess.run(train_command(tiny_data, results, "--train_steps", "24", "--save_every", "1",
+    result = subprocess.run(train_command(tiny_data, results, *SEED, "--train_steps", "24", "--save_every", "1",
                                           "--run_name", "whole"), cwd=results, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return results / "whole"
@@ -91,7 +72,7 @@ def uninterrupted(tiny_data, tmp_path_factory):
 def test_preemption_signal_checkpoints_exits_75_and_resumes_on_the_same_trajectory(tiny_data, tmp_path, uninterrupted,
                                                                                      signal_number):
     run = tmp_path / "preempted"
-    process = subprocess.Popen(train_command(tiny_data, tmp_path, "--train_steps", "24", "--save_every", "5",
+    process = subprocess.Popen(train_command(tiny_data, tmp_path, *SEED, "--train_steps", "24", "--save_every", "5",
                                              "--run_name", "preempted"), cwd=tmp_path, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     wait_for_step(process, run, 5)
@@ -110,7 +91,7 @@ def test_preemption_signal_checkpoints_exits_75_and_resumes_on_the_same_trajecto
 def test_kill_9_at_random_moments_always_resumes_from_one_whole_step(tiny_data, tmp_path, uninterrupted):
     """Ten kill -9 at random moments of a run that checkpoints every step (so most land in a save)."""
     run, rng = tmp_path / "killed", random.Random(0)
-    command = train_command(tiny_data, tmp_path, "--train_steps", "24", "--save_every", "1", "--run_name", "killed")
+    command = train_command(tiny_data, tmp_path, *SEED, "--train_steps", "24", "--save_every", "1", "--run_name", "killed")
     kills = 0
     while kills < 10:
         process = subprocess.Popen(command if kills == 0 else resume_command(run), cwd=tmp_path,
@@ -189,15 +170,15 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(uninterrupted, tm
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr(checkpoint, "save_file", no_space)
-    with pytest.raises(CheckpointError, match=rf"could not write the checkpoint of step 25 \(No space left on device\); "
-                                              rf"the previous checkpoint \(step 24\) is intact"):
+    with pytest.raises(CheckpointError, match=r"could not write the checkpoint of step 25 \(No space left on device\); "
+                                              r"the previous checkpoint \(step 24\) is intact"):
         save_checkpoint(run, accelerator, ema, config)
     monkeypatch.undo()
     assert not list(run.glob("*.tmp")) and assert_consistent(run) == 24
 
 
 def test_a_diverging_loss_stops_with_its_step_and_keeps_the_last_finite_checkpoint(tiny_data, tmp_path):
-    result = subprocess.run(train_command(tiny_data, tmp_path, "--train_steps", "6", "--save_every", "1",
+    result = subprocess.run(train_command(tiny_data, tmp_path, *SEED, "--train_steps", "6", "--save_every", "1",
                                           "--lr", "1e30", "--warmup_steps", "1", "--run_name", "nan"),
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("error: ") == 1, result.stderr

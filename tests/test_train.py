@@ -11,28 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT
-from cosmodiff.fields import save_fields
-from cosmodiff.mock import make_mock_set
+from conftest import ROOT, losses, shared_path, train_command
 from cosmodiff.models import build_model, model_kwargs
-
-TINY = ["--image_size", "32", "--batch_size", "4", "--log_every", "1", "--sampling_timesteps", "2", "--warmup_steps", "2"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    save_fields(path, make_mock_set(1, grid=32, image_size=32, progress=False))
-    return path
-
-
-def train_command(data, results, *extra):
-    return [sys.executable, str(ROOT / "train.py"), "--data_path", str(data), "--results_dir", str(results), *TINY, *extra]
-
-
-def losses(run_dir):
-    return [(int(row["step"]), float(row["loss"])) for row in csv.DictReader((run_dir / "log.csv").open())]
-
 
 def test_unet_is_exactly_equivariant_to_periodic_shifts():
     network = build_model("unet", model_kwargs("unet", 64)).eval()
@@ -125,6 +105,16 @@ def test_bad_data_and_sizes_are_refused_with_one_sentence(tiny_data, tmp_path):
     result = subprocess.run(train_command(tiny_data, tmp_path, "--train_steps", "1", "--image_size", "64"),
                             cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2 and "fields of 32x32 cannot be block-averaged to --image_size 64" in result.stderr
+    assert not list(tmp_path.iterdir())  # no run folder is made for data that cannot train
+
+
+def test_resume_of_a_run_folder_from_before_formulations_is_refused_without_writing(tmp_path):
+    folder = shared_path("run-folders/vp-run")
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(folder)], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "written by an earlier version whose training state this one cannot resume" in result.stderr
+    assert sorted(path.name for path in folder.iterdir()) == ["config.json", "model.safetensors"]
 
 
 def test_earlier_work_flags_keep_their_meaning():
