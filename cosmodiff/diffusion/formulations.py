@@ -209,7 +209,7 @@ class Flow(Formulation):
         return sigma, torch.ones_like(sigma)
 
     def prior_std(self, sigma):
-        return 1 + sigma  # x_1 ~ N(0, 1) in the interpolant
+        return sigma  # EDM's: the field's share of y is negligible at the top level (1 + sigma overshot by 1/sigma)
 
     def time_grid(self, steps):
         t = self.T_MAX * torch.linspace(1, 0, steps + 1, dtype=torch.float64)
