@@ -94,12 +94,9 @@ def save_checkpoint(run_dir, accelerator, ema, config):
     """Accelerate state (model, optimizer, RNGs) and the EMA, then EMA weights, then config.json.
 
     Call on every process (accelerate's state gathers per-process RNGs); only the main one writes.
-    A step already committed is not written again.
     """
     run_dir = Path(run_dir)
     state_name = f"state-{config['step']:07d}"
-    if (run_dir / state_name).is_dir() and read_config(run_dir).get("state") == state_name:
-        return
     temporary_state = run_dir / f"{state_name}.tmp"
     if accelerator.is_main_process:
         remove_partial_saves(run_dir)  # left by a run killed while saving
