@@ -9,6 +9,8 @@ from cosmodiff.models.unet import PeriodicUnet
 MODELS = {
     # CPU default: trains the default 64x64 data on 2 CPU cores in minutes.
     "unet": (PeriodicUnet, dict(dim=16, dim_mults=(1, 2, 4, 8), attn_heads=2, attn_dim_head=16)),
+    # Twice the default's width (about 4x its parameters and compute): the model-size ablation.
+    "unet-m": (PeriodicUnet, dict(dim=32, dim_mults=(1, 2, 4, 8), attn_heads=4, attn_dim_head=16)),
     # The earlier work's network: 512x512 fields, flash attention where available.
     "unet-paper": (PeriodicUnet, dict(dim=32, dim_mults=(1, 2, 4, 4, 8), flash_attn=True)),
     # DiT presets in DiT's naming (size/patch); XS is small enough to train on 2 CPU cores.
