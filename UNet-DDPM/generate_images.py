@@ -3,6 +3,7 @@
     accelerate launch UNet-DDPM/generate_images.py --num_samples 20 --seed 42
     accelerate launch UNet-DDPM/generate_images.py --checkpoint results/RUN --sampler dpm++ --steps 20
     accelerate launch UNet-DDPM/generate_images.py --sampler heun --steps 18
+    accelerate launch UNet-DDPM/generate_images.py --sampler dpm++ --steps 20 --grid log
 
 Writes to --out (default RUN/samples): samples.npy (N, H, W), PNG previews and samples.json. Sample
 i's noise is seeded from (seed, i), so a seed gives the same fields whatever the batch size or the
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cosmodiff import plots  # noqa: E402
 from cosmodiff.checkpoint import CheckpointError, latest_run, load_run  # noqa: E402
-from cosmodiff.diffusion import SAMPLERS, network_evaluations, sample, sampler_steps  # noqa: E402
+from cosmodiff.diffusion import GRIDS, SAMPLERS, network_evaluations, sample, sampler_steps  # noqa: E402
 from cosmodiff.fields import render_colormap  # noqa: E402
 from cosmodiff.launch import accelerated  # noqa: E402
 from cosmodiff.transforms import LogTransform  # noqa: E402
@@ -57,7 +58,7 @@ def sample_fields(args, accelerator):
     transform = LogTransform.from_dict(config["transform"])
     out = Path(args.out) if args.out else run_dir / "samples"
     settings = dict(checkpoint=str(run_dir), step=config["step"], seed=args.seed, sampler=args.sampler, steps=steps,
-                    churn=args.churn, num_samples=args.num_samples, batch_size=args.batch_size)
+                    grid=args.grid or SAMPLERS[args.sampler][0], churn=args.churn, num_samples=args.num_samples, batch_size=args.batch_size)
     parts = start_parts(out / "parts", settings, accelerator)
 
     started = time.time()
@@ -70,7 +71,7 @@ def sample_fields(args, accelerator):
             if not part.exists():  # an interrupted run's finished batches are kept
                 with accelerator.autocast():
                     model_space = sample(formulation, network, shape, batch, args.seed, transform.x0_range,
-                                         args.sampler, steps, churn=args.churn)
+                                         args.sampler, steps, churn=args.churn, grid=args.grid)
                 np.save(parts / f"{start:09d}.tmp.npy", transform.inverse(model_space[:, 0].float().cpu().numpy()))
                 (parts / f"{start:09d}.tmp.npy").replace(part)
             progress.update(len(batch) * accelerator.num_processes)
@@ -126,6 +127,9 @@ def parse_args(argv=None):
     parser.add_argument("--sampler", default="ddim", choices=list(SAMPLERS))
     parser.add_argument("--steps", type=int, default=None,
                         help="sampler steps (ddim and euler 50, dpm++ 20, heun 18; vp's ddpm runs all)")
+    parser.add_argument("--grid", default=None, choices=GRIDS[:-1],
+                        help="noise-level grid (default: the sampler's; log keeps small-scale power best, "
+                             "benchmarks/sampler_accuracy.py)")
     parser.add_argument("--churn", type=float, default=0.0, help="heun: EDM's S_churn, noise added back per step")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--colormap", default="gnuplot", help="matplotlib colormap of the PNG previews")

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cosmodiff.checkpoint import read_config, read_log  # noqa: E402
-from cosmodiff.diffusion import network_evaluations  # noqa: E402
+from cosmodiff.diffusion import SAMPLERS, network_evaluations  # noqa: E402
 from cosmodiff.fields import load_fields  # noqa: E402
 from cosmodiff.mock import ensure_default_data  # noqa: E402
 
@@ -46,14 +46,15 @@ def train_stage(args, run_dir):
     return read_config(run_dir)["step"]
 
 
-def sample_stage(args, run_dir, n_samples, out, train_steps, sampler, steps):
+def sample_stage(args, run_dir, n_samples, out, train_steps, sampler, steps, grid):
     record = out / "samples.json"
     if record.exists():
         done = json.loads(record.read_text())
         if (done["num_samples"], done["sampler"], done["steps"], done["step"]) == (n_samples, sampler, steps, train_steps):
             return
     run([sys.executable, ROOT / "UNet-DDPM" / "generate_images.py", "--checkpoint", run_dir, "--num_samples", n_samples,
-         "--sampler", sampler, "--steps", steps, "--seed", args.seed, "--batch_size", args.batch_size, "--out", out])
+         "--sampler", sampler, "--steps", steps, *(["--grid", grid] if grid else []), "--seed", args.seed,
+         "--batch_size", args.batch_size, "--out", out])
 
 
 def band_mafds(report):
@@ -96,13 +97,13 @@ def main(args):
     run_dir = out / "results" / "run"
     train_steps = train_stage(args, run_dir)
     for setting in args.samplers.split():
-        sampler, steps = setting.split(":")
-        evaluate(args, run_dir, out, n_samples, train_steps, sampler, int(steps), train_path, test_path)
+        sampler, steps, grid = (setting + ":").split(":")[:3]
+        evaluate(args, run_dir, out, n_samples, train_steps, sampler, int(steps), grid, train_path, test_path)
 
 
-def evaluate(args, run_dir, out, n_samples, train_steps, sampler, steps, train_path, test_path):
-    samples = out / f"samples-{sampler}-{steps}"
-    sample_stage(args, run_dir, n_samples, samples, train_steps, sampler, steps)
+def evaluate(args, run_dir, out, n_samples, train_steps, sampler, steps, grid, train_path, test_path):
+    samples = out / f"samples-{sampler}-{steps}{'-' + grid if grid else ''}"
+    sample_stage(args, run_dir, n_samples, samples, train_steps, sampler, steps, grid)
     evaluation = samples / "evaluation"
     memorisation = [] if args.no_memorisation else ["--train", train_path]
     run([sys.executable, ROOT / "evaluate" / "power_spectrum.py", test_path, samples / "samples.npy", *memorisation,
@@ -117,7 +118,7 @@ def evaluate(args, run_dir, out, n_samples, train_steps, sampler, steps, train_p
                    train_steps=train_steps, train_minutes=train_seconds / 60,
                    train_cpu_minutes=train_cpu_seconds / 60,
                    threads=int(os.environ.get("COSMODIFF_THREADS", 0)) or os.cpu_count(),
-                   train_args=config["train_args"], sampler=sampler, steps=steps,
+                   train_args=config["train_args"], sampler=sampler, steps=steps, grid=timing.get("grid", SAMPLERS[sampler][0]),
                    network_evaluations=network_evaluations(sampler, steps),
                    seconds_per_sample=timing["seconds_per_sample"], n_generated=n_samples,
                    n_real=report["sizes"]["real"], mafd=report["mafd"], floor=report["floor"],
@@ -131,7 +132,7 @@ def evaluate(args, run_dir, out, n_samples, train_steps, sampler, steps, train_p
                    targets=[dict(name=n, measured=m, target=t, met=bool(ok)) for n, m, t, ok in rows])
     (samples / "fidelity.json").write_text(json.dumps(summary, indent=1))
     print(f"\n{args.model} ({summary['formulation']}), {train_steps} steps ({train_seconds / 60:.1f} min), "
-          f"{sampler} {steps} steps, {n_samples} generated vs {report['sizes']['real']} test fields")
+          f"{sampler} {steps} steps ({summary['grid']} grid), {n_samples} generated vs {report['sizes']['real']} test fields")
     print(f"MAFD {100 * report['mafd']:.2f}%  floor {100 * report['floor']['median']:.2f}% "
           f"[{100 * report['floor']['low']:.2f}, {100 * report['floor']['high']:.2f}]")
     width = max(len(name) for name, *_ in rows)
@@ -171,7 +172,7 @@ if __name__ == "__main__":
     parser.add_argument("--save_every", type=int, default=500)
     parser.add_argument("--train_args", default="", help="more train.py flags, e.g. '--lr 5e-4 --batch_size 32'")
     parser.add_argument("--num_samples", type=int, default=None, help="default: the test split's size (>= 256)")
-    parser.add_argument("--samplers", default="dpm++:20", help="sampler:steps settings, each sampled and evaluated")
+    parser.add_argument("--samplers", default="dpm++:20", help="sampler:steps[:grid] settings, each sampled and evaluated")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))

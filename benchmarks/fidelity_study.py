@@ -21,6 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
+sys.path.insert(0, str(ROOT))
+
+from cosmodiff.diffusion import SAMPLERS  # noqa: E402
 
 
 def run_name(formulation, steps, tag):
@@ -40,12 +43,18 @@ def fidelity_run(args, formulation, steps):
 
 
 def collect(args):
+    """Every evaluated setting of the runs; rows written before grids were named get their sampler's."""
     rows = []
     for setting in args.runs.split():
         formulation, steps = setting.split(":")
         for path in sorted((OUT / run_name(formulation, steps, args.tag)).glob("samples-*/fidelity.json")):
-            rows.append(json.loads(path.read_text()))
+            row = json.loads(path.read_text())
+            rows.append(dict(row, grid=row.get("grid", SAMPLERS[row["sampler"]][0])))
     return rows
+
+
+def sampler_label(row):
+    return f"{row['sampler']} ({row['grid']})"
 
 
 def markdown(rows):
@@ -55,8 +64,8 @@ def markdown(rows):
     for row in sorted(rows, key=lambda row: (row["formulation"], row["train_steps"], row["network_evaluations"])):
         bands = " / ".join(f"{100 * value:.1f}%" for value in row["band_mafd"].values())
         minkowski = " / ".join(f"{100 * value:.0f}%" for value in row["minkowski_within_1sigma"].values())
-        lines.append(f"| {row['formulation']} | {row['train_steps']} | {row['train_cpu_minutes']:.1f} | {row['sampler']} "
-                     f"{row['steps']} | {row['network_evaluations']} | {100 * row['mafd']:.1f}% | "
+        lines.append(f"| {row['formulation']} | {row['train_steps']} | {row['train_cpu_minutes']:.1f} | "
+                     f"{sampler_label(row)} {row['steps']} | {row['network_evaluations']} | {100 * row['mafd']:.1f}% | "
                      f"{row['mafd_over_floor']:.1f} | {bands} | {row['log_density_std']['generated']:.3f} / "
                      f"{row['log_density_std']['real']:.3f} | {row['pixel_pdf_ks']:.3f} | {minkowski} | "
                      f"{row['seam_median']:.3f} |")
@@ -73,15 +82,16 @@ def plot(rows, args):
     figures.mkdir(parents=True, exist_ok=True)
     formulations = sorted({row["formulation"] for row in rows})
     figure, ax = plt.subplots(figsize=(6, 4))
-    sampler, steps = args.compute_sampler.split(":")
+    sampler, steps, grid = (args.compute_sampler + ":").split(":")[:3]
+    grid = grid or SAMPLERS[sampler][0]
     for formulation in formulations:
         points = sorted((row["train_cpu_minutes"], row["mafd_over_floor"]) for row in rows if row["formulation"] == formulation
-                        and row["sampler"] == sampler and row["steps"] == int(steps))
+                        and (row["sampler"], row["steps"], row["grid"]) == (sampler, int(steps), grid))
         if points:
             ax.plot(*zip(*points), marker="o", label=formulation)
     ax.axhline(2, color="k", ls=":", label="target 2x floor")
     ax.set(xscale="log", yscale="log", xlabel="training CPU-minutes (core-minutes)", ylabel="MAFD / floor",
-           title=f"UNet, {sampler} {steps} steps, 384 vs 384 fields")
+           title=f"UNet, {sampler} {steps} steps ({grid} grid), 384 vs 384 fields")
     ax.legend()
     figure.tight_layout()
     figure.savefig(figures / "fidelity_vs_compute.png", dpi=120)
@@ -90,8 +100,9 @@ def plot(rows, args):
     for formulation in formulations:
         longest = max(row["train_steps"] for row in rows if row["formulation"] == formulation)
         chosen = [row for row in rows if row["formulation"] == formulation and row["train_steps"] == longest]
-        for name in sorted({row["sampler"] for row in chosen}):
-            points = sorted((row["network_evaluations"], row["mafd_over_floor"]) for row in chosen if row["sampler"] == name)
+        for name in sorted({sampler_label(row) for row in chosen}):
+            points = sorted((row["network_evaluations"], row["mafd_over_floor"]) for row in chosen
+                            if sampler_label(row) == name)
             ax.plot(*zip(*points), marker="o", label=f"{formulation} {longest} steps, {name}")
     ax.axhline(2, color="k", ls=":", label="target 2x floor")
     ax.set(xscale="log", yscale="log", xlabel="network evaluations per field", ylabel="MAFD / floor",
@@ -119,7 +130,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default="vp:200 vp:500 edm:200 edm:500 flow:200 flow:500",
                         help="formulation:train_steps, one trained run each")
-    parser.add_argument("--samplers", default="dpm++:20 heun:10", help="sampler:steps settings sampled on every run")
+    parser.add_argument("--samplers", default="dpm++:20 heun:10", help="sampler:steps[:grid] settings sampled on every run")
     parser.add_argument("--compute_sampler", default="dpm++:20", help="the setting fidelity_vs_compute.png plots")
     parser.add_argument("--train_args", default="", help="more train.py flags for every run")
     parser.add_argument("--tag", default="", help="suffix of the run folders, for an ablation")

@@ -1,7 +1,7 @@
 """What the samplers alone cost: the power error of each formulation's grids and samplers when the
 denoiser is exact, for Gaussian fields (the linear-theory limit of the model-space log density).
 
-    python benchmarks/sampler_accuracy.py [--spreads 0.05,0.2,0.5,1] [--settings "ddim:20 dpm++:20 ..."]
+    python benchmarks/sampler_accuracy.py [--spreads 0.05,0.2,0.5,1] [--settings "ddim:20 dpm++:20:log ..."]
 
 For fields whose Fourier modes are Gaussian with spread s, the exact denoiser is y s^2 / (s^2 + sigma^2)
 per mode, and any exact sampler returns fields of spread s. What a sampler returns instead is its
@@ -17,13 +17,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cosmodiff.diffusion import FORMULATIONS, build_formulation, network_evaluations  # noqa: E402
+from cosmodiff.diffusion import FORMULATIONS, build_formulation, network_evaluations, noise_levels  # noqa: E402
 from cosmodiff.diffusion.samplers import SAMPLERS, per_sample_noise  # noqa: E402
 
 
-def power_error(formulation, sampler, steps, spread, n_fields=256):
-    grid, loop, settings, _, _ = SAMPLERS[sampler]
-    sigmas = grid(formulation, steps)
+def power_error(formulation, sampler, steps, grid, spread, n_fields=256):
+    _, loop, settings, _, _ = SAMPLERS[sampler]
+    sigmas = noise_levels(formulation, sampler, steps, grid)
     generators = [torch.Generator().manual_seed(i) for i in range(n_fields)]
     shape = (1, 16, 16)
     y = per_sample_noise(generators, shape, "cpu").double() * formulation.prior_std(sigmas[0].item())
@@ -44,16 +44,18 @@ def main(args):
     for name in FORMULATIONS:
         formulation = build_formulation({"formulation": name})
         for setting in args.settings.split():
-            sampler, steps = setting.split(":")
+            sampler, steps, grid = (setting + ":").split(":")[:3]
             if sampler == "ddpm" and name != "vp":
                 continue
-            errors = [power_error(formulation, sampler, int(steps), spread) for spread in spreads]
-            print(f"| {name} | {sampler} {steps} | {network_evaluations(sampler, int(steps))} | "
+            errors = [power_error(formulation, sampler, int(steps), grid or None, spread) for spread in spreads]
+            print(f"| {name} | {sampler} {steps} {grid} | {network_evaluations(sampler, int(steps))} | "
                   + " | ".join(f"{100 * error:+.1f}%" for error in errors) + " |", flush=True)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spreads", default="0.05,0.2,0.5,1")
-    parser.add_argument("--settings", default="ddim:20 euler:20 heun:10 heun:18 dpm++:5 dpm++:10 dpm++:20 dpm++sde:20")
+    parser.add_argument("--settings", help="sampler:steps[:grid] settings",
+                        default="ddim:20 euler:20 heun:10 heun:18 heun:10:log dpm++:5 dpm++:10 dpm++:20 "
+                                "dpm++:5:log dpm++:10:log dpm++:20:log dpm++sde:20 dpm++sde:20:log")
     main(parser.parse_args())

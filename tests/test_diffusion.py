@@ -6,7 +6,8 @@ import torch
 from denoising_diffusion_pytorch import GaussianDiffusion
 from torch import nn
 
-from cosmodiff.diffusion import FORMULATIONS, SAMPLERS, build_formulation, network_evaluations, sample
+from cosmodiff.diffusion import (FORMULATIONS, GRIDS, SAMPLERS, build_formulation, network_evaluations, noise_levels,
+                                 sample)
 from cosmodiff.diffusion.formulations import VP
 
 FAST_VP = {"formulation": "vp", "timesteps": 200}
@@ -40,15 +41,16 @@ def formulations():
 
 
 @pytest.mark.parametrize("settings", formulations(), ids=lambda s: s.get("objective", s["formulation"]))
-@pytest.mark.parametrize("sampler, steps", [("ddpm", None), ("ddim", 10), ("euler", 10), ("heun", 6),
-                                            ("dpm++", 10), ("dpm++", 5), ("dpm++sde", 10)])
-def test_every_sampler_recovers_the_field_an_exact_denoiser_describes(settings, sampler, steps):
+@pytest.mark.parametrize("sampler, steps, grid", [("ddpm", None, None), ("ddim", 10, None), ("euler", 10, None),
+                                                  ("heun", 6, None), ("dpm++", 10, None), ("dpm++", 5, None),
+                                                  ("dpm++sde", 10, None), ("dpm++", 10, "log"), ("heun", 6, "log")])
+def test_every_sampler_recovers_the_field_an_exact_denoiser_describes(settings, sampler, steps, grid):
     formulation = build_formulation(settings)
     if sampler == "ddpm" and formulation.name != "vp":
         pytest.skip("ddpm is vp's sampler")
     target = torch.rand(1, 16, 16) * 4 - 2  # standardised fields reach beyond [-1, 1]
     out = sample(formulation, Oracle(target, formulation), (1, 16, 16), [0, 1], seed=1, x0_range=(-2.2, 2.2),
-                 sampler=sampler, steps=steps)
+                 sampler=sampler, steps=steps, grid=grid)
     torch.testing.assert_close(out, target.expand(2, 1, 16, 16), atol=2e-3, rtol=0)
 
 
@@ -160,17 +162,35 @@ def test_network_evaluations_and_step_errors():
 @pytest.mark.parametrize("name", FORMULATIONS)
 def test_grids_descend_from_the_top_level_to_zero(name):
     formulation = build_formulation({"formulation": name})
-    for sampler, (grid, *_rest) in SAMPLERS.items():
+    for sampler in SAMPLERS:
         if sampler == "ddpm" and name != "vp":
             continue
-        sigmas = grid(formulation, 7)
-        assert sigmas[-1] == 0 and torch.all(sigmas[1:] < sigmas[:-1]) and math.isfinite(sigmas[0])
+        for grid in ([None] if sampler == "ddpm" else GRIDS[:-1]):
+            sigmas = noise_levels(formulation, sampler, 7, grid)
+            assert sigmas[-1] == 0 and torch.all(sigmas[1:] < sigmas[:-1]) and math.isfinite(sigmas[0])
 
 
 def test_vp_grids_land_on_training_timesteps():
     """vp's network saw whole timesteps only: every level a sampler asks it about is one of them."""
     formulation = build_formulation({"formulation": "vp"})
-    for sampler, (grid, *_rest) in SAMPLERS.items():
-        levels = grid(formulation, 9 if sampler != "ddpm" else None)[:-1]
-        timesteps = formulation.timestep(levels)
-        torch.testing.assert_close(timesteps, timesteps.round(), atol=1e-6, rtol=0)
+    for sampler in SAMPLERS:
+        for grid in ([None] if sampler == "ddpm" else GRIDS[:-1]):
+            levels = noise_levels(formulation, sampler, 9 if sampler != "ddpm" else None, grid)[:-1]
+            timesteps = formulation.timestep(levels)
+            torch.testing.assert_close(timesteps, timesteps.round(), atol=1e-6, rtol=0)
+
+
+def test_log_grid_is_uniform_in_log_sigma_between_the_extremes():
+    formulation = build_formulation({"formulation": "edm"})
+    sigmas = noise_levels(formulation, "dpm++", 9, "log")
+    assert sigmas[0].item() == pytest.approx(80.0) and sigmas[-2].item() == pytest.approx(0.002)
+    steps = sigmas[:-1].log().diff()
+    torch.testing.assert_close(steps, torch.full_like(steps, math.log(0.002 / 80) / 8))
+
+
+def test_grid_errors_name_the_choices():
+    formulation = build_formulation({"formulation": "vp", "timesteps": 50})
+    with pytest.raises(ValueError, match="unknown grid 'cosine'; choose one of time, ddim, karras, log"):
+        sample(formulation, WildDenoiser(), (1, 8, 8), [0], 0, (-1, 1), "dpm++", 4, grid="cosine")
+    with pytest.raises(ValueError, match="ddpm steps through every training timestep"):
+        sample(formulation, WildDenoiser(), (1, 8, 8), [0], 0, (-1, 1), "ddpm", grid="log")

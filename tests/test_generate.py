@@ -39,7 +39,8 @@ def test_generate_writes_physical_samples_previews_and_record(trained_run):
     fields = np.load(out / "samples.npy")
     assert fields.shape == (3, 32, 32) and fields.dtype == np.float32 and (fields >= 0).all()
     record = json.loads((out / "samples.json").read_text())
-    assert record["sampler"] == "ddim" and record["steps"] == 4 and record["seed"] == 42 and record["seconds_per_sample"] > 0
+    assert record["sampler"] == "ddim" and record["grid"] == "ddim" and record["steps"] == 4 and record["seed"] == 42
+    assert record["seconds_per_sample"] > 0
     assert len(list(out.glob("sample_*.png"))) == 3 and (out / "samples_grid.png").exists()
 
 

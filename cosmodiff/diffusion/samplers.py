@@ -71,31 +71,27 @@ def heun(denoiser, y, sigmas, draw, churn=0.0, churn_range=(0.05, 50.0)):
     return y
 
 
-def time_grid(formulation, steps):
-    return formulation.time_grid(steps)
+GRIDS = ("time", "ddim", "karras", "log", "every")  # Formulation.<name>_grid; vp's `every` is DDPM's chain
 
-
-def ddim_grid(formulation, steps):
-    return formulation.ddim_grid(steps)
-
-
-def edm_grid(formulation, steps):
-    return formulation.karras_grid(steps)
-
-
-def ddpm_grid(formulation, steps):
-    return formulation.every_timestep()
-
-
-# name -> (noise-level grid, loop, its keyword arguments, default steps, network evaluations per step)
+# name -> (default grid, loop, its keyword arguments, default steps, network evaluations per step)
 SAMPLERS = {
-    "ddpm": (ddpm_grid, multistep, dict(update=ancestral, second_order=False), None, 1),
-    "ddim": (ddim_grid, multistep, dict(update=deterministic, second_order=False), 50, 1),
-    "euler": (edm_grid, multistep, dict(update=deterministic, second_order=False), 50, 1),
-    "heun": (edm_grid, heun, {}, 18, 2),
-    "dpm++": (time_grid, multistep, dict(update=deterministic, second_order=True), 20, 1),
-    "dpm++sde": (time_grid, multistep, dict(update=ancestral, second_order=True), 20, 1),
+    "ddpm": ("every", multistep, dict(update=ancestral, second_order=False), None, 1),
+    "ddim": ("ddim", multistep, dict(update=deterministic, second_order=False), 50, 1),
+    "euler": ("karras", multistep, dict(update=deterministic, second_order=False), 50, 1),
+    "heun": ("karras", heun, {}, 18, 2),
+    "dpm++": ("time", multistep, dict(update=deterministic, second_order=True), 20, 1),
+    "dpm++sde": ("time", multistep, dict(update=ancestral, second_order=True), 20, 1),
 }
+
+
+def noise_levels(formulation, sampler, steps, grid=None):
+    """The sampler's grid of `steps` noise levels (its default grid unless one is named), then 0."""
+    if sampler == "ddpm" and grid not in (None, "every"):
+        raise ValueError("ddpm steps through every training timestep; it takes no grid")
+    grid = grid or SAMPLERS[sampler][0]
+    if grid not in GRIDS or (grid == "every" and sampler != "ddpm"):
+        raise ValueError(f"unknown grid '{grid}'; choose one of {', '.join(GRIDS[:-1])}")
+    return getattr(formulation, f"{grid}_grid")(steps)
 
 
 def sampler_steps(formulation, sampler, steps):
@@ -127,15 +123,15 @@ def per_sample_noise(generators, shape, device):
 
 @torch.inference_mode()
 def sample(formulation, network, shape, sample_indices, seed, x0_range, sampler="ddim", steps=None, cond=None,
-           churn=0.0):
+           churn=0.0, grid=None):
     """Model-space samples (B, *shape) for the given global sample indices, every clean-field estimate
-    clamped to x0_range; churn is heun's."""
+    clamped to x0_range; churn is heun's; grid names the noise-level grid (default: the sampler's)."""
     steps = sampler_steps(formulation, sampler, steps)
     if churn and sampler != "heun":
         raise ValueError(f"churn is heun's; {sampler} takes none")
     options = dict(churn=churn) if sampler == "heun" else {}
-    grid, loop, settings, _, _ = SAMPLERS[sampler]
-    sigmas = grid(formulation, steps)
+    _, loop, settings, _, _ = SAMPLERS[sampler]
+    sigmas = noise_levels(formulation, sampler, steps, grid)
     generators = [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
                   for i in sample_indices]
     device = next(network.parameters(), torch.empty(0)).device
