@@ -26,13 +26,15 @@ from cosmodiff import plots
 from cosmodiff.checkpoint import (FORMAT, CheckpointError, latest_run, load_training_state, lock_run, new_run_dir,
                                   read_config, save_checkpoint, training_state)
 from cosmodiff.diffusion import FORMULATIONS, build_formulation, sample
+from cosmodiff.condition import Condition, join_params
 from cosmodiff.fields import FieldError, fit_image_size, load_fields
 from cosmodiff.launch import Preemption, accelerated
-from cosmodiff.mock import ensure_default_data
+from cosmodiff.mock import ensure_split
 from cosmodiff.models import MODELS, build_model, model_kwargs
 from cosmodiff.transforms import DATA_STD, LogTransform, augment_periodic
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "train_data"
+DEFAULT_SPLITS = {"default": DEFAULT_DATA, "conditional": DEFAULT_DATA / "conditional"}  # made on first use
 # elapsed_s: wall-clock training seconds; cpu_s: the main process's CPU seconds (all its threads), the
 # compute a run used whatever else shared the machine
 LOG_COLUMNS = ["step", "loss", "lr", "images_per_s", "elapsed_s", "cpu_s"]
@@ -46,14 +48,34 @@ class TrainingError(RuntimeError):
 
 
 def training_fields(args):
-    """The training set: the default data (made on first use), a split folder's train.npz, or any field set."""
+    """The training set: a default split (made on first use), a split folder's train.npz, or any field
+    set, with each simulation's parameters joined from --params_file."""
     data_path = Path(args.data_path)
-    if data_path.resolve() == DEFAULT_DATA:
-        ensure_default_data(data_path)
+    for name, folder in DEFAULT_SPLITS.items():
+        if data_path.resolve() == folder:
+            ensure_split(data_path, name)
     if (data_path / "train.npz").exists():
         data_path = data_path / "train.npz"
     fieldset = load_fields(data_path, colormap=args.colormap, slab_thickness=args.slab_thickness, box_size=args.box_size)
+    if args.params_file:
+        fieldset = join_params(fieldset, args.params_file)
     return fit_image_size(fieldset, args.image_size)
+
+
+def training_condition(args, resumed, fieldset):
+    """The run's Condition: the resumed run's, one fitted on the training set for --condition, or None."""
+    if resumed:
+        return Condition.from_dict(resumed["condition"]) if resumed.get("condition") else None
+    if not args.condition:
+        return None
+    return Condition.fit(fieldset, [name.strip() for name in args.condition.split(",") if name.strip()])
+
+
+def dropped(cond, args):
+    """The batch's conditions with a --cond_drop_prob share replaced by NaN (no condition), so the
+    network also learns the unconditional estimate classifier-free guidance needs."""
+    drop = torch.rand(len(cond), device=cond.device) < args.cond_drop_prob
+    return cond.masked_fill(drop[:, None], float("nan"))
 
 
 def learning_rate(step, args):
@@ -101,11 +123,15 @@ def formulation_from_args(args):
 
 
 def sample_grid(ema_network, formulation, config, path, n_samples=16):
-    """A grid of DDIM samples from the EMA network, in physical units."""
+    """A grid of DDIM samples from the EMA network, in physical units (a conditional run's at the
+    training set's mean parameters)."""
     transform = LogTransform.from_dict(config["transform"])
     size = config["image_size"]
+    device = next(ema_network.parameters()).device
+    cond = None if config["condition"] is None else torch.zeros(n_samples, len(config["condition"]["names"]),
+                                                                   device=device)
     model_space = sample(formulation, ema_network, (1, size, size), range(n_samples), seed=0,
-                         x0_range=transform.x0_range, sampler="ddim", steps=config["sampling_timesteps"])
+                         x0_range=transform.x0_range, sampler="ddim", steps=config["sampling_timesteps"], cond=cond)
     fields = transform.inverse(model_space[:, 0].float().cpu().numpy())
     plots.field_grid(fields, path, columns=8, title=f"step {config['step']}, DDIM {config['sampling_timesteps']} steps")
 
@@ -165,12 +191,16 @@ def train(args, accelerator):
 
     with accelerator.main_process_first():
         fieldset = training_fields(args)
+    condition = training_condition(args, resumed, fieldset)
     if accelerator.is_main_process:
         lock_run(run_dir)
     transform = LogTransform.from_dict(resumed["transform"]) if resumed else LogTransform.fit(fieldset.fields, args.data_std)
     data = torch.from_numpy(transform.forward(fieldset.fields)).float()[:, None].to(accelerator.device)
+    conds = condition.of_fields(fieldset).to(accelerator.device) if condition else None
 
     kwargs = resumed["model"]["kwargs"] if resumed else model_kwargs(args.model, args.image_size)
+    if condition and not resumed:
+        kwargs["cond_dim"] = len(condition.names)
     network = build_model(args.model, kwargs)
     formulation = build_formulation(resumed["diffusion"]) if resumed else formulation_from_args(args)
     ema = EMA(network, beta=args.ema_decay, update_after_step=10, update_every=1, include_online_model=False,
@@ -181,6 +211,7 @@ def train(args, accelerator):
     config = dict(format=FORMAT, model={"name": args.model, "kwargs": kwargs}, diffusion=formulation.settings(),
                   image_size=args.image_size, box_size=fieldset.box_size, transform=transform.to_dict(),
                   sampling_timesteps=args.sampling_timesteps, param_names=fieldset.param_names,
+                  condition=condition.to_dict() if condition else None,
                   data={"path": str(args.data_path), "n_fields": len(fieldset)},
                   n_parameters=sum(p.numel() for p in network.parameters()),
                   num_processes=accelerator.num_processes, train_args=vars(args), step=0)
@@ -203,8 +234,9 @@ def train(args, accelerator):
             group["lr"] = learning_rate(step, args)
         for _ in range(args.grad_accum):
             with accelerator.accumulate(model):
-                batch = augment_periodic(data[torch.randint(0, len(data), (local_batch,), device=data.device)])
-                loss = formulation.loss(model, batch)
+                chosen = torch.randint(0, len(data), (local_batch,), device=data.device)
+                batch = augment_periodic(data[chosen])
+                loss = formulation.loss(model, batch, None if conds is None else dropped(conds[chosen], args))
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     gradient_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -258,11 +290,17 @@ def build_parser():
     data.add_argument("--slab_thickness", type=int, default=None, help="slices per 2D slab for 3D density cubes")
     data.add_argument("--box_size", type=float, default=None, help="Mpc/h (default: from the data, else 1000)")
     data.add_argument("--image_size", type=int, default=64, help="model resolution; larger fields are block-averaged")
+    data.add_argument("--params_file", default=None, help="parameter table joined to the data's simulations, e.g. "
+                      "Quijote's latin_hypercube_params.txt (row = simulation index)")
     data.add_argument("--data_std", type=float, default=DATA_STD, help="spread of the standardised log density in model space")
     model = parser.add_argument_group("model and diffusion")
     model.add_argument("--model", default="unet", choices=list(MODELS))
     model.add_argument("--formulation", default="vp", choices=list(FORMULATIONS),
                        help="vp: DDPM, v-prediction; edm: Karras et al. 2022; flow: rectified flow")
+    model.add_argument("--condition", default=None, help="condition on these parameters of the data, e.g. "
+                       "Omega_m,sigma_8 (default: unconditional)")
+    model.add_argument("--cond_drop_prob", type=float, default=0.1,
+                       help="share of training fields without their condition, for classifier-free guidance")
     model.add_argument("--sampling_timesteps", type=int, default=50, help="DDIM steps of the sample grids")
     model.add_argument("--timesteps", type=int, default=1000, help="vp: training timesteps")
     model.add_argument("--objective", default="pred_v", choices=["pred_v", "pred_noise", "pred_x0"], help="vp")

@@ -4,8 +4,11 @@
     accelerate launch UNet-DDPM/generate_images.py --checkpoint results/RUN --sampler dpm++ --steps 20
     accelerate launch UNet-DDPM/generate_images.py --sampler heun --steps 18
     accelerate launch UNet-DDPM/generate_images.py --sampler dpm++ --steps 20 --grid log
+    accelerate launch UNet-DDPM/generate_images.py --params Omega_m=0.3,sigma_8=0.8 --guidance 1.5
 
-Writes to --out (default RUN/samples): samples.npy (N, H, W), PNG previews and samples.json. Sample
+A conditional run samples --num_samples fields at each parameter point (--params, or every row of
+--params_file), point by point. Writes to --out (default RUN/samples): samples.npy (N, H, W), PNG
+previews and samples.json (with every sample's parameters). Sample
 i's noise is seeded from (seed, i), so a seed gives the same fields whatever the batch size or the
 number of processes. Processes take turns at the batches and write each to OUT/parts as it is done;
 an interrupted call, run again with the same arguments, keeps those and samples the rest; the main
@@ -26,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cosmodiff import plots  # noqa: E402
 from cosmodiff.checkpoint import CheckpointError, latest_run, load_run  # noqa: E402
 from cosmodiff.diffusion import GRIDS, SAMPLERS, network_evaluations, sample, sampler_steps  # noqa: E402
-from cosmodiff.fields import render_colormap  # noqa: E402
+from cosmodiff.condition import Condition, parse_params, read_params_table  # noqa: E402
+from cosmodiff.fields import FieldError, render_colormap  # noqa: E402
 from cosmodiff.launch import accelerated  # noqa: E402
 from cosmodiff.transforms import LogTransform  # noqa: E402
 
@@ -56,28 +60,53 @@ def sample_fields(args, accelerator):
     steps = sampler_steps(formulation, args.sampler, args.steps)
     shape = (1, config["image_size"], config["image_size"])
     transform = LogTransform.from_dict(config["transform"])
+    condition, points = parameter_points(args, config)
+    total = args.num_samples * (len(points) if condition else 1)
     out = Path(args.out) if args.out else run_dir / "samples"
     settings = dict(checkpoint=str(run_dir), step=config["step"], seed=args.seed, sampler=args.sampler, steps=steps,
-                    grid=args.grid or SAMPLERS[args.sampler][0], churn=args.churn, num_samples=args.num_samples, batch_size=args.batch_size)
+                    grid=args.grid or SAMPLERS[args.sampler][0], churn=args.churn, guidance=args.guidance,
+                    num_samples=total, batch_size=args.batch_size)
+    if condition:
+        settings.update(param_names=condition.names, points=points.tolist())
+        conds = condition.standardise(points).repeat_interleave(args.num_samples, dim=0).to(accelerator.device)
     parts = start_parts(out / "parts", settings, accelerator)
 
     started = time.time()
-    starts = list(range(0, args.num_samples, args.batch_size))[accelerator.process_index::accelerator.num_processes]
-    with tqdm(total=args.num_samples, desc=f"{args.sampler} {steps} steps", unit="sample",
+    starts = list(range(0, total, args.batch_size))[accelerator.process_index::accelerator.num_processes]
+    with tqdm(total=total, desc=f"{args.sampler} {steps} steps", unit="sample",
               disable=not accelerator.is_main_process) as progress:
         for start in starts:
-            batch = list(range(start, min(start + args.batch_size, args.num_samples)))
+            batch = list(range(start, min(start + args.batch_size, total)))
             part = parts / f"{start:09d}.npy"
             if not part.exists():  # an interrupted run's finished batches are kept
                 with accelerator.autocast():
                     model_space = sample(formulation, network, shape, batch, args.seed, transform.x0_range,
-                                         args.sampler, steps, churn=args.churn, grid=args.grid)
+                                         args.sampler, steps, cond=conds[batch] if condition else None,
+                                         churn=args.churn, grid=args.grid, guidance=args.guidance)
                 np.save(parts / f"{start:09d}.tmp.npy", transform.inverse(model_space[:, 0].float().cpu().numpy()))
                 (parts / f"{start:09d}.tmp.npy").replace(part)
             progress.update(len(batch) * accelerator.num_processes)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_samples(args, out, parts, settings, config, time.time() - started, accelerator)
+
+
+def parameter_points(args, config):
+    """A conditional run's Condition and its parameter points (R, P) from --params or --params_file;
+    (None, None) for an unconditional run, which takes neither."""
+    given = args.params or args.params_file
+    if config.get("condition") is None:
+        if given or args.guidance != 1:
+            raise ValueError("this run is unconditional; it takes no --params, --params_file or --guidance")
+        return None, None
+    condition = Condition.from_dict(config["condition"])
+    if not given:
+        raise ValueError(f"this run is conditioned on {', '.join(condition.names)}: give --params "
+                         f"{','.join(f'{name}=VALUE' for name in condition.names)} or --params_file")
+    if args.params and args.params_file:
+        raise ValueError("give --params or --params_file, not both")
+    names, values = parse_params(args.params) if args.params else read_params_table(args.params_file)
+    return condition, condition.points(names, values, "--params" if args.params else args.params_file)
 
 
 def start_parts(parts, settings, accelerator):
@@ -97,9 +126,10 @@ def write_samples(args, out, parts, settings, config, seconds, accelerator):
     """samples.npy merged from the batches one at a time into a memory-mapped file (memory is one
     batch, whatever --num_samples), previews, samples.json; then the batches go."""
     size = config["image_size"]
+    total = settings["num_samples"]
     merged = np.lib.format.open_memmap(out / "samples.tmp.npy", mode="w+", dtype=np.float32,
-                                       shape=(args.num_samples, size, size))
-    for start in range(0, args.num_samples, args.batch_size):
+                                       shape=(total, size, size))
+    for start in range(0, total, args.batch_size):
         batch = np.load(parts / f"{start:09d}.npy")
         merged[start:start + len(batch)] = batch
     merged.flush()
@@ -108,13 +138,15 @@ def write_samples(args, out, parts, settings, config, seconds, accelerator):
     fields = np.load(out / "samples.npy", mmap_mode="r")
     write_previews(np.array(fields[:16]), out, args.colormap)
     record = dict(settings, model=config["model"]["name"], formulation=config["diffusion"].get("formulation", "vp"),
-                  network_evaluations=network_evaluations(args.sampler, settings["steps"]),
+                  network_evaluations=network_evaluations(args.sampler, settings["steps"], args.guidance),
                   num_processes=accelerator.num_processes, seconds=seconds,
-                  seconds_per_sample=seconds / args.num_samples, box_size=config["box_size"],
+                  seconds_per_sample=seconds / total, box_size=config["box_size"],
                   device=str(accelerator.device), mixed_precision=accelerator.mixed_precision)
+    if "points" in settings:  # every sample's parameters, in the order of samples.npy
+        record["params"] = [point for point in settings["points"] for _ in range(args.num_samples)]
     (out / "samples.json").write_text(json.dumps(record, indent=1))
     shutil.rmtree(parts)
-    print(f"{args.num_samples} fields of {size}x{size} in {seconds:.1f} s "
+    print(f"{total} fields of {size}x{size} in {seconds:.1f} s "
           f"({record['seconds_per_sample']:.3f} s/sample) -> {out / 'samples.npy'}")
 
 
@@ -122,7 +154,13 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="run folder (default: the latest under --results_dir)")
     parser.add_argument("--results_dir", default="results")
-    parser.add_argument("--num_samples", type=int, default=20)
+    parser.add_argument("--num_samples", type=int, default=20, help="fields (a conditional run: per parameter point)")
+    parser.add_argument("--params", default=None, help="a conditional run's parameters, e.g. Omega_m=0.3,sigma_8=0.8")
+    parser.add_argument("--params_file", default=None,
+                        help="parameter points, one per row: a table with a '#' header naming the columns, or "
+                             "Quijote's latin_hypercube_params.txt")
+    parser.add_argument("--guidance", type=float, default=1.0,
+                        help="classifier-free guidance weight W (1: the conditional model alone)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--sampler", default="ddim", choices=list(SAMPLERS))
     parser.add_argument("--steps", type=int, default=None,
@@ -140,6 +178,6 @@ def parse_args(argv=None):
 if __name__ == "__main__":
     try:
         main(parse_args())
-    except (CheckpointError, ValueError) as error:
+    except (CheckpointError, FieldError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

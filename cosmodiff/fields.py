@@ -1,7 +1,8 @@
 """Read, write and validate sets of 2D density fields, whatever form the user holds them in.
 
 Formats (see train_data/README.md): .npy (N,H,W) or (H,W); .npz with `fields` and optional
-`params`, `param_names`, `box_size`, `sim_index`; a folder of .npy or .png files; Quijote 3D
+`params`, `param_names`, `box_size`, `sim_index`; a folder of .npy or .png files, or of folders of
+them (one per simulation, as Quijote's LH/<index>/); Quijote 3D
 density cubes sliced into 2D slabs. Every problem is raised as a FieldError whose message is one
 sentence naming the file.
 """
@@ -224,8 +225,11 @@ def load_fields(path, colormap=None, slab_thickness=None, box_size=None):
         if not entries:
             raise FieldError(f"{path}: the folder is empty")
         files = [entry for entry in entries if entry.is_file() and entry.suffix.lower() in SUPPORTED_IN_FOLDER]
+        if not files:  # a folder of simulation folders, as Quijote's LH/<index>/
+            files = [file for folder in entries if folder.is_dir() for file in sorted(folder.iterdir(), key=natural_key)
+                     if file.is_file() and file.suffix.lower() in SUPPORTED_IN_FOLDER]
         if not files:
-            raise FieldError(f"{path}: the folder has no .npy or .png files")
+            raise FieldError(f"{path}: the folder has no .npy or .png files, nor folders of them")
         stacks, sources = [], []
         for file in files:
             stack = read_png(file, colormap) if file.suffix.lower() == ".png" else read_npy(file, slab_thickness)

@@ -7,8 +7,15 @@ second-order Lagrangian perturbation theory, painted with cloud-in-cell on a per
 into 2D slabs along each axis. Each field is normalised to mean 1 (1 + delta of its slab).
 
     python -m cosmodiff.mock --out mock.npz --n_sims 2 --grid 64
+    python -m cosmodiff.mock --split conditional --out train_data/conditional
+
+The default split (train_data/train.npz, test.npz) is at Quijote's fiducial cosmology; the
+conditional split varies (Omega_m, sigma_8): training simulations on a Latin hypercube over Quijote's
+ranges, test simulations at fixed points (a 3x3 grid over the inner 80% of both ranges and the
+fiducial point), several per point so each point has its own sample-variance floor.
 """
 import argparse
+import itertools
 import time
 from pathlib import Path
 
@@ -25,6 +32,9 @@ LATIN_HYPERCUBE_RANGES = {"Omega_m": (0.1, 0.5), "sigma_8": (0.6, 1.0)}  # Quijo
 # cells (7.8 Mpc/h) along each axis, block-averaged from 128 to 64 pixels (3.9 Mpc/h each).
 DEFAULTS = dict(grid=128, box_size=250.0, slab_thickness=4, image_size=64)
 DEFAULT_TRAIN_SIMS, DEFAULT_TEST_SIMS, DEFAULT_SEED = 24, 4, 0
+# The conditional split: 48 Latin-hypercube simulations (4608 fields) to train on, 4 simulations
+# (384 fields) at each of 10 test points; its own seed, so no simulation shares the default's phases.
+CONDITIONAL_TRAIN_SIMS, CONDITIONAL_SIMS_PER_POINT, CONDITIONAL_SEED = 48, 4, 1
 
 
 def linear_power(params, redshift=0.0):
@@ -118,12 +128,14 @@ def simulation_params(seed, sim, latin_hypercube, n_sims):
 
 def make_mock_set(n_sims, grid=DEFAULTS["grid"], box_size=DEFAULTS["box_size"],
                   slab_thickness=DEFAULTS["slab_thickness"], image_size=DEFAULTS["image_size"],
-                  seed=DEFAULT_SEED, latin_hypercube=False, first_sim=0, redshift=0.0, progress=True):
-    """Fields of simulations first_sim .. first_sim + n_sims - 1; simulation i depends only on (seed, i)."""
+                  seed=DEFAULT_SEED, latin_hypercube=False, first_sim=0, redshift=0.0, progress=True, cosmologies=None):
+    """Fields of simulations first_sim .. first_sim + n_sims - 1; simulation i's phases depend only on
+    (seed, i); cosmologies, if given, holds each simulation's parameters (else fiducial or the hypercube's)."""
     stacks, params, sim_index = [], [], []
     total_sims = first_sim + n_sims
     for sim in tqdm(range(first_sim, total_sims), desc="2LPT mocks", unit="sim", disable=not progress):
-        cosmology = simulation_params(seed, sim, latin_hypercube, total_sims)
+        cosmology = (cosmologies[sim - first_sim] if cosmologies else
+                     simulation_params(seed, sim, latin_hypercube, total_sims))
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(sim,)))
         slabs = block_average(cube_to_slabs(simulate_density(cosmology, grid, box_size, rng, redshift), slab_thickness),
                               image_size or grid)
@@ -135,20 +147,56 @@ def make_mock_set(n_sims, grid=DEFAULTS["grid"], box_size=DEFAULTS["box_size"],
                     sources=[f"mock sim {s}" for s in sim_index], sim_index=np.asarray(sim_index))
 
 
-def ensure_default_data(folder):
-    """The default train/test split (by simulation) in folder/train.npz and folder/test.npz, made once."""
+def conditional_test_points():
+    """(Omega_m, sigma_8) of the conditional test set: a 3x3 grid over the inner 80% of the Latin
+    hypercube's ranges, then Quijote's fiducial point."""
+    axes = [np.linspace(low + 0.1 * (high - low), high - 0.1 * (high - low), 3) for low, high in
+            LATIN_HYPERCUBE_RANGES.values()]
+    grid = [{name: round(float(value), 6) for name, value in zip(LATIN_HYPERCUBE_RANGES, pair)}
+            for pair in itertools.product(*axes)]
+    return grid + [{name: QUIJOTE_FIDUCIAL[name] for name in LATIN_HYPERCUBE_RANGES}]
+
+
+def default_split():
+    return (make_mock_set(DEFAULT_TRAIN_SIMS, first_sim=0),
+            make_mock_set(DEFAULT_TEST_SIMS, first_sim=DEFAULT_TRAIN_SIMS))
+
+
+def conditional_split():
+    cosmologies = [dict(QUIJOTE_FIDUCIAL, **point) for point in conditional_test_points()
+                   for _ in range(CONDITIONAL_SIMS_PER_POINT)]
+    return (make_mock_set(CONDITIONAL_TRAIN_SIMS, seed=CONDITIONAL_SEED, latin_hypercube=True),
+            make_mock_set(len(cosmologies), seed=CONDITIONAL_SEED, first_sim=CONDITIONAL_TRAIN_SIMS,
+                          cosmologies=cosmologies))
+
+
+SPLITS = {"default": default_split, "conditional": conditional_split}  # name -> (train, test) field sets
+
+
+def ensure_split(folder, name="default"):
+    """A train/test split (by simulation) in folder/train.npz and folder/test.npz, made once."""
     folder = Path(folder)
     train_path, test_path = folder / "train.npz", folder / "test.npz"
     if not (train_path.exists() and test_path.exists()):
-        print(f"Generating the default 2LPT data set in {folder} (once) ...")
+        print(f"Generating the {name} 2LPT data set in {folder} (once) ...")
         start = time.time()
-        save_fields(train_path, make_mock_set(DEFAULT_TRAIN_SIMS, first_sim=0))
-        save_fields(test_path, make_mock_set(DEFAULT_TEST_SIMS, first_sim=DEFAULT_TRAIN_SIMS))
-        print(f"Default data written in {time.time() - start:.0f} s.")
+        train, test = SPLITS[name]()
+        folder.mkdir(parents=True, exist_ok=True)
+        save_fields(test_path, test)
+        save_fields(train_path, train)
+        print(f"{name.capitalize()} data written in {time.time() - start:.0f} s.")
     return train_path, test_path
 
 
+def ensure_default_data(folder):
+    """The default (fiducial-cosmology) split in folder, made once."""
+    return ensure_split(folder, "default")
+
+
 def main(args):
+    if args.split:
+        ensure_split(args.out, args.split)
+        return
     fieldset = make_mock_set(args.n_sims, grid=args.grid, box_size=args.box_size, slab_thickness=args.slab_thickness,
                              image_size=args.image_size, seed=args.seed, latin_hypercube=args.latin_hypercube,
                              first_sim=args.first_sim, redshift=args.redshift)
@@ -158,7 +206,9 @@ def main(args):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="output .npz")
+    parser.add_argument("--out", required=True, help="output .npz (a folder with --split)")
+    parser.add_argument("--split", choices=list(SPLITS), default=None,
+                        help="write a named train/test split into the folder --out instead")
     parser.add_argument("--n_sims", type=int, default=DEFAULT_TRAIN_SIMS)
     parser.add_argument("--first_sim", type=int, default=0, help="index of the first simulation (for disjoint splits)")
     parser.add_argument("--grid", type=int, default=DEFAULTS["grid"], help="particles and mesh cells per side")

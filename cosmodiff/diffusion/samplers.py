@@ -111,9 +111,9 @@ def sampler_steps(formulation, sampler, steps):
     return steps
 
 
-def network_evaluations(sampler, steps):
-    """Network evaluations per sample: Heun's last step is a single Euler step."""
-    return steps * SAMPLERS[sampler][4] - (SAMPLERS[sampler][4] - 1)
+def network_evaluations(sampler, steps, guidance=1.0):
+    """Network evaluations per sample: Heun's last step is a single Euler step; guidance doubles each."""
+    return (steps * SAMPLERS[sampler][4] - (SAMPLERS[sampler][4] - 1)) * (1 if guidance == 1 else 2)
 
 
 def per_sample_noise(generators, shape, device):
@@ -123,10 +123,16 @@ def per_sample_noise(generators, shape, device):
 
 @torch.inference_mode()
 def sample(formulation, network, shape, sample_indices, seed, x0_range, sampler="ddim", steps=None, cond=None,
-           churn=0.0, grid=None):
+           churn=0.0, grid=None, guidance=1.0):
     """Model-space samples (B, *shape) for the given global sample indices, every clean-field estimate
-    clamped to x0_range; churn is heun's; grid names the noise-level grid (default: the sampler's)."""
+    clamped to x0_range; churn is heun's; grid names the noise-level grid (default: the sampler's).
+
+    cond (B, P) conditions each sample; guidance W != 1 is classifier-free guidance, the estimate
+    D_uncond + W (D_cond - D_uncond) (W = 1: the conditional estimate alone, W = 0: the unconditional).
+    """
     steps = sampler_steps(formulation, sampler, steps)
+    if guidance != 1 and cond is None:
+        raise ValueError("guidance needs a condition; give the parameters to sample at")
     if churn and sampler != "heun":
         raise ValueError(f"churn is heun's; {sampler} takes none")
     options = dict(churn=churn) if sampler == "heun" else {}
@@ -138,7 +144,11 @@ def sample(formulation, network, shape, sample_indices, seed, x0_range, sampler=
     y = per_sample_noise(generators, shape, device) * formulation.prior_std(sigmas[0].item())
 
     def denoiser(y, sigma):
-        return formulation.denoise(network, y, sigma, cond).clamp(*x0_range)
+        estimate = formulation.denoise(network, y, sigma, cond)
+        if guidance != 1:
+            unconditional = formulation.denoise(network, y, sigma, None)
+            estimate = unconditional + guidance * (estimate - unconditional)
+        return estimate.clamp(*x0_range)
 
     def draw():
         return per_sample_noise(generators, shape, device)

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cosmodiff.models.conditioning import ConditionEmbedding, check_unconditional
+
 
 def periodic_position_embedding(hidden_size, grid):
     """(grid*grid, hidden_size) sin-cos embedding with integer frequencies 1 .. grid/2 - 1 per axis
@@ -94,7 +96,7 @@ class DiT(nn.Module):
     channels = 1
     out_dim = 1
 
-    def __init__(self, image_size, patch_size, hidden_size, depth, num_heads, mlp_ratio=4.0):
+    def __init__(self, image_size, patch_size, hidden_size, depth, num_heads, mlp_ratio=4.0, cond_dim=0):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch_size}")
@@ -102,6 +104,7 @@ class DiT(nn.Module):
         self.grid = image_size // patch_size
         self.x_embedder = nn.Conv2d(self.channels, hidden_size, kernel_size=patch_size, stride=patch_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
+        self.c_embedder = ConditionEmbedding(cond_dim, hidden_size) if cond_dim else None  # added to adaLN's input
         self.register_buffer("pos_embed", periodic_position_embedding(hidden_size, self.grid)[None], persistent=False)
         self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_dim)
@@ -132,10 +135,12 @@ class DiT(nn.Module):
         return torch.einsum("bhwpqc->bchpwq", x).reshape(batch, self.out_dim, grid * p, grid * p)
 
     def forward(self, x, noise_level, cond=None):
-        if cond is not None:
-            raise ValueError("this network was built without a condition; it takes cond=None")
+        if self.c_embedder is None:
+            check_unconditional(cond)
         x = self.x_embedder(x).flatten(2).transpose(1, 2) + self.pos_embed
         c = self.t_embedder(noise_level)
+        if self.c_embedder is not None:
+            c = c + self.c_embedder(cond, len(x))
         for block in self.blocks:
             x = block(x, c)
         return self.unpatchify(self.final_layer(x, c))

@@ -8,6 +8,8 @@ trained on the plain Unet load unchanged.
 from denoising_diffusion_pytorch import Unet
 from torch import nn
 
+from cosmodiff.models.conditioning import ConditionEmbedding, check_unconditional
+
 
 def make_periodic(module):
     """Switch every zero-padded convolution of a module to circular padding, in place."""
@@ -17,14 +19,30 @@ def make_periodic(module):
     return module
 
 
-class PeriodicUnet(Unet):
-    """The library's Unet called the way every network here is: forward(x, noise_level, cond=None)."""
+def add_condition(time_mlp, inputs, time):
+    """time_mlp's forward hook: the condition embedding of this call (set by PeriodicUnet.forward) added
+    to the time embedding. It reads the module it is called with, so copies (EMA) keep their own."""
+    return time + time_mlp.condition
 
-    def __init__(self, **kwargs):
+
+class PeriodicUnet(Unet):
+    """The library's Unet called the way every network here is: forward(x, noise_level, cond=None).
+
+    With cond_dim > 0 the embedding of the condition (B, cond_dim) is added to the time embedding that
+    every residual block receives (a forward hook on the library's time_mlp, so its code stays its own).
+    """
+
+    def __init__(self, cond_dim=0, **kwargs):
         super().__init__(channels=1, **kwargs)
         make_periodic(self)
+        self.cond_embedding = None
+        if cond_dim:
+            self.cond_embedding = ConditionEmbedding(cond_dim, self.time_mlp[-1].out_features)
+            self.time_mlp.register_forward_hook(add_condition)
 
     def forward(self, x, noise_level, cond=None):
-        if cond is not None:
-            raise ValueError("this network was built without a condition; it takes cond=None")
+        if self.cond_embedding is None:
+            check_unconditional(cond)
+        else:
+            self.time_mlp.condition = self.cond_embedding(cond, len(x))
         return super().forward(x, noise_level)
