@@ -35,6 +35,7 @@ DEFAULT_TRAIN_SIMS, DEFAULT_TEST_SIMS, DEFAULT_SEED = 24, 4, 0
 # The conditional split: 48 Latin-hypercube simulations (4608 fields) to train on, 4 simulations
 # (384 fields) at each of 10 test points; its own seed, so no simulation shares the default's phases.
 CONDITIONAL_TRAIN_SIMS, CONDITIONAL_SIMS_PER_POINT, CONDITIONAL_SEED = 48, 4, 1
+DERIVATIVE_STEPS = {"Omega_m": 0.05, "sigma_8": 0.05}  # the conditional split's finite-difference steps
 
 
 def linear_power(params, redshift=0.0):
@@ -157,35 +158,49 @@ def conditional_test_points():
     return grid + [{name: QUIJOTE_FIDUCIAL[name] for name in LATIN_HYPERCUBE_RANGES}]
 
 
-def default_split():
-    return (make_mock_set(DEFAULT_TRAIN_SIMS, first_sim=0),
-            make_mock_set(DEFAULT_TEST_SIMS, first_sim=DEFAULT_TRAIN_SIMS))
-
-
-def conditional_split():
+def conditional_test_set():
+    """CONDITIONAL_SIMS_PER_POINT simulations at each of conditional_test_points()."""
     cosmologies = [dict(QUIJOTE_FIDUCIAL, **point) for point in conditional_test_points()
                    for _ in range(CONDITIONAL_SIMS_PER_POINT)]
-    return (make_mock_set(CONDITIONAL_TRAIN_SIMS, seed=CONDITIONAL_SEED, latin_hypercube=True),
-            make_mock_set(len(cosmologies), seed=CONDITIONAL_SEED, first_sim=CONDITIONAL_TRAIN_SIMS,
-                          cosmologies=cosmologies))
+    return make_mock_set(len(cosmologies), seed=CONDITIONAL_SEED, first_sim=CONDITIONAL_TRAIN_SIMS, cosmologies=cosmologies)
 
 
-SPLITS = {"default": default_split, "conditional": conditional_split}  # name -> (train, test) field sets
+def derivative_set():
+    """Simulations at the fiducial point moved by -/+ DERIVATIVE_STEPS in one parameter at a time, the
+    same CONDITIONAL_SIMS_PER_POINT phases at each (paired, as Quijote's derivative simulations), so
+    finite differences of P(k) cancel most of the sample variance."""
+    first_sim = CONDITIONAL_TRAIN_SIMS + CONDITIONAL_SIMS_PER_POINT * len(conditional_test_points())
+    sets = [make_mock_set(CONDITIONAL_SIMS_PER_POINT, seed=CONDITIONAL_SEED, first_sim=first_sim,
+                          cosmologies=[dict(QUIJOTE_FIDUCIAL, **{name: QUIJOTE_FIDUCIAL[name] + sign * step})]
+                          * CONDITIONAL_SIMS_PER_POINT)
+            for name, step in DERIVATIVE_STEPS.items() for sign in (-1, 1)]
+    return FieldSet(fields=np.concatenate([s.fields for s in sets]), box_size=sets[0].box_size,
+                    params=np.concatenate([s.params for s in sets]), param_names=sets[0].param_names,
+                    sources=sum((s.sources for s in sets), []), sim_index=np.concatenate([s.sim_index for s in sets]))
+
+
+# name -> file -> the field set it holds, made on first use by ensure_split
+SPLITS = {
+    "default": {"train": lambda: make_mock_set(DEFAULT_TRAIN_SIMS, first_sim=0),
+                "test": lambda: make_mock_set(DEFAULT_TEST_SIMS, first_sim=DEFAULT_TRAIN_SIMS)},
+    "conditional": {"train": lambda: make_mock_set(CONDITIONAL_TRAIN_SIMS, seed=CONDITIONAL_SEED, latin_hypercube=True),
+                    "test": conditional_test_set, "derivatives": derivative_set},
+}
 
 
 def ensure_split(folder, name="default"):
-    """A train/test split (by simulation) in folder/train.npz and folder/test.npz, made once."""
+    """A named split (by simulation) in folder/<file>.npz (train, test, ...), each file made once;
+    returns the train and test paths."""
     folder = Path(folder)
-    train_path, test_path = folder / "train.npz", folder / "test.npz"
-    if not (train_path.exists() and test_path.exists()):
+    missing = {file: make for file, make in SPLITS[name].items() if not (folder / f"{file}.npz").exists()}
+    if missing:
         print(f"Generating the {name} 2LPT data set in {folder} (once) ...")
         start = time.time()
-        train, test = SPLITS[name]()
         folder.mkdir(parents=True, exist_ok=True)
-        save_fields(test_path, test)
-        save_fields(train_path, train)
+        for file, make in missing.items():
+            save_fields(folder / f"{file}.npz", make())
         print(f"{name.capitalize()} data written in {time.time() - start:.0f} s.")
-    return train_path, test_path
+    return folder / "train.npz", folder / "test.npz"
 
 
 def ensure_default_data(folder):

@@ -188,3 +188,31 @@ def test_conditional_errors(conditional_run, tiny_data, tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2 and "--condition w0: w0 not in the data, which carries Omega_m" in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_cosmology_evaluation_per_point_with_response_and_derivatives(conditional_run, tmp_path):
+    def at(points, first_sim):
+        sets = [make_mock_set(1, grid=32, image_size=32, seed=5, first_sim=first_sim, progress=False,
+                              cosmologies=[dict(QUIJOTE_FIDUCIAL, **point)]) for point in points]
+        return FieldSet(fields=np.concatenate([s.fields for s in sets]), box_size=sets[0].box_size,
+                        params=np.concatenate([s.params for s in sets]), param_names=sets[0].param_names)
+    save_fields(tmp_path / "test.npz", at([{"Omega_m": 0.2}, {"Omega_m": 0.3175}], 0))
+    save_fields(tmp_path / "derivatives.npz", at([{"Omega_m": 0.2675}, {"Omega_m": 0.3675},
+                                                  {"sigma_8": 0.784}, {"sigma_8": 0.884}], 9))
+    result = subprocess.run([sys.executable, str(ROOT / "evaluate" / "cosmology.py"), str(conditional_run / "results" / "run"),
+                             "--test", str(tmp_path / "test.npz"), "--num_samples", "3", "--steps", "2",
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "out" / "cosmology.json").read_text())
+    assert [row["point"] for row in summary["points"]] == [{"Omega_m": 0.2, "sigma_8": 0.834},
+                                                          {"Omega_m": 0.3175, "sigma_8": 0.834}]
+    assert all(row["n_real"] == 24 and row["n_generated"] == 3 and row["floor"] > 0 for row in summary["points"])
+    assert set(summary["derivatives"]) == {"Omega_m", "sigma_8"}
+    assert summary["derivatives"]["sigma_8"]["step"] == pytest.approx(0.1)
+    # the simulations' d ln P / d sigma_8 is linear theory's 2 / sigma_8 on large scales (paired phases)
+    derivative = summary["derivatives"]["sigma_8"]
+    assert np.median(np.asarray(derivative["real"])[:4]) == pytest.approx(2 / 0.834, rel=0.15)
+    assert (tmp_path / "out" / "conditional_response.png").exists() and (tmp_path / "out" / "conditional_derivatives.png").exists()
+    unconditional = subprocess.run([sys.executable, str(ROOT / "evaluate" / "cosmology.py"), str(tmp_path)],
+                                   capture_output=True, text=True)
+    assert unconditional.returncode == 2 and "config.json" in unconditional.stderr

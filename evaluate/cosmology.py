@@ -1,0 +1,240 @@
+"""A conditional run against the real fields at each test cosmology: fidelity per point, the P(k)
+response to the parameters and its derivatives at the fiducial point.
+
+    python evaluate/cosmology.py RUN [--test train_data/conditional/test.npz] [--num_samples 96]
+                                     [--sampler dpm++ --steps 20 --grid log] [--guidance 1] [--out RUN/cosmology]
+
+Each test point is the set of test fields that share the run's parameter values. At every point the
+run samples --num_samples fields with UNet-DDPM/generate_images.py, all points with the same seed, so
+they share their noise (common random numbers) and differences between points are the model's
+response, not noise. Per point: MAFD next to its own sample-variance floor, the pixel-PDF KS distance,
+Minkowski functionals and seams (cosmodiff.stats.compare). The response P(k; theta) / P(k; fiducial)
+is compared at every point, generated against real; d ln P / d theta at the fiducial point by central
+differences, on the paired derivative simulations of --derivatives (default: derivatives.npz next to
+--test) and on samples at the same parameters. Writes cosmology.json, cosmology.md,
+conditional_response.png and conditional_derivatives.png to --out (and --figures).
+"""
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cosmodiff import stats  # noqa: E402
+from cosmodiff.checkpoint import CheckpointError, read_config  # noqa: E402
+from cosmodiff.fields import FieldError, load_fields  # noqa: E402
+from cosmodiff.mock import QUIJOTE_FIDUCIAL  # noqa: E402
+
+
+def points_of(fieldset, names, source):
+    """{parameter tuple: indices of the fields there}, in order of first appearance."""
+    missing = [name for name in names if name not in fieldset.param_names]
+    if missing:
+        raise FieldError(f"{source}: carries no {', '.join(missing)}, which the run is conditioned on")
+    values = np.asarray(fieldset.params)[:, [fieldset.param_names.index(name) for name in names]].round(6)
+    points = {}
+    for index, row in enumerate(map(tuple, values)):
+        points.setdefault(row, []).append(index)
+    return points
+
+
+def label(names, point):
+    return ",".join(f"{name}={value:g}" for name, value in zip(names, point))
+
+
+def generated_at(args, run_dir, names, point, out):
+    """--num_samples fields sampled at one parameter point (reused when already there)."""
+    folder = out / "samples" / label(names, point).replace(",", "_")
+    record = folder / "samples.json"
+    wanted = dict(num_samples=args.num_samples, sampler=args.sampler, steps=args.steps, guidance=args.guidance,
+                  seed=args.seed, step=read_config(run_dir)["step"])
+    if not (record.exists() and all(json.loads(record.read_text()).get(key) == value for key, value in wanted.items())):
+        command = [sys.executable, str(ROOT / "UNet-DDPM" / "generate_images.py"), "--checkpoint", str(run_dir),
+                   "--params", label(names, point), "--num_samples", str(args.num_samples), "--sampler", args.sampler,
+                   "--steps", str(args.steps), "--guidance", str(args.guidance), "--seed", str(args.seed),
+                   "--batch_size", str(args.batch_size), "--out", str(folder),
+                   *(["--grid", args.grid] if args.grid else [])]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return np.load(folder / "samples.npy")
+
+
+def spectrum(fields, box_size):
+    k, pk, _ = stats.power_spectrum(fields, box_size)
+    return k, pk.mean(axis=0)
+
+
+def fidelity_rows(args, run_dir, names, test, out):
+    """Per test point: the comparison report's headline numbers and both mean spectra."""
+    rows = []
+    for point, indices in points_of(test, names, args.test).items():
+        real = test.fields[indices]
+        generated = generated_at(args, run_dir, names, point, out)
+        report = stats.compare(real, generated, test.box_size, progress=False)
+        row = dict(point=dict(zip(names, point)), n_real=len(real), n_generated=len(generated),
+                   mafd=report["mafd"], floor=report["floor"]["median"], mafd_over_floor=report["mafd_over_floor"],
+                   pixel_pdf_ks=report["pixel_pdf"]["distance"],
+                   minkowski_within_1sigma={name: report["minkowski"][name]["fraction_within_1sigma"]
+                                            for name in ("v0", "v1", "v2")},
+                   seam_median=report["seam"]["generated"]["median"], k=report["power_spectrum"]["k"],
+                   pk_real=report["power_spectrum"]["real_mean"],
+                   pk_generated=report["power_spectrum"]["generated_mean"])
+        rows.append(row)
+        print(f"{label(names, point)}: MAFD {100 * row['mafd']:.2f}%, floor {100 * row['floor']:.2f}%, "
+              f"x{row['mafd_over_floor']:.2f}", flush=True)
+    return rows
+
+
+def derivatives(args, run_dir, names, out):
+    """d ln P / d theta at the fiducial point, real (paired derivative simulations) and generated (samples at
+    the same parameters with common noise), per parameter the derivative set varies."""
+    path = Path(args.derivatives) if args.derivatives else Path(args.test).with_name("derivatives.npz")
+    if not path.exists():
+        print(f"No derivative simulations at {path}: derivatives skipped.")
+        return {}
+    fields = load_fields(path)
+    points = points_of(fields, names, path)
+    fiducial = {name: QUIJOTE_FIDUCIAL.get(name) for name in names}
+    result = {}
+    for varied in names:
+        pair = sorted((point for point in points if all(np.isclose(value, fiducial[name])
+                                                       for name, value in zip(names, point) if name != varied)),
+                      key=lambda point: point[names.index(varied)])
+        if len(pair) != 2:
+            continue
+        step = pair[1][names.index(varied)] - pair[0][names.index(varied)]
+        k, low_real = spectrum(fields.fields[points[pair[0]]], fields.box_size)
+        _, high_real = spectrum(fields.fields[points[pair[1]]], fields.box_size)
+        _, low_generated = spectrum(generated_at(args, run_dir, names, pair[0], out), fields.box_size)
+        _, high_generated = spectrum(generated_at(args, run_dir, names, pair[1], out), fields.box_size)
+        real = (np.log(high_real) - np.log(low_real)) / step
+        generated = (np.log(high_generated) - np.log(low_generated)) / step
+        k_fundamental = 2 * np.pi / fields.box_size
+        nyquist = np.pi * fields.fields.shape[-1] / fields.box_size
+        band = (k >= 2 * k_fundamental) & (k <= nyquist / 2)
+        relative = np.abs(generated[band] / real[band] - 1)
+        result[varied] = dict(k=k.tolist(), real=real.tolist(), generated=generated.tolist(), step=step,
+                              band=[2 * k_fundamental, nyquist / 2], median_relative_error=float(np.median(relative)),
+                              max_relative_error=float(relative.max()))
+        print(f"d ln P / d {varied}: generated within {100 * np.median(relative):.1f}% (median), "
+              f"{100 * relative.max():.1f}% (max) of the simulations' for k in [2 k_F, k_Nyq / 2]", flush=True)
+    return result
+
+
+def plot_response(rows, names, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fiducial = min(rows, key=lambda row: sum((row["point"][name] - QUIJOTE_FIDUCIAL.get(name, 0)) ** 2 for name in names))
+    columns = 4
+    figure, axes = plt.subplots(int(np.ceil(len(rows) / columns)), columns, figsize=(3.2 * columns, 2.6 * np.ceil(len(rows) / columns)),
+                                squeeze=False, sharex=True)
+    for ax in axes.ravel()[len(rows):]:
+        ax.axis("off")
+    for ax, row in zip(axes.ravel(), rows):
+        ax.plot(row["k"], np.divide(row["pk_real"], fiducial["pk_real"]), color="C0", label="real")
+        ax.plot(row["k"], np.divide(row["pk_generated"], fiducial["pk_generated"]), color="C3", ls="--", label="generated")
+        ax.set(xscale="log", yscale="log", title=label(names, row["point"].values()).replace(",", ", "))
+        ax.title.set_fontsize(8)
+    axes[0, 0].legend(fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("P(k) / P(k; fiducial)")
+    for ax in axes[-1]:
+        ax.set_xlabel("k [h/Mpc]")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_derivatives(result, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(result), figsize=(4.5 * len(result), 3.4), squeeze=False)
+    for ax, (name, values) in zip(axes[0], result.items()):
+        ax.plot(values["k"], values["real"], color="C0", label="simulations (paired)")
+        ax.plot(values["k"], values["generated"], color="C3", ls="--", label="generated")
+        ax.axvspan(*values["band"], color="0.9", zorder=0, label="target band")
+        ax.set(xscale="log", xlabel="k [h/Mpc]", ylabel=f"d ln P / d {name}",
+               title=f"{name}: median error {100 * values['median_relative_error']:.0f}%")
+        ax.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def markdown(rows, names):
+    header = (f"| {' | '.join(names)} | real / generated | MAFD | floor | MAFD / floor | PDF KS | "
+              "Minkowski V0/V1/V2 in 1-sigma | seam |")
+    lines = [header, "|" + " --- |" * (header.count("|") - 1)]
+    for row in rows:
+        minkowski = " / ".join(f"{100 * value:.0f}%" for value in row["minkowski_within_1sigma"].values())
+        values = " | ".join(f"{row['point'][name]:g}" for name in names)
+        lines.append(f"| {values} | {row['n_real']} / "
+                     f"{row['n_generated']} | {100 * row['mafd']:.2f}% | {100 * row['floor']:.2f}% | "
+                     f"{row['mafd_over_floor']:.2f} | {row['pixel_pdf_ks']:.3f} | {minkowski} | {row['seam_median']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(args):
+    run_dir = Path(args.run)
+    config = read_config(run_dir)
+    if config.get("condition") is None:
+        raise CheckpointError(f"{run_dir}: an unconditional run; evaluate/cosmology.py needs one trained with --condition")
+    names = config["condition"]["names"]
+    test = load_fields(args.test)
+    out = Path(args.out) if args.out else run_dir / "cosmology"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = fidelity_rows(args, run_dir, names, test, out)
+    derivative = derivatives(args, run_dir, names, out)
+    ratios = [row["mafd_over_floor"] for row in rows]
+    summary = dict(run=str(run_dir), step=config["step"], sampler=args.sampler, steps=args.steps, grid=args.grid,
+                   guidance=args.guidance, num_samples=args.num_samples, points=rows, derivatives=derivative,
+                   median_mafd_over_floor=float(np.median(ratios)), max_mafd_over_floor=float(np.max(ratios)))
+    (out / "cosmology.json").write_text(json.dumps(summary, indent=1))
+    table = markdown(rows, names)
+    (out / "cosmology.md").write_text(table + "\n")
+    plot_response(rows, names, out / "conditional_response.png")
+    figures = [out / "conditional_response.png"]
+    if derivative:
+        plot_derivatives(derivative, out / "conditional_derivatives.png")
+        figures.append(out / "conditional_derivatives.png")
+    if args.figures:
+        Path(args.figures).mkdir(parents=True, exist_ok=True)
+        for figure in figures:
+            shutil.copy(figure, Path(args.figures) / figure.name)
+    print(table)
+    print(f"MAFD / floor over {len(rows)} points: median {np.median(ratios):.2f} (target <= 2), "
+          f"max {np.max(ratios):.2f} (target <= 4)")
+    print(f"Written: {out / 'cosmology.json'}, cosmology.md and figures")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="a conditional run folder")
+    parser.add_argument("--test", default=str(ROOT / "train_data" / "conditional" / "test.npz"),
+                        help="real fields carrying the run's parameters")
+    parser.add_argument("--derivatives", default=None, help="paired simulations at fiducial -/+ a step per parameter")
+    parser.add_argument("--num_samples", type=int, default=96, help="generated fields per point")
+    parser.add_argument("--sampler", default="dpm++")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--grid", default=None, help="the sampler's noise-level grid (default: its own)")
+    parser.add_argument("--guidance", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--out", default=None, help="default: RUN/cosmology")
+    parser.add_argument("--figures", default=None, help="also copy the figures here, e.g. images")
+    try:
+        main(parser.parse_args())
+    except (CheckpointError, FieldError, ValueError, subprocess.CalledProcessError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
