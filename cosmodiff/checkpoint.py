@@ -183,10 +183,12 @@ def load_run(run_dir):
     its formulation and its config."""
     config = read_config(run_dir)
     config_path, weights_path = Path(run_dir) / "config.json", Path(run_dir) / "model.safetensors"
+    missing = [key for key in ("model", "diffusion", "image_size", "transform") if key not in config]
+    if missing:
+        raise CheckpointError(f"{config_path}: lacks the key '{missing[0]}'")
     try:
         model = build_model(config["model"]["name"], config["model"]["kwargs"])
         formulation = build_formulation(config["diffusion"])
-        config["image_size"], config["transform"]
     except KeyError as error:
         raise CheckpointError(f"{config_path}: lacks the key {error}") from None
     except (TypeError, ValueError) as error:

@@ -53,10 +53,16 @@ class Condition:
     def to_dict(self):
         return dict(names=self.names, mean=self.mean, std=self.std, low=self.low, high=self.high)
 
+    def values_of(self, fieldset):
+        """The parameters (N, P) of every field of a set that carries them, in this condition's order."""
+        missing = [name for name in self.names if name not in fieldset.param_names]
+        if missing:
+            raise FieldError(f"{(fieldset.sources or ['the data'])[0]}: carries no {', '.join(missing)}")
+        return np.asarray(fieldset.params, dtype=np.float64)[:, [fieldset.param_names.index(n) for n in self.names]]
+
     def of_fields(self, fieldset):
         """The standardised condition of every field of a set that carries the parameters (N, P)."""
-        values = np.asarray(fieldset.params, dtype=np.float64)[:, [fieldset.param_names.index(n) for n in self.names]]
-        return self.standardise(values)
+        return self.standardise(self.values_of(fieldset))
 
     def standardise(self, values):
         return torch.from_numpy((np.asarray(values, dtype=np.float64) - self.mean) / self.std).float()

@@ -131,17 +131,6 @@ def test_conditional_mocks_are_deterministic_for_a_seed_and_carry_their_cosmolog
     assert {p["Omega_m"] for p in points[:9]} == {0.14, 0.3, 0.46} and {p["sigma_8"] for p in points[:9]} == {0.64, 0.8, 0.96}
 
 
-@pytest.fixture(scope="module")
-def conditional_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("conditional")
-    save_fields(folder / "lh.npz", make_mock_set(2, grid=32, image_size=32, latin_hypercube=True, seed=3, progress=False))
-    result = subprocess.run(train_command(folder / "lh.npz", folder / "results", "--train_steps", "2", "--timesteps",
-                                          "100", "--run_name", "run", "--condition", "Omega_m,sigma_8"),
-                            cwd=folder, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return folder
-
-
 def generate(cwd, *args):
     return subprocess.run([sys.executable, GENERATE, *map(str, args)], cwd=cwd, capture_output=True, text=True)
 

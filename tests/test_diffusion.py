@@ -1,6 +1,5 @@
 import math
 
-import numpy as np
 import pytest
 import torch
 from denoising_diffusion_pytorch import GaussianDiffusion
@@ -8,18 +7,10 @@ from torch import nn
 
 from cosmodiff.diffusion import (FORMULATIONS, GRIDS, SAMPLERS, build_formulation, network_evaluations, noise_levels,
                                  sample)
+from conftest import noise_level
 from cosmodiff.diffusion.formulations import VP
 
 FAST_VP = {"formulation": "vp", "timesteps": 200}
-
-
-def noise_level(formulation, c_noise):
-    """The noise level a network input c_noise stands for, inverted here independently of the code."""
-    c_noise = c_noise.double()
-    if formulation.name == "vp":
-        return torch.from_numpy(np.exp(np.interp(c_noise.numpy(), np.arange(formulation.timesteps),
-                                                 formulation.sigmas.log().numpy())))
-    return (4 * c_noise).exp()  # edm and flow: c_noise = ln(sigma) / 4
 
 
 class Oracle(nn.Module):

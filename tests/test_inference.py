@@ -1,0 +1,120 @@
+"""Parameter inference: the ELBO posterior against an analytic one, the power-spectrum baseline, and
+evaluate/infer.py end to end."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import ROOT, noise_level
+from cosmodiff.diffusion import build_formulation
+from cosmodiff.fields import load_fields
+from cosmodiff.inference import (PowerSpectrumLikelihood, grid_posterior, negative_elbo, parameter_grid,
+                                 quadratic_features, summaries)
+
+SIZE = 16
+K = np.sqrt(np.add.outer(np.fft.fftfreq(SIZE) ** 2, np.fft.fftfreq(SIZE) ** 2)) * SIZE
+SHAPE = torch.from_numpy(0.3 * (1 + K) ** -1.5)  # the power per mode of the fields at amplitude 1
+
+
+def gaussian_field(amplitude, seed):
+    """A periodic Gaussian field whose orthonormal Fourier modes have variance amplitude * SHAPE."""
+    white = torch.randn(SIZE, SIZE, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return torch.fft.ifft2(torch.fft.fft2(white) * (amplitude * SHAPE).sqrt()).real
+
+
+class GaussianOracle(nn.Module):
+    """The exact network of Gaussian fields whose power is cond (the amplitude) times SHAPE, under a formulation."""
+
+    def __init__(self, formulation):
+        super().__init__()
+        self.formulation = formulation
+
+    def forward(self, x, c_noise, cond):
+        sigma = noise_level(self.formulation, c_noise)
+        c_skip, c_out, c_in, _ = (c.view(-1, 1, 1, 1) for c in self.formulation.precondition(sigma))
+        y = x.double() / c_in
+        power = cond.double().view(-1, 1, 1, 1) * SHAPE
+        denoised = torch.fft.ifft2(torch.fft.fft2(y) * power / (power + sigma.view(-1, 1, 1, 1) ** 2)).real
+        return ((denoised - c_skip * y) / c_out).float()
+
+
+def test_elbo_posterior_matches_the_analytic_posterior_of_gaussian_fields():
+    formulation = build_formulation({"formulation": "edm"})
+    truth = 1.3
+    fields = torch.stack([gaussian_field(truth, seed) for seed in range(2)])[:, None].float()
+    amplitudes = np.linspace(0.6, 2.4, 61)
+    nll = negative_elbo(formulation, GaussianOracle(formulation), fields, torch.from_numpy(amplitudes)[:, None].float(),
+                        n_levels=48, n_draws=4, progress=False).sum(axis=0)
+    modes = torch.fft.fft2(fields[:, 0].double(), norm="ortho").abs() ** 2
+    exact = np.array([-0.5 * float((modes / (a * SHAPE) + torch.log(a * SHAPE)).sum()) for a in amplitudes])
+    elbo = summaries(grid_posterior(-nll, [amplitudes]), [amplitudes], ["A"])["A"]
+    analytic = summaries(grid_posterior(exact, [amplitudes]), [amplitudes], ["A"])["A"]
+    assert abs(elbo["mean"] - analytic["mean"]) < 0.25 * analytic["std"]
+    assert elbo["std"] == pytest.approx(analytic["std"], rel=0.15)
+    assert analytic["interval_95"][0] < truth < analytic["interval_95"][1]
+
+
+def test_elbo_maximum_moves_with_the_amplitude_that_made_the_field():
+    formulation = build_formulation({"formulation": "vp", "timesteps": 200})
+    amplitudes = np.linspace(0.3, 3.0, 28)
+    best = []
+    for truth in (0.6, 2.0):
+        field = gaussian_field(truth, 7)[None, None].float()
+        nll = negative_elbo(formulation, GaussianOracle(formulation), field, torch.from_numpy(amplitudes)[:, None].float(),
+                            n_levels=32, n_draws=2, progress=False)[0]
+        best.append(amplitudes[nll.argmin()])
+    assert best[0] == pytest.approx(0.6, rel=0.35) and best[1] == pytest.approx(2.0, rel=0.35)
+
+
+def test_grid_summaries_of_a_known_gaussian_posterior():
+    axes, points = parameter_grid([0.0, -1.0], [1.0, 1.0], 201)
+    assert points.shape == (201 * 201, 2) and points[1].tolist() == [0.0, -0.99]
+    log_like = -0.5 * ((points[:, 0] - 0.5) / 0.1) ** 2 - 0.5 * (points[:, 1] / 0.2) ** 2
+    result = summaries(grid_posterior(log_like, axes), axes, ["a", "b"], truth=[0.5, 0.0])
+    assert result["a"]["mean"] == pytest.approx(0.5, abs=1e-3) and result["a"]["std"] == pytest.approx(0.1, rel=0.01)
+    assert result["b"]["interval_68"] == pytest.approx([-0.2, 0.2], abs=0.01)
+    assert result["b"]["interval_95"] == pytest.approx([-1.96 * 0.2, 1.96 * 0.2], abs=0.01)
+    assert result["a"]["truth"] == 0.5
+
+
+def test_power_spectrum_baseline_recovers_the_amplitude_of_gaussian_fields():
+    rng = np.random.default_rng(0)
+    amplitudes = rng.uniform(0.5, 2.5, 300)
+    train = np.stack([1 + 0.1 * gaussian_field(a, 100 + i).numpy() for i, a in enumerate(amplitudes)])
+    likelihood = PowerSpectrumLikelihood(train, amplitudes[:, None], box_size=100.0)
+    assert quadratic_features(np.array([[2.0]])).tolist() == [[1.0, 2.0, 4.0]]
+    axes, points = parameter_grid([0.5], [2.5], 81)
+    test = np.stack([1 + 0.1 * gaussian_field(1.5, 1000 + i).numpy() for i in range(8)])
+    posterior = grid_posterior(likelihood.log_likelihood(test, points).sum(axis=0), axes)
+    result = summaries(posterior, axes, ["A"])["A"]
+    assert result["interval_95"][0] < 1.5 < result["interval_95"][1] and result["std"] < 0.3
+
+
+def test_infer_writes_both_posteriors_per_field_and_jointly(conditional_run, tmp_path):
+    run, data = conditional_run / "results" / "run", conditional_run / "lh.npz"
+
+    def infer(*args):
+        return subprocess.run([sys.executable, str(ROOT / "evaluate" / "infer.py"), str(data), "--checkpoint", str(run),
+                               "--grid", "5", "--n_levels", "2", *map(str, args)], capture_output=True, text=True)
+    result = infer("--indices", "0,30", "--out", tmp_path / "each")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "each" / "posterior.json").read_text())
+    fields = load_fields(data)
+    assert [r["indices"] for r in record["results"]] == [[0], [30]]
+    for r, index in zip(record["results"], (0, 30)):
+        assert r["truth"] == pytest.approx([fields.params[index, 0], fields.params[index, 4]])
+        for method in ("elbo", "power_spectrum"):
+            summary = r[method]["Omega_m"]
+            low, high = record["settings"]["prior"]["Omega_m"]
+            assert low <= summary["interval_95"][0] <= summary["interval_68"][0] <= summary["mean"] <= summary["interval_68"][1] <= summary["interval_95"][1] <= high
+            assert np.asarray(r[method]["posterior"]).shape == (5, 5) and 0 <= summary["truth_rank"] <= 1
+    assert (tmp_path / "each" / "posterior.png").exists()
+    result = infer("--indices", "0,1", "--joint", "--out", tmp_path / "joint")
+    assert result.returncode == 0, result.stderr
+    assert [r["indices"] for r in json.loads((tmp_path / "joint" / "posterior.json").read_text())["results"]] == [[0, 1]]
+    result = infer("--indices", "99999", "--out", tmp_path / "never")
+    assert result.returncode == 2 and "index 99999 does not exist" in result.stderr and not (tmp_path / "never").exists()
