@@ -13,38 +13,23 @@ the best W's figures to --figures.
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cosmodiff.checkpoint import read_config, read_log  # noqa: E402
+from cosmodiff.checkpoint import read_log  # noqa: E402
+from fidelity import run, trained  # noqa: E402  (benchmarks/, this script's folder)
 
 OUT = ROOT / "benchmarks" / "out" / "conditional"
 
 
-def run(command):
-    print("$", " ".join(map(str, command)), flush=True)
-    subprocess.run(list(map(str, command)), cwd=ROOT, check=True)
-
-
-def train_stage(args, run_dir):
-    if (run_dir / "config.json").exists():
-        config = read_config(run_dir)
-        if config["step"] >= config["train_args"]["train_steps"]:
-            return
-        run([sys.executable, ROOT / "train.py", "--resume", run_dir])
-        return
-    run([sys.executable, ROOT / "train.py", "--data_path", ROOT / "train_data" / "conditional", "--condition",
-         "Omega_m,sigma_8", "--formulation", args.formulation, "--train_steps", args.train_steps, "--save_every", 200,
-         "--results_dir", run_dir.parent, "--run_name", run_dir.name, *args.train_args.split()])
-
-
 def main(args):
     run_dir = OUT / "results" / "run"
-    train_stage(args, run_dir)
+    trained(run_dir, ["--data_path", ROOT / "train_data" / "conditional", "--condition", "Omega_m,sigma_8",
+                      "--formulation", args.formulation, "--train_steps", args.train_steps, "--save_every", 200,
+                      *args.train_args.split()])
     last = read_log(run_dir)[-1]
     sampler, steps, grid = (args.sampler + ":").split(":")[:3]
     results = []

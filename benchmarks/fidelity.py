@@ -31,18 +31,15 @@ def run(command):
     subprocess.run(list(map(str, command)), cwd=ROOT, check=True)
 
 
-def train_stage(args, run_dir):
-    """The trained run folder: reused when complete, resumed when interrupted."""
+def trained(run_dir, train_flags):
+    """The run folder trained to its end: reused when complete, resumed when interrupted, otherwise
+    trained by train.py with train_flags; returns its step."""
     if (run_dir / "config.json").exists():
         config = read_config(run_dir)
-        if config["step"] >= config["train_args"]["train_steps"]:
-            return config["step"]
-        run([sys.executable, ROOT / "train.py", "--resume", run_dir])
-        return read_config(run_dir)["step"]
-    length = ["--train_minutes", args.train_minutes] if args.train_minutes else ["--train_steps", args.train_steps]
-    run([sys.executable, ROOT / "train.py", "--model", args.model, "--formulation", args.formulation, *length,
-         "--save_every", args.save_every, "--results_dir", run_dir.parent, "--run_name", run_dir.name,
-         "--seed", args.seed, *args.train_args.split()])
+        if config["step"] < config["train_args"]["train_steps"]:
+            run([sys.executable, ROOT / "train.py", "--resume", run_dir])
+    else:
+        run([sys.executable, ROOT / "train.py", *train_flags, "--results_dir", run_dir.parent, "--run_name", run_dir.name])
     return read_config(run_dir)["step"]
 
 
@@ -95,7 +92,9 @@ def main(args):
     length = f"{args.train_minutes:g}min" if args.train_minutes else str(args.train_steps)
     out = Path(args.out) / (args.name or f"{args.model.replace('/', '')}-{args.formulation}-{length}")
     run_dir = out / "results" / "run"
-    train_steps = train_stage(args, run_dir)
+    budget = ["--train_minutes", args.train_minutes] if args.train_minutes else ["--train_steps", args.train_steps]
+    train_steps = trained(run_dir, ["--model", args.model, "--formulation", args.formulation, *budget,
+                                    "--save_every", args.save_every, "--seed", args.seed, *args.train_args.split()])
     for setting in args.samplers.split():
         sampler, steps, grid = (setting + ":").split(":")[:3]
         evaluate(args, run_dir, out, n_samples, train_steps, sampler, int(steps), grid, train_path, test_path)
