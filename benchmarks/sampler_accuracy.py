@@ -1,12 +1,13 @@
 """What the samplers alone cost: the power error of each formulation's grids and samplers when the
 denoiser is exact, for Gaussian fields (the linear-theory limit of the model-space log density).
 
-    python benchmarks/sampler_accuracy.py [--spreads 0.05,0.2,0.5,1] [--settings "ddim:20 dpm++:20:log ..."]
+    python benchmarks/sampler_accuracy.py [--spreads 0.15,0.3,0.7,1.5,3] [--settings "ddim:20 dpm++:20:log ..."]
 
 For fields whose Fourier modes are Gaussian with spread s, the exact denoiser is y s^2 / (s^2 + sigma^2)
 per mode, and any exact sampler returns fields of spread s. What a sampler returns instead is its
 discretisation error alone: no network, no training. The model space has spread 0.5 over all
-scales; low-power (small-scale) modes have small s, large scales large s. Prints the relative power
+scales; low-power (small-scale) modes have small s, large scales large s (the default data: 0.15 at
+Nyquist to 3 at k = 1-2 k_F, per mode of the unitary DFT). Prints the relative power
 error (spread ratio squared - 1) per formulation x setting x s, 256 fields of 16x16 white noise each.
 """
 import argparse
@@ -48,13 +49,14 @@ def main(args):
             if sampler == "ddpm" and name != "vp":
                 continue
             errors = [power_error(formulation, sampler, int(steps), grid or None, spread) for spread in spreads]
-            print(f"| {name} | {sampler} {steps} {grid} | {network_evaluations(sampler, int(steps))} | "
+            print(f"| {name} | {sampler} {steps} ({grid or SAMPLERS[sampler][0]}) | {network_evaluations(sampler, int(steps))} | "
                   + " | ".join(f"{100 * error:+.1f}%" for error in errors) + " |", flush=True)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spreads", default="0.05,0.2,0.5,1")
+    parser.add_argument("--spreads", default="0.15,0.3,0.7,1.5,3",
+                        help="per-mode spreads; the default data's run from 0.15 (Nyquist) to 3 (k = 1-2 k_F)")
     parser.add_argument("--settings", help="sampler:steps[:grid] settings",
                         default="ddim:20 euler:20 heun:10 heun:18 heun:10:log dpm++:5 dpm++:10 dpm++:20 "
                                 "dpm++:5:log dpm++:10:log dpm++:20:log dpm++sde:20 dpm++sde:20:log")
