@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from cosmodiff import stats  # noqa: E402
 from cosmodiff.checkpoint import CheckpointError, read_config  # noqa: E402
+from cosmodiff.diffusion import SAMPLERS  # noqa: E402
 from cosmodiff.fields import FieldError, load_fields  # noqa: E402
 from cosmodiff.mock import QUIJOTE_FIDUCIAL  # noqa: E402
 
@@ -53,7 +54,7 @@ def generated_at(args, run_dir, names, point, out):
     folder = out / "samples" / label(names, point).replace(",", "_")
     record = folder / "samples.json"
     wanted = dict(num_samples=args.num_samples, sampler=args.sampler, steps=args.steps, guidance=args.guidance,
-                  seed=args.seed, step=read_config(run_dir)["step"])
+                  grid=args.grid or SAMPLERS[args.sampler][0], seed=args.seed, step=read_config(run_dir)["step"])
     if not (record.exists() and all(json.loads(record.read_text()).get(key) == value for key, value in wanted.items())):
         command = [sys.executable, str(ROOT / "UNet-DDPM" / "generate_images.py"), "--checkpoint", str(run_dir),
                    "--params", label(names, point), "--num_samples", str(args.num_samples), "--sampler", args.sampler,
