@@ -2,7 +2,7 @@
 vs 384 test fields each, as one table and two figures.
 
     python benchmarks/fidelity_study.py --runs "vp:200 vp:500 edm:200 edm:500 flow:200 flow:500" \
-        --samplers "dpm++:20 heun:10" --parallel 2
+        --samplers "dpm++:20 dpm++:20:log heun:10" --parallel 2
 
 Each run is `benchmarks/fidelity.py --formulation F --train_steps N --samplers ...` with one thread
 (COSMODIFF_THREADS=1), --parallel of them at a time: on 2 cores, two trainings side by side. Runs
@@ -65,7 +65,7 @@ def markdown(rows):
         bands = " / ".join(f"{100 * value:.1f}%" for value in row["band_mafd"].values())
         minkowski = " / ".join(f"{100 * value:.0f}%" for value in row["minkowski_within_1sigma"].values())
         lines.append(f"| {row['formulation']} | {row['train_steps']} | {row['train_cpu_minutes']:.1f} | "
-                     f"{sampler_label(row)} {row['steps']} | {row['network_evaluations']} | {100 * row['mafd']:.1f}% | "
+                     f"{row['sampler']} {row['steps']} ({row['grid']}) | {row['network_evaluations']} | {100 * row['mafd']:.1f}% | "
                      f"{row['mafd_over_floor']:.1f} | {bands} | {row['log_density_std']['generated']:.3f} / "
                      f"{row['log_density_std']['real']:.3f} | {row['pixel_pdf_ks']:.3f} | {minkowski} | "
                      f"{row['seam_median']:.3f} |")
