@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cosmodiff import plots  # noqa: E402
 from cosmodiff.checkpoint import CheckpointError, latest_run, load_run  # noqa: E402
 from cosmodiff.diffusion import GRIDS, SAMPLERS, network_evaluations, sample, sampler_steps  # noqa: E402
-from cosmodiff.condition import Condition, parse_params, read_params_table  # noqa: E402
+from cosmodiff.condition import DEFAULT_GUIDANCE, Condition, parse_params, read_params_table  # noqa: E402
 from cosmodiff.fields import FieldError, render_colormap  # noqa: E402
 from cosmodiff.launch import accelerated  # noqa: E402
 from cosmodiff.transforms import LogTransform  # noqa: E402
@@ -61,10 +61,11 @@ def sample_fields(args, accelerator):
     shape = (1, config["image_size"], config["image_size"])
     transform = LogTransform.from_dict(config["transform"])
     condition, points = parameter_points(args, config)
+    guidance = (DEFAULT_GUIDANCE if args.guidance is None else args.guidance) if condition else 1.0
     total = args.num_samples * (len(points) if condition else 1)
     out = Path(args.out) if args.out else run_dir / "samples"
     settings = dict(checkpoint=str(run_dir), step=config["step"], seed=args.seed, sampler=args.sampler, steps=steps,
-                    grid=args.grid or SAMPLERS[args.sampler][0], churn=args.churn, guidance=args.guidance,
+                    grid=args.grid or SAMPLERS[args.sampler][0], churn=args.churn, guidance=guidance,
                     num_samples=total, batch_size=args.batch_size)
     if condition:
         settings.update(param_names=condition.names, points=points.tolist())
@@ -82,7 +83,7 @@ def sample_fields(args, accelerator):
                 with accelerator.autocast():
                     model_space = sample(formulation, network, shape, batch, args.seed, transform.x0_range,
                                          args.sampler, steps, cond=conds[batch] if condition else None,
-                                         churn=args.churn, grid=args.grid, guidance=args.guidance)
+                                         churn=args.churn, grid=args.grid, guidance=guidance)
                 np.save(parts / f"{start:09d}.tmp.npy", transform.inverse(model_space[:, 0].float().cpu().numpy()))
                 (parts / f"{start:09d}.tmp.npy").replace(part)
             progress.update(len(batch) * accelerator.num_processes)
@@ -96,7 +97,7 @@ def parameter_points(args, config):
     (None, None) for an unconditional run, which takes neither."""
     given = args.params or args.params_file
     if config.get("condition") is None:
-        if given or args.guidance != 1:
+        if given or args.guidance is not None:
             raise ValueError("this run is unconditional; it takes no --params, --params_file or --guidance")
         return None, None
     condition = Condition.from_dict(config["condition"])
@@ -138,7 +139,7 @@ def write_samples(args, out, parts, settings, config, seconds, accelerator):
     fields = np.load(out / "samples.npy", mmap_mode="r")
     write_previews(np.array(fields[:16]), out, args.colormap)
     record = dict(settings, model=config["model"]["name"], formulation=config["diffusion"].get("formulation", "vp"),
-                  network_evaluations=network_evaluations(args.sampler, settings["steps"], args.guidance),
+                  network_evaluations=network_evaluations(args.sampler, settings["steps"], settings["guidance"]),
                   num_processes=accelerator.num_processes, seconds=seconds,
                   seconds_per_sample=seconds / total, box_size=config["box_size"],
                   device=str(accelerator.device), mixed_precision=accelerator.mixed_precision)
@@ -159,8 +160,9 @@ def parse_args(argv=None):
     parser.add_argument("--params_file", default=None,
                         help="parameter points, one per row: a table with a '#' header naming the columns, or "
                              "Quijote's latin_hypercube_params.txt")
-    parser.add_argument("--guidance", type=float, default=1.0,
-                        help="classifier-free guidance weight W (1: the conditional model alone)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help=f"classifier-free guidance weight W of a conditional run (default {DEFAULT_GUIDANCE:g}; "
+                             "1: the conditional model alone)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--sampler", default="ddim", choices=list(SAMPLERS))
     parser.add_argument("--steps", type=int, default=None,

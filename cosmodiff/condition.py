@@ -21,6 +21,9 @@ from cosmodiff.fields import FieldError, FieldSet
 from cosmodiff.mock import PARAM_NAMES
 
 QUIJOTE_COLUMNS = PARAM_NAMES  # latin_hypercube_params.txt column order
+# Classifier-free guidance of conditional sampling unless --guidance says otherwise: the lowest median
+# MAFD / floor over the test cosmologies of W in {1, 1.5, 2, 3} (benchmarks/conditional.py, README).
+DEFAULT_GUIDANCE = 2.0
 
 
 @dataclass

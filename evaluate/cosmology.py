@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from cosmodiff import stats  # noqa: E402
 from cosmodiff.checkpoint import CheckpointError, read_config  # noqa: E402
+from cosmodiff.condition import DEFAULT_GUIDANCE  # noqa: E402
 from cosmodiff.diffusion import SAMPLERS  # noqa: E402
 from cosmodiff.fields import FieldError, load_fields  # noqa: E402
 from cosmodiff.mock import QUIJOTE_FIDUCIAL  # noqa: E402
@@ -229,7 +230,7 @@ if __name__ == "__main__":
     parser.add_argument("--sampler", default="dpm++")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--grid", default=None, help="the sampler's noise-level grid (default: its own)")
-    parser.add_argument("--guidance", type=float, default=1.0)
+    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance weight W")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--out", default=None, help="default: RUN/cosmology")

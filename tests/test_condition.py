@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import ROOT, train_command
-from cosmodiff.condition import Condition, join_params, parse_params, read_params_table
+from cosmodiff.condition import DEFAULT_GUIDANCE, Condition, join_params, parse_params, read_params_table
 from cosmodiff.diffusion import build_formulation, sample
 from cosmodiff.fields import FieldError, FieldSet, load_fields, save_fields
 from cosmodiff.mock import QUIJOTE_FIDUCIAL, conditional_test_points, make_mock_set
@@ -158,6 +158,7 @@ def test_generate_at_parameter_points_records_every_samples_parameters(condition
     record = json.loads((conditional_run / "many" / "samples.json").read_text())
     assert np.load(conditional_run / "many" / "samples.npy").shape == (4, 32, 32)
     assert record["params"] == [[0.2, 0.7], [0.2, 0.7], [0.4, 0.9], [0.4, 0.9]]
+    assert record["guidance"] == DEFAULT_GUIDANCE == 2.0 and record["network_evaluations"] == 4
     assert record["param_names"] == ["Omega_m", "sigma_8"]
 
 
