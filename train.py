@@ -103,7 +103,7 @@ def start_or_resume(args, accelerator):
         raise CheckpointError(f"{run_dir}: written by an earlier version whose training state this one cannot "
                               "resume; it samples as before, but training must start a new run")
     training_state(run_dir, config)
-    saved = argparse.Namespace(**config["train_args"])
+    saved = argparse.Namespace(**{**vars(PARSER.parse_args([])), **config["train_args"]})  # flags newer than the run: defaults
     saved.train_steps = args.train_steps or saved.train_steps
     saved.resume = str(run_dir)
     return run_dir, saved, config

@@ -153,3 +153,19 @@ def test_resume_refuses_flags_it_would_ignore(tiny_data, tmp_path):
     assert result.returncode == 2
     assert "--resume continues a run with its own settings; --data_path, --image_size, --sampling_timesteps, " \
         "--batch_size, --lr, --warmup_steps, --log_every cannot change them" in result.stderr, result.stderr
+
+
+def test_resume_of_a_run_saved_before_newer_flags_takes_their_defaults(tiny_data, tmp_path):
+    """A run folder written before --condition, --cond_drop_prob and --params_file existed resumes."""
+    first = subprocess.run(train_command(tiny_data, tmp_path / "results", "--train_steps", "1", "--timesteps", "50",
+                                         "--run_name", "run"), cwd=tmp_path, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    config_path = tmp_path / "results" / "run" / "config.json"
+    config = json.loads(config_path.read_text())
+    for newer in ("condition", "cond_drop_prob", "params_file"):
+        del config["train_args"][newer]
+    config_path.write_text(json.dumps(config))
+    resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(tmp_path / "results" / "run"),
+                              "--train_steps", "2"], cwd=tmp_path, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(config_path.read_text())["step"] == 2
