@@ -9,7 +9,7 @@ Each run is `benchmarks/fidelity.py --formulation F --train_steps N --samplers .
 and samples already made are reused, so the study can be grown a run or a sampler at a time.
 Writes images/fidelity_vs_compute.png (MAFD/floor against training CPU-minutes, one line per formulation,
 with --compute_sampler), images/fidelity_vs_nfe.png (against network evaluations per field, one line
-per formulation x sampler, each formulation's longest run) and the table as markdown and JSON.
+per formulation x sampler, each formulation's run sampled in most settings) and the table as markdown and JSON.
 """
 import argparse
 import json
@@ -98,8 +98,10 @@ def plot(rows, args):
 
     figure, ax = plt.subplots(figsize=(6, 4))
     for formulation in formulations:
-        longest = max(row["train_steps"] for row in rows if row["formulation"] == formulation)
-        chosen = [row for row in rows if row["formulation"] == formulation and row["train_steps"] == longest]
+        own = [row for row in rows if row["formulation"] == formulation]
+        longest = max({row["train_steps"] for row in own},  # the run sampled most ways, then the longest
+                      key=lambda steps: (sum(row["train_steps"] == steps for row in own), steps))
+        chosen = [row for row in own if row["train_steps"] == longest]
         for name in sorted({sampler_label(row) for row in chosen}):
             points = sorted((row["network_evaluations"], row["mafd_over_floor"]) for row in chosen
                             if sampler_label(row) == name)
