@@ -24,20 +24,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cosmodiff.checkpoint import read_config  # noqa: E402
+from cosmodiff.condition import fields_by_point  # noqa: E402
 from cosmodiff.fields import load_fields  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "inference"
 METHODS = {"elbo": "diffusion ELBO", "power_spectrum": "P(k) Gaussian likelihood"}
 
 
-def held_out_fields(test, per_point):
+def held_out_fields(test, names, per_point):
     """Indices of per_point fields at every test point, each from its own simulation (the first slab)."""
-    chosen, seen = [], {}
-    for index, (sim, point) in enumerate(zip(test.sim_index, map(tuple, np.asarray(test.params).round(6)))):
-        sims = seen.setdefault(point, [])
-        if sim not in sims and len(sims) < per_point:
-            sims.append(sim)
-            chosen.append(index)
+    chosen = []
+    for indices in fields_by_point(test, names, "the conditional test split").values():
+        first_slabs = {}
+        for index in indices:
+            first_slabs.setdefault(test.sim_index[index], index)
+        chosen += list(first_slabs.values())[:per_point]
     return chosen
 
 
@@ -87,7 +89,7 @@ def plot_coverage(rows, path):
 def main(args):
     test_path = ROOT / "train_data" / "conditional" / "test.npz"
     test = load_fields(test_path)
-    chosen = held_out_fields(test, args.per_point)
+    chosen = held_out_fields(test, read_config(args.run)["condition"]["names"], args.per_point)
     OUT.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, ROOT / "evaluate" / "infer.py", test_path, "--checkpoint", args.run, "--indices",
                ",".join(map(str, chosen)), "--grid", args.grid, "--n_levels", args.n_levels, "--n_draws", args.n_draws,

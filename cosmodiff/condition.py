@@ -37,11 +37,7 @@ class Condition:
     @classmethod
     def fit(cls, fieldset, names):
         """The condition on `names` (a list) fitted on a training set that carries them."""
-        missing = [name for name in names if name not in fieldset.param_names]
-        if missing:
-            carried = ", ".join(fieldset.param_names) or "no parameters (use --params_file to join them)"
-            raise FieldError(f"--condition {','.join(names)}: {', '.join(missing)} not in the data, which carries {carried}")
-        values = np.asarray(fieldset.params, dtype=np.float64)[:, [fieldset.param_names.index(n) for n in names]]
+        values = parameter_values(fieldset, names, f"--condition {','.join(names)}")
         if not np.isfinite(values).all():
             raise FieldError(f"--condition {','.join(names)}: the data's parameters are not all finite")
         spread = values.std(axis=0)
@@ -56,16 +52,9 @@ class Condition:
     def to_dict(self):
         return dict(names=self.names, mean=self.mean, std=self.std, low=self.low, high=self.high)
 
-    def values_of(self, fieldset):
-        """The parameters (N, P) of every field of a set that carries them, in this condition's order."""
-        missing = [name for name in self.names if name not in fieldset.param_names]
-        if missing:
-            raise FieldError(f"{(fieldset.sources or ['the data'])[0]}: carries no {', '.join(missing)}")
-        return np.asarray(fieldset.params, dtype=np.float64)[:, [fieldset.param_names.index(n) for n in self.names]]
-
     def of_fields(self, fieldset):
         """The standardised condition of every field of a set that carries the parameters (N, P)."""
-        return self.standardise(self.values_of(fieldset))
+        return self.standardise(parameter_values(fieldset, self.names, (fieldset.sources or ["the data"])[0]))
 
     def standardise(self, values):
         return torch.from_numpy((np.asarray(values, dtype=np.float64) - self.mean) / self.std).float()
@@ -86,6 +75,24 @@ class Condition:
                 warnings.warn(f"{source}: {name} = {points[outside, column][0]:g} is outside the training range "
                               f"[{low:g}, {high:g}]; the model extrapolates there", stacklevel=2)
         return points
+
+
+def parameter_values(fieldset, names, context):
+    """The parameters `names` (N, P) of every field of a set; a FieldError starting with context names
+    those the set does not carry."""
+    missing = [name for name in names if name not in fieldset.param_names]
+    if missing:
+        carried = ", ".join(fieldset.param_names) or "no parameters (use --params_file to join them)"
+        raise FieldError(f"{context}: {', '.join(missing)} not in the data, which carries {carried}")
+    return np.asarray(fieldset.params, dtype=np.float64)[:, [fieldset.param_names.index(name) for name in names]]
+
+
+def fields_by_point(fieldset, names, context):
+    """{parameter tuple: indices of the fields there}, in order of first appearance (values to 1e-6)."""
+    points = {}
+    for index, row in enumerate(map(tuple, parameter_values(fieldset, names, context).round(6))):
+        points.setdefault(row, []).append(index)
+    return points
 
 
 def parse_params(text):

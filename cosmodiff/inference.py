@@ -121,8 +121,7 @@ class PowerSpectrumLikelihood:
 
     def log_spectra(self, fields):
         k, pk, _ = stats.power_spectrum(fields, self.box_size)
-        self.keep = stats.nyquist_mask(k, self.box_size, fields.shape[-1])
-        return np.log(pk[:, self.keep])
+        return np.log(pk[:, stats.nyquist_mask(k, self.box_size, fields.shape[-1])])
 
     def log_likelihood(self, fields, grid_points):
         """ln L (F, T) of every field at every grid point, up to a constant."""

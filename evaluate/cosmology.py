@@ -28,22 +28,10 @@ sys.path.insert(0, str(ROOT))
 
 from cosmodiff import stats  # noqa: E402
 from cosmodiff.checkpoint import CheckpointError, read_config  # noqa: E402
-from cosmodiff.condition import DEFAULT_GUIDANCE  # noqa: E402
+from cosmodiff.condition import DEFAULT_GUIDANCE, fields_by_point  # noqa: E402
 from cosmodiff.diffusion import SAMPLERS  # noqa: E402
 from cosmodiff.fields import FieldError, load_fields  # noqa: E402
 from cosmodiff.mock import QUIJOTE_FIDUCIAL  # noqa: E402
-
-
-def points_of(fieldset, names, source):
-    """{parameter tuple: indices of the fields there}, in order of first appearance."""
-    missing = [name for name in names if name not in fieldset.param_names]
-    if missing:
-        raise FieldError(f"{source}: carries no {', '.join(missing)}, which the run is conditioned on")
-    values = np.asarray(fieldset.params)[:, [fieldset.param_names.index(name) for name in names]].round(6)
-    points = {}
-    for index, row in enumerate(map(tuple, values)):
-        points.setdefault(row, []).append(index)
-    return points
 
 
 def label(names, point):
@@ -74,7 +62,7 @@ def spectrum(fields, box_size):
 def fidelity_rows(args, run_dir, names, test, out):
     """Per test point: the comparison report's headline numbers and both mean spectra."""
     rows = []
-    for point, indices in points_of(test, names, args.test).items():
+    for point, indices in fields_by_point(test, names, args.test).items():
         real = test.fields[indices]
         generated = generated_at(args, run_dir, names, point, out)
         report = stats.compare(real, generated, test.box_size, progress=False)
@@ -100,7 +88,7 @@ def derivatives(args, run_dir, names, out):
         print(f"No derivative simulations at {path}: derivatives skipped.")
         return {}
     fields = load_fields(path)
-    points = points_of(fields, names, path)
+    points = fields_by_point(fields, names, path)
     fiducial = {name: QUIJOTE_FIDUCIAL.get(name) for name in names}
     result = {}
     for varied in names:

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cosmodiff.checkpoint import CheckpointError, load_run  # noqa: E402
-from cosmodiff.condition import Condition  # noqa: E402
+from cosmodiff.condition import Condition, parameter_values  # noqa: E402
 from cosmodiff.fields import FieldError, fit_image_size, load_fields  # noqa: E402
 from cosmodiff.inference import (PowerSpectrumLikelihood, grid_posterior, negative_elbo, parameter_grid,  # noqa: E402
                                  summaries)
@@ -43,10 +43,9 @@ def selected(fieldset, indices, source):
 
 
 def truths(fieldset, chosen, names):
-    if fieldset.params is None or any(name not in fieldset.param_names for name in names):
+    if any(name not in fieldset.param_names for name in names):
         return [None] * len(chosen)
-    columns = [fieldset.param_names.index(name) for name in names]
-    return [np.asarray(fieldset.params)[i, columns].tolist() for i in chosen]
+    return parameter_values(fieldset, names, "")[chosen].tolist()
 
 
 def training_set(args, config):
@@ -106,7 +105,7 @@ def main(args):
     elbo_seconds = (time.time() - started) / len(chosen)
     started = time.time()
     train = training_set(args, config)
-    baseline = PowerSpectrumLikelihood(train.fields, condition.values_of(train), config["box_size"])
+    baseline = PowerSpectrumLikelihood(train.fields, parameter_values(train, names, train.sources[0]), config["box_size"])
     power_log_like = baseline.log_likelihood(fieldset.fields[chosen], points)
     power_seconds = (time.time() - started) / len(chosen)
 

@@ -135,11 +135,11 @@ class DiT(nn.Module):
         return torch.einsum("bhwpqc->bchpwq", x).reshape(batch, self.out_dim, grid * p, grid * p)
 
     def forward(self, x, noise_level, cond=None):
-        if self.c_embedder is None:
-            check_unconditional(cond)
         x = self.x_embedder(x).flatten(2).transpose(1, 2) + self.pos_embed
         c = self.t_embedder(noise_level)
-        if self.c_embedder is not None:
+        if self.c_embedder is None:
+            check_unconditional(cond)
+        else:
             c = c + self.c_embedder(cond, len(x))
         for block in self.blocks:
             x = block(x, c)
