@@ -2,13 +2,13 @@
 held-out test fields of the conditional split.
 
     python benchmarks/inference.py [--run benchmarks/out/conditional/results/run] [--per_point 3] \
-        [--grid 21] [--n_levels 8] [--n_draws 1] [--figures images]
+        [--grid 21] [--n_levels 8] [--n_draws 1] [--out benchmarks/out/inference] [--figures images]
 
 Takes --per_point fields at each test cosmology of train_data/conditional/test.npz, each from a
 different simulation (10 points: 30 fields), runs evaluate/infer.py on them, and reports per method
 and parameter: the mean bias and mean |bias| in posterior sigmas, the mean 68% and 95% interval
 widths, the coverage of both intervals (the fraction of fields whose true value falls inside) and
-seconds per field. Writes benchmarks/out/inference/inference.json and .md,
+seconds per field. Writes --out/inference.json and .md,
 inference_coverage.png (expected against empirical coverage of equal-tailed intervals) and
 inference_example.png (the first fields' contours), copied to --figures.
 """
@@ -28,7 +28,6 @@ from cosmodiff.checkpoint import read_config  # noqa: E402
 from cosmodiff.condition import fields_by_point  # noqa: E402
 from cosmodiff.fields import load_fields  # noqa: E402
 
-OUT = ROOT / "benchmarks" / "out" / "inference"
 METHODS = {"elbo": "diffusion ELBO", "power_spectrum": "P(k) Gaussian likelihood"}
 
 
@@ -90,13 +89,14 @@ def main(args):
     test_path = ROOT / "train_data" / "conditional" / "test.npz"
     test = load_fields(test_path)
     chosen = held_out_fields(test, read_config(args.run)["condition"]["names"], args.per_point)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, ROOT / "evaluate" / "infer.py", test_path, "--checkpoint", args.run, "--indices",
                ",".join(map(str, chosen)), "--grid", args.grid, "--n_levels", args.n_levels, "--n_draws", args.n_draws,
-               "--out", OUT]
+               "--out", out]
     print("$", " ".join(map(str, command)), flush=True)
     subprocess.run(list(map(str, command)), cwd=ROOT, check=True)
-    record = json.loads((OUT / "posterior.json").read_text())
+    record = json.loads((out / "posterior.json").read_text())
     names = record["settings"]["names"]
     rows = method_rows(record["results"], names)
     lines = ["| method | parameter | mean bias | mean abs bias / truth | abs bias / sigma | 68% width | 95% width | "
@@ -111,15 +111,15 @@ def main(args):
         lines.append(f"\n{name}: ELBO 68% interval {by_method['elbo']['width_68'] / by_method['power_spectrum']['width_68']:.2f}x "
                      "the power spectrum's width")
     table = "\n".join(lines)
-    (OUT / "inference.md").write_text(table + "\n")
-    (OUT / "inference.json").write_text(json.dumps(dict(settings=record["settings"], indices=chosen, rows=rows), indent=1))
-    plot_coverage(rows, OUT / "inference_coverage.png")
-    shutil.copy(OUT / "posterior.png", OUT / "inference_example.png")
+    (out / "inference.md").write_text(table + "\n")
+    (out / "inference.json").write_text(json.dumps(dict(settings=record["settings"], indices=chosen, rows=rows), indent=1))
+    plot_coverage(rows, out / "inference_coverage.png")
+    shutil.copy(out / "posterior.png", out / "inference_example.png")
     print(table)
     if args.figures:
         Path(args.figures).mkdir(parents=True, exist_ok=True)
         for name in ("inference_coverage.png", "inference_example.png"):
-            shutil.copy(OUT / name, Path(args.figures) / name)
+            shutil.copy(out / name, Path(args.figures) / name)
 
 
 if __name__ == "__main__":
@@ -129,5 +129,6 @@ if __name__ == "__main__":
     parser.add_argument("--grid", type=int, default=21)
     parser.add_argument("--n_levels", type=int, default=8)
     parser.add_argument("--n_draws", type=int, default=1)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "inference"))
     parser.add_argument("--figures", default=None, help="copy the figures here, e.g. images")
     main(parser.parse_args())
