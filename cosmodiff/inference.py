@@ -12,6 +12,10 @@ draws per level: common random numbers, the same levels and draws at every theta
 between parameters are smooth and the posterior is not noise. With an exact denoiser the bound is
 the exact likelihood up to C (tests: Gaussian fields, whose posterior is analytic).
 
+For finer resolution than the grid, `mcmc_samples` runs emcee's affine-invariant ensemble sampler
+(Foreman-Mackey et al. 2013) on the same likelihood, its walkers started from draws of the grid
+posterior, so the chain needs little burn-in.
+
 The baseline is a Gaussian likelihood of ln P(k) (k up to Nyquist): its mean is a quadratic in the
 parameters fitted over the training simulations of the Latin hypercube, its covariance that of the
 training fields about that mean (Hartlap-corrected). It is the standard analysis a cosmologist would
@@ -95,6 +99,59 @@ def summaries(posterior, axes, names, truth=None):
                             marginal=marginal.tolist(), axis=axis.tolist())
         if truth is not None:  # truth_rank: the marginal's cumulative probability at the truth (coverage)
             result[name].update(truth=float(truth[dim]), truth_rank=float(np.interp(truth[dim], axis, cdf, 0.0, 1.0)))
+    return result
+
+
+def grid_draws(posterior, axes, count, seed=0):
+    """count points (count, P) drawn from a grid posterior, spread uniformly within each drawn cell."""
+    rng = np.random.default_rng(seed)
+    cells = np.unravel_index(rng.choice(posterior.size, count, p=posterior.ravel()), posterior.shape)
+    return np.stack([np.clip(axis[cell] + (axis[1] - axis[0]) * rng.uniform(-0.5, 0.5, count), axis[0], axis[-1])
+                     for axis, cell in zip(axes, cells)], axis=1)
+
+
+def mcmc_samples(log_likelihood, low, high, start, steps, seed=0, progress=True):
+    """Posterior samples (N, P) under a flat prior on [low, high] from emcee, one walker per row of start
+    (W, P); log_likelihood maps points (M, P) to (M,), so each half-ensemble is one network batch. The
+    first third of the chain is dropped as burn-in. Also returns the mean acceptance fraction."""
+    import emcee
+
+    low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+
+    def log_probability(points):
+        inside = np.all((points >= low) & (points <= high), axis=1)
+        result = np.full(len(points), -np.inf)
+        if inside.any():
+            result[inside] = log_likelihood(points[inside])
+        return result
+
+    sampler = emcee.EnsembleSampler(len(start), len(low), log_probability, vectorize=True)
+    sampler.random_state = np.random.RandomState(seed).get_state()
+    sampler.run_mcmc(start, steps, progress=progress)
+    return sampler.get_chain(discard=steps // 3, flat=True), float(np.mean(sampler.acceptance_fraction))
+
+
+def cell_edges(axis):
+    """The edges of the cells centred on a grid axis's points, clipped to its range."""
+    return np.concatenate([[axis[0]], (axis[1:] + axis[:-1]) / 2, [axis[-1]]])
+
+
+def sample_histogram(samples, axes):
+    """Posterior samples (N, P) binned into the grid's cells: a posterior shaped like the grid."""
+    return np.histogramdd(samples, bins=[cell_edges(axis) for axis in axes])[0] / len(samples)
+
+
+def sample_summaries(samples, axes, names, truth=None):
+    """summaries' fields from posterior samples (N, P); `marginal` is the histogram on the grid's axes."""
+    result = {}
+    for dim, (name, axis) in enumerate(zip(names, axes)):
+        values = samples[:, dim]
+        result[name] = dict(mean=float(values.mean()), std=float(values.std()),
+                            interval_68=np.quantile(values, [0.16, 0.84]).tolist(),
+                            interval_95=np.quantile(values, [0.025, 0.975]).tolist(),
+                            marginal=(np.histogram(values, cell_edges(axis))[0] / len(values)).tolist(), axis=list(axis))
+        if truth is not None:
+            result[name].update(truth=float(truth[dim]), truth_rank=float(np.mean(values <= truth[dim])))
     return result
 
 

@@ -2,13 +2,15 @@
 from the model's likelihood (its ELBO) and, for comparison, from the power spectrum alone.
 
     python evaluate/infer.py FIELDS --checkpoint RUN [--indices 0,1,2] [--grid 21] [--joint]
-                             [--n_levels 8] [--n_draws 1] [--out evaluation/inference]
+                             [--n_levels 8] [--n_draws 1] [--mcmc STEPS] [--out evaluation/inference]
 
 FIELDS is any field set load_fields reads (fields larger than the run's are block-averaged). The
 posterior is evaluated on a grid over the run's training range of every parameter (a flat prior
 there), for each field, or for the selected fields taken together with --joint. The model's ELBO
 uses common random numbers: the same --n_levels noise levels and --n_draws noise draws at every grid
-point (cosmodiff/inference.py). The power-spectrum baseline is a Gaussian likelihood of ln P(k) whose
+point (cosmodiff/inference.py). With --mcmc STEPS, both methods' posteriors come from emcee chains of
+that many steps (--walkers walkers started from the grid posterior), at any resolution; the figure
+bins them on the grid. The power-spectrum baseline is a Gaussian likelihood of ln P(k) whose
 mean is a quadratic in the parameters fitted over the run's training simulations (--train, default
 the run's training data) and whose covariance comes from them. Writes posterior.json (per field and
 method: mean, std, 68% and 95% intervals, the true value where FIELDS carries it, seconds) and
@@ -29,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 from cosmodiff.checkpoint import CheckpointError, load_run  # noqa: E402
 from cosmodiff.condition import Condition, parameter_values  # noqa: E402
 from cosmodiff.fields import FieldError, fit_image_size, load_fields  # noqa: E402
-from cosmodiff.inference import (PowerSpectrumLikelihood, grid_posterior, negative_elbo, parameter_grid,  # noqa: E402
-                                 summaries)
+from cosmodiff.inference import (PowerSpectrumLikelihood, grid_draws, grid_posterior, mcmc_samples,  # noqa: E402
+                                 negative_elbo, parameter_grid, sample_histogram, sample_summaries, summaries)
 from cosmodiff.transforms import LogTransform  # noqa: E402
 
 
@@ -117,11 +119,24 @@ def main(args):
         truth = true_values[positions[0]] if shared_truth else None
         result = dict(label=label, indices=[chosen[p] for p in positions], truth=truth,
                       axes=[axis.tolist() for axis in axes])
+        likelihoods = dict(
+            elbo=lambda pts: -negative_elbo(formulation, network, model_space[positions], condition.standardise(pts),
+                                            args.n_levels, args.n_draws, args.seed, args.batch_size, progress=False).sum(0),
+            power_spectrum=lambda pts: baseline.log_likelihood(fieldset.fields[[chosen[p] for p in positions]], pts).sum(0))
         for method, log_like, seconds in (("elbo", -nll[positions].sum(axis=0), elbo_seconds),
                                           ("power_spectrum", power_log_like[positions].sum(axis=0), power_seconds)):
             posterior = grid_posterior(log_like, axes)
             result[method] = dict(summaries(posterior, axes, names, truth), posterior=posterior.tolist(),
                                   seconds_per_field=seconds)
+            if args.mcmc:
+                started = time.time()
+                samples, acceptance = mcmc_samples(likelihoods[method], condition.low, condition.high,
+                                                   grid_draws(posterior, axes, args.walkers, args.seed), args.mcmc,
+                                                   args.seed)
+                result[method] = dict(sample_summaries(samples, axes, names, truth),
+                                      posterior=sample_histogram(samples, axes).tolist(), samples=samples.tolist(),
+                                      acceptance=acceptance, grid_seconds_per_field=seconds,
+                                      seconds_per_field=seconds + (time.time() - started) / len(positions))
         results.append(result)
         print(f"{label}:" + "".join(
             f"\n  {method:>14}: " + ", ".join(
@@ -131,7 +146,7 @@ def main(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = dict(checkpoint=str(args.checkpoint), fields=str(args.fields), grid=args.grid, n_levels=args.n_levels,
-                    n_draws=args.n_draws, seed=args.seed, joint=args.joint, names=names,
+                    n_draws=args.n_draws, mcmc=args.mcmc, walkers=args.walkers, seed=args.seed, joint=args.joint, names=names,
                     prior={name: [low, high] for name, low, high in zip(names, condition.low, condition.high)})
     (out / "posterior.json").write_text(json.dumps(dict(settings=settings, results=results)))
     plot(results, names, out / "posterior.png")
@@ -148,6 +163,8 @@ if __name__ == "__main__":
     parser.add_argument("--joint", action="store_true", help="one posterior for the selected fields together")
     parser.add_argument("--n_levels", type=int, default=8, help="ELBO noise levels")
     parser.add_argument("--n_draws", type=int, default=1, help="ELBO noise draws per level")
+    parser.add_argument("--mcmc", type=int, default=0, help="emcee steps after the grid (0: the grid's posterior)")
+    parser.add_argument("--walkers", type=int, default=16, help="emcee walkers (with --mcmc)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--train", default=None, help="training fields for the P(k) baseline (default: the run's)")
