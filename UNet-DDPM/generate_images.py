@@ -24,15 +24,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from cosmodiff import plots  # noqa: E402
-from cosmodiff.checkpoint import CheckpointError, latest_run, load_run  # noqa: E402
-from cosmodiff.diffusion import GRIDS, SAMPLERS, network_evaluations, sample, sampler_steps  # noqa: E402
-from cosmodiff.condition import DEFAULT_GUIDANCE, Condition, parse_params, read_params_table  # noqa: E402
-from cosmodiff.fields import FieldError, render_colormap  # noqa: E402
-from cosmodiff.launch import accelerated  # noqa: E402
-from cosmodiff.transforms import LogTransform  # noqa: E402
+from cosmodiff import plots
+from cosmodiff.checkpoint import CheckpointError, latest_run, load_run
+from cosmodiff.diffusion import GRIDS, SAMPLERS, network_evaluations, sample, sampler_steps
+from cosmodiff.condition import DEFAULT_GUIDANCE, Condition, parse_params, read_params_table
+from cosmodiff.fields import FieldError, render_colormap
+from cosmodiff.launch import accelerated
+from cosmodiff.transforms import LogTransform
 
 
 def write_previews(fields, out, colormap, count=16):

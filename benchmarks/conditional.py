@@ -16,12 +16,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from cosmodiff.checkpoint import read_log
+from fidelity import run, trained  # benchmarks/, this script's folder
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cosmodiff.checkpoint import read_log  # noqa: E402
-from fidelity import run, trained  # noqa: E402  (benchmarks/, this script's folder)
-
 OUT = ROOT / "benchmarks" / "out" / "conditional"
 
 

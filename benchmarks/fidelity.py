@@ -15,14 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cosmodiff.checkpoint import read_config, read_log
+from cosmodiff.diffusion import SAMPLERS, network_evaluations
+from cosmodiff.fields import load_fields
+from cosmodiff.mock import ensure_default_data
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cosmodiff.checkpoint import read_config, read_log  # noqa: E402
-from cosmodiff.diffusion import SAMPLERS, network_evaluations  # noqa: E402
-from cosmodiff.fields import load_fields  # noqa: E402
-from cosmodiff.mock import ensure_default_data  # noqa: E402
-
 K_BANDS = {"k < 0.1": (0, 0.1), "0.1-0.4": (0.1, 0.4), "0.4-Nyquist": (0.4, float("inf"))}  # h/Mpc
 
 

@@ -19,11 +19,10 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from cosmodiff.diffusion import SAMPLERS
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
-sys.path.insert(0, str(ROOT))
-
-from cosmodiff.diffusion import SAMPLERS  # noqa: E402
 
 
 def run_name(formulation, steps, tag):

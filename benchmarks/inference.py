@@ -21,13 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cosmodiff.checkpoint import read_config
+from cosmodiff.condition import fields_by_point
+from cosmodiff.fields import load_fields
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cosmodiff.checkpoint import read_config  # noqa: E402
-from cosmodiff.condition import fields_by_point  # noqa: E402
-from cosmodiff.fields import load_fields  # noqa: E402
-
 METHODS = {"elbo": "diffusion ELBO", "power_spectrum": "P(k) Gaussian likelihood"}
 
 

@@ -3,18 +3,16 @@
     python benchmarks/mock_vs_quijote.py [--quijote ../shared/quijote-png-sample] [--out images/mock_vs_quijote.png]
 """
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from cosmodiff import plots
+from cosmodiff.fields import load_fields
+from cosmodiff.mock import ensure_default_data
+from cosmodiff.stats import power_spectrum
 
-from cosmodiff import plots  # noqa: E402
-from cosmodiff.fields import load_fields  # noqa: E402
-from cosmodiff.mock import ensure_default_data  # noqa: E402
-from cosmodiff.stats import power_spectrum  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(args):

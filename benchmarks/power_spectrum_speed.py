@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from cosmodiff.fields import load_fields
+from cosmodiff.stats import overdensity, power_spectrum
 
-from cosmodiff.fields import load_fields  # noqa: E402
-from cosmodiff.stats import overdensity, power_spectrum  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_fields(n_fields, size):

@@ -11,15 +11,12 @@ Nyquist to 3 at k = 1-2 k_F, per mode of the unitary DFT). Prints the relative p
 error (spread ratio squared - 1) per formulation x setting x s, 256 fields of 16x16 white noise each.
 """
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cosmodiff.diffusion import FORMULATIONS, build_formulation, network_evaluations, noise_levels  # noqa: E402
-from cosmodiff.diffusion.samplers import SAMPLERS, per_sample_noise  # noqa: E402
+from cosmodiff.diffusion import FORMULATIONS, build_formulation, network_evaluations, noise_levels
+from cosmodiff.diffusion.samplers import SAMPLERS, per_sample_noise
 
 
 def power_error(formulation, sampler, steps, grid, spread, n_fields=256):

@@ -14,14 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cosmodiff import stats
+from cosmodiff.checkpoint import read_config
+from cosmodiff.fields import load_fields
+from cosmodiff.mock import ensure_default_data
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cosmodiff import stats  # noqa: E402
-from cosmodiff.checkpoint import read_config  # noqa: E402
-from cosmodiff.fields import load_fields  # noqa: E402
-from cosmodiff.mock import ensure_default_data  # noqa: E402
-
 DEFAULT_CONFIGS = "ddpm:1000 ddim:250 ddim:100 ddim:50 ddim:20 ddim:10 dpm++:50 dpm++:20 dpm++:10 dpm++:5"
 
 

@@ -15,12 +15,10 @@ from pathlib import Path
 
 from tqdm import trange
 
+from cosmodiff.fields import save_fields
+from cosmodiff.mock import make_mock_set
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cosmodiff.fields import save_fields  # noqa: E402
-from cosmodiff.mock import make_mock_set  # noqa: E402
-
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
 TINY = ["--image_size", "32", "--batch_size", "4", "--sampling_timesteps", "2", "--warmup_steps", "2"]

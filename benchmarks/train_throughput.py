@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from cosmodiff.checkpoint import read_log
+from cosmodiff.fields import load_fields
+from cosmodiff.mock import ensure_default_data
+from cosmodiff.models import build_model, model_kwargs
+from cosmodiff.transforms import LogTransform
 
-from cosmodiff.checkpoint import read_log  # noqa: E402
-from cosmodiff.fields import load_fields  # noqa: E402
-from cosmodiff.mock import ensure_default_data  # noqa: E402
-from cosmodiff.models import build_model, model_kwargs  # noqa: E402
-from cosmodiff.transforms import LogTransform  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def ours(args, work):

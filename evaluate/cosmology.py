@@ -23,15 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from cosmodiff import stats
+from cosmodiff.checkpoint import CheckpointError, read_config
+from cosmodiff.condition import DEFAULT_GUIDANCE, fields_by_point
+from cosmodiff.diffusion import SAMPLERS
+from cosmodiff.fields import FieldError, load_fields
+from cosmodiff.mock import QUIJOTE_FIDUCIAL
 
-from cosmodiff import stats  # noqa: E402
-from cosmodiff.checkpoint import CheckpointError, read_config  # noqa: E402
-from cosmodiff.condition import DEFAULT_GUIDANCE, fields_by_point  # noqa: E402
-from cosmodiff.diffusion import SAMPLERS  # noqa: E402
-from cosmodiff.fields import FieldError, load_fields  # noqa: E402
-from cosmodiff.mock import QUIJOTE_FIDUCIAL  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def label(names, point):

@@ -25,15 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cosmodiff.checkpoint import CheckpointError, load_run  # noqa: E402
-from cosmodiff.condition import Condition, parameter_values  # noqa: E402
-from cosmodiff.fields import FieldError, fit_image_size, load_fields  # noqa: E402
-from cosmodiff.inference import (PowerSpectrumLikelihood, grid_draws, grid_posterior, mcmc_samples,  # noqa: E402
+from cosmodiff.checkpoint import CheckpointError, load_run
+from cosmodiff.condition import Condition, parameter_values
+from cosmodiff.fields import FieldError, fit_image_size, load_fields
+from cosmodiff.inference import (PowerSpectrumLikelihood, grid_draws, grid_posterior, mcmc_samples,
                                  negative_elbo, parameter_grid, sample_histogram, sample_summaries, summaries)
-from cosmodiff.transforms import LogTransform  # noqa: E402
+from cosmodiff.transforms import LogTransform
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def selected(fieldset, indices, source):

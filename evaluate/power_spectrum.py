@@ -2,6 +2,12 @@
 pixel PDF, Minkowski functionals, peaks, periodic seams (and memorisation with --train).
 
     python evaluate/power_spectrum.py REAL GENERATED [--box_size 1000] [--colormap gnuplot] [--out evaluation]
+    python evaluate/power_spectrum.py GENERATED      # against the default test split
+    python evaluate/power_spectrum.py                # the latest run's newest samples against its test split
+
+With no arguments GENERATED is the newest samples.npy in the latest run folder under --results_dir
+and REAL the test split next to that run's training data (the default data's test.npz for a default
+run); with one, REAL is the default test split (made on first use). It prints the files it used.
 """
 import argparse
 import json
@@ -10,10 +16,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cosmodiff import plots, stats  # noqa: E402
-from cosmodiff.fields import FieldError, load_fields  # noqa: E402
+from cosmodiff import plots, stats
+from cosmodiff.checkpoint import CheckpointError, latest_run, read_config
+from cosmodiff.fields import FieldError, load_fields
+from cosmodiff.mock import ensure_default_data
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "train_data"
 
 
 def write_report(report, generated_fields, out):
@@ -58,8 +67,31 @@ def summary_table(report):
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+def newest_samples(run_dir):
+    samples = sorted(Path(run_dir).glob("**/samples.npy"), key=lambda path: path.stat().st_mtime)
+    if not samples:
+        raise FieldError(f"{run_dir}: the latest run has no samples.npy; make some with `accelerate launch "
+                         "UNet-DDPM/generate_images.py` or pass GENERATED")
+    return samples[-1]
+
+
+def fill_inputs(args):
+    """The files to compare when the command line names fewer than two."""
+    if args.generated is None and args.real is not None:
+        args.real, args.generated = None, args.real
+    if args.generated is None:
+        run_dir = latest_run(args.results_dir)
+        args.generated = newest_samples(run_dir)
+        run_test = Path(read_config(run_dir).get("data", {}).get("path", "")) / "test.npz"
+        args.real = run_test if run_test.is_file() else None
+    if args.real is None:
+        _, args.real = ensure_default_data(DEFAULT_DATA)
+    print(f"real: {args.real}\ngenerated: {args.generated}")
+
+
 def main(args):
     try:
+        fill_inputs(args)
         real = load_fields(args.real, colormap=args.colormap, box_size=args.box_size)
         generated = load_fields(args.generated, colormap=args.colormap, box_size=args.box_size)
         train = load_fields(args.train, colormap=args.colormap, box_size=args.box_size) if args.train else None
@@ -70,7 +102,7 @@ def main(args):
                              f"Mpc/h of {args.real}; pass --box_size if both are the same box")
         report = stats.compare(real.fields, generated.fields, real.box_size, MAS=args.MAS, k_max=args.k_max,
                                train=None if train is None else train.fields)
-    except (FieldError, ValueError) as error:
+    except (FieldError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     report["settings"].update(real=str(args.real), generated=str(args.generated), colormap=args.colormap)
@@ -82,8 +114,10 @@ def main(args):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("real", help="real fields: folder of PNG/.npy, .npy or .npz")
-    parser.add_argument("generated", help="generated fields, e.g. a sampler's samples.npy")
+    parser.add_argument("real", nargs="?", help="real fields: folder of PNG/.npy, .npy or .npz (default: the test split)")
+    parser.add_argument("generated", nargs="?", help="generated fields, e.g. a sampler's samples.npy "
+                        "(default: the latest run's newest)")
+    parser.add_argument("--results_dir", default="results", help="where to look for the latest run")
     parser.add_argument("--box_size", type=float, default=None, help="Mpc/h (default: from the data, else 1000)")
     parser.add_argument("--colormap", default=None, help="invert colormapped PNGs, e.g. gnuplot")
     parser.add_argument("--MAS", default="None", choices=list(stats.MAS_ORDER), help="mass-assignment correction")

@@ -173,3 +173,29 @@ def test_evaluate_script_errors_are_one_sentence_exit_2_and_write_nothing(tmp_pa
         result = run_evaluate(*arguments, "--out", out)
         assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
         assert not out.exists()
+
+
+def test_evaluate_without_arguments_takes_the_latest_runs_newest_samples_and_its_test_split(tmp_path):
+    data, run = tmp_path / "data", tmp_path / "results" / "run"
+    rng = np.random.default_rng(0)
+    data.mkdir()
+    np.savez(data / "test.npz", fields=rng.random((8, 16, 16)) + 0.5, box_size=500.0)
+    (run / "samples").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"data": {"path": str(data)}}))
+    np.save(run / "samples.npy", rng.random((4, 16, 16)) + 0.5)  # older than samples/samples.npy
+    np.save(run / "samples" / "samples.npy", rng.random((8, 16, 16)) + 0.5)
+
+    def evaluate(*args):
+        return subprocess.run([sys.executable, ROOT / "evaluate" / "power_spectrum.py", *args], cwd=tmp_path,
+                              capture_output=True, text=True)
+    result = evaluate()
+    assert result.returncode == 0, result.stderr
+    assert f"real: {data / 'test.npz'}\ngenerated: results/run/samples/samples.npy" in result.stdout
+    report = json.loads((tmp_path / "evaluation" / "report.json").read_text())
+    assert report["sizes"] == {"real": 8, "generated": 8} and report["settings"]["box_size"] == 500.0
+    for samples in (run / "samples.npy", run / "samples" / "samples.npy"):
+        samples.unlink()
+    result = evaluate()
+    assert result.returncode == 2 and "results/run: the latest run has no samples.npy" in result.stderr
+    result = evaluate("--results_dir", tmp_path / "nowhere")
+    assert result.returncode == 2 and "no run folders with a config.json" in result.stderr

@@ -1,4 +1,5 @@
 import csv
+import importlib.util
 import json
 import os
 import signal
@@ -118,10 +119,11 @@ def test_resume_of_a_run_folder_from_before_formulations_is_refused_without_writ
 
 
 def test_earlier_work_flags_keep_their_meaning():
-    sys.path.insert(0, str(ROOT))
-    from train import parse_args
+    spec = importlib.util.spec_from_file_location("train", ROOT / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
 
-    args = parse_args(["--seed", "1234", "--data_path", "./train_data", "--sampling_timesteps", "500"])
+    args = train.parse_args(["--seed", "1234", "--data_path", "./train_data", "--sampling_timesteps", "500"])
     assert (args.seed, args.data_path, args.sampling_timesteps) == (1234, "./train_data", 500)
     assert args.model == "unet" and args.image_size == 64 and args.resume is None
 
