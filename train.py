@@ -213,7 +213,7 @@ def train(args, accelerator):
                   sampling_timesteps=args.sampling_timesteps, param_names=fieldset.param_names,
                   condition=condition.to_dict() if condition else None,
                   data={"path": str(args.data_path), "n_fields": len(fieldset)},
-                  n_parameters=sum(p.numel() for p in network.parameters()),
+                  n_parameters=sum(p.numel() for p in network.parameters()), mixed_precision=accelerator.mixed_precision,
                   num_processes=accelerator.num_processes, train_args=vars(args), step=0)
     if resumed:
         config["step"] = load_training_state(run_dir, accelerator, ema)["step"]

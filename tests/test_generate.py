@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 import shutil
@@ -9,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, shared_path
+from conftest import ROOT, TINY, shared_path
 from cosmodiff.fields import save_fields
 from cosmodiff.mock import make_mock_set
 
@@ -56,6 +57,25 @@ def test_two_processes_give_the_same_fields_as_one(trained_run):
     np.testing.assert_allclose(np.load(trained_run / "two" / "samples.npy"), np.load(trained_run / "one" / "samples.npy"),
                                rtol=1e-4)
     assert json.loads((trained_run / "two" / "samples.json").read_text())["num_processes"] == 2
+
+
+def test_bf16_trains_and_samples_on_cpu(trained_run, tiny_data):
+    def launch(script, *args):
+        return subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+                               "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no", script,
+                               *map(str, args)], cwd=trained_run, capture_output=True, text=True, timeout=300)
+    trained = launch(ROOT / "train.py", *TINY, "--data_path", tiny_data, "--train_steps", "3", "--results_dir", "bf16",
+                     "--run_name", "run")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert json.loads((trained_run / "bf16" / "run" / "config.json").read_text())["mixed_precision"] == "bf16"
+    assert all(np.isfinite(float(row["loss"])) for row in csv.DictReader((trained_run / "bf16" / "run" / "log.csv").open()))
+    sampled = launch(GENERATE, "--num_samples", "2", "--sampler", "dpm++", "--steps", "3", "--out", "half")
+    full = generate(trained_run, "--num_samples", "2", "--sampler", "dpm++", "--steps", "3", "--out", "full")
+    assert sampled.returncode == 0 and full.returncode == 0, sampled.stderr[-3000:] + full.stderr
+    assert json.loads((trained_run / "half" / "samples.json").read_text())["mixed_precision"] == "bf16"
+    half, single = np.load(trained_run / "half" / "samples.npy"), np.load(trained_run / "full" / "samples.npy")
+    difference = np.abs(np.log(half) - np.log(single))  # bf16 network, float32 sampler: close, not equal
+    assert 0 < difference.max() and np.median(difference) < 0.05
 
 
 def test_generate_errors(trained_run, tmp_path):
