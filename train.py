@@ -5,18 +5,21 @@
     accelerate launch train.py --formulation edm                 # vp (default), edm or flow
     accelerate launch train.py --seed 1234 --data_path ./train_data --sampling_timesteps 500
     accelerate launch train.py --resume                          # continue the latest run
+    accelerate launch train.py --report_to tensorboard           # also log to RUN/tensorboard
 
 Multi-GPU and multi-node runs are accelerate's configuration (`accelerate config`); on CPU:
 ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 train.py
 """
 import argparse
 import csv
+import importlib.util
 import itertools
 import math
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate.utils import broadcast_object_list, set_seed
 from ema_pytorch import EMA
@@ -24,20 +27,22 @@ from tqdm import tqdm
 
 from cosmodiff import plots
 from cosmodiff.checkpoint import (FORMAT, CheckpointError, latest_run, load_training_state, lock_run, new_run_dir,
-                                  read_config, save_checkpoint, training_state)
-from cosmodiff.diffusion import FORMULATIONS, build_formulation, sample
+                                  read_config, read_log, save_checkpoint, training_state)
+from cosmodiff.diffusion import FORMULATIONS, SAMPLERS, build_formulation, sample
 from cosmodiff.condition import Condition, join_params
 from cosmodiff.fields import FieldError, fit_image_size, load_fields
 from cosmodiff.launch import Preemption, accelerated
 from cosmodiff.mock import ensure_split
 from cosmodiff.models import MODELS, build_model, model_kwargs
 from cosmodiff.transforms import DATA_STD, LogTransform, augment_periodic
+from cosmodiff.validation import Validation
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "train_data"
 DEFAULT_SPLITS = {"default": DEFAULT_DATA, "conditional": DEFAULT_DATA / "conditional"}  # made on first use
 # elapsed_s: wall-clock training seconds; cpu_s: the main process's CPU seconds (all its threads), the
 # compute a run used whatever else shared the machine
-LOG_COLUMNS = ["step", "loss", "lr", "images_per_s", "elapsed_s", "cpu_s"]
+# val_mafd, val_floor: the in-training fidelity check's MAFD and its floor, at each --save_every step
+LOG_COLUMNS = ["step", "loss", "lr", "images_per_s", "elapsed_s", "cpu_s", "val_mafd", "val_floor"]
 RESUME_FLAGS = {"resume", "train_steps", "results_dir"}  # what --resume may be given; the rest is the run's
 TIMING_STEPS = 20
 PREEMPTED = 75  # exit status after SIGTERM/SIGUSR1: checkpoint written, resume with --resume (sysexits' EX_TEMPFAIL)
@@ -69,6 +74,23 @@ def training_condition(args, resumed, fieldset):
     if not args.condition:
         return None
     return Condition.fit(fieldset, [name.strip() for name in args.condition.split(",") if name.strip()])
+
+
+def validation_set(args, condition):
+    """The in-training fidelity check against --val_path, else the test split next to the training
+    data; None with --val_samples 0 or no such split."""
+    path = Path(args.val_path) if args.val_path else Path(args.data_path) / "test.npz"
+    if not args.val_samples or not (args.val_path or path.exists()):
+        return None
+    fieldset = fit_image_size(load_fields(path, box_size=args.box_size), args.image_size)
+    return Validation(fieldset, args.val_samples, args.val_sampler, args.val_steps, condition)
+
+
+def trackers(args):
+    """accelerate's experiment trackers for --report_to (the tensorboard package must be installed)."""
+    if args.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError("--report_to tensorboard needs the tensorboard package: pip install tensorboard")
+    return dict(log_with=args.report_to, project_dir=args.results_dir) if args.report_to else {}
 
 
 def dropped(cond, args):
@@ -136,6 +158,21 @@ def sample_grid(ema_network, formulation, config, path, n_samples=16):
     plots.field_grid(fields, path, columns=8, title=f"step {config['step']}, DDIM {config['sampling_timesteps']} steps")
 
 
+def validate(accelerator, validation, ema_network, formulation, config, row, run_dir):
+    """The fidelity check into this step's log row, the trackers (with its samples) and validation.png."""
+    scores, fields = validation(ema_network, formulation, config)
+    row.update({name: f"{value:.5f}" for name, value in scores.items()})
+    accelerator.log(dict(scores, val_mafd_over_floor=scores["val_mafd"] / scores["val_floor"]), step=config["step"])
+    if accelerator.log_with:
+        logs = np.log(fields[:16] / fields[:16].mean(axis=(1, 2), keepdims=True))
+        images = (logs - logs.min()) / (logs.max() - logs.min())
+        accelerator.get_tracker("tensorboard").log_images({"samples": images[:, None]}, config["step"], dataformats="NCHW")
+    plots.validation(read_log(run_dir) + [dict(row, step=config["step"], val_mafd=scores["val_mafd"],
+                                                val_floor=scores["val_floor"])], run_dir / "validation.png")
+    print(f"step {config['step']}: MAFD {100 * scores['val_mafd']:.1f}% against held-out fields "
+          f"(floor {100 * scores['val_floor']:.1f}%)")
+
+
 def steps_in_budget(accelerator, args, seconds_per_step):
     """The step count that fills --train_minutes at the speed of the first TIMING_STEPS steps (the
     main process's measure, on every process); from then on the run is an ordinary --train_steps run."""
@@ -151,7 +188,7 @@ def start_log(path, resumed_step):
     redone); returns the wall-clock and CPU training seconds those rows had counted."""
     kept = [row for row in csv.DictReader(path.open()) if int(row["step"]) <= resumed_step] if path.exists() else []
     with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, LOG_COLUMNS, restval="0")
+        writer = csv.DictWriter(file, LOG_COLUMNS, restval="")
         writer.writeheader()
         writer.writerows(kept)
     return (float(kept[-1]["elapsed_s"]), float(kept[-1].get("cpu_s") or 0)) if kept else (0.0, 0.0)
@@ -176,7 +213,7 @@ def check_replicas_agree(accelerator, network):
 
 def main(args):
     """Trains; returns the exit status: 0 when done, PREEMPTED when a signal stopped it at a checkpoint."""
-    with accelerated(gradient_accumulation_steps=args.grad_accum) as accelerator:
+    with accelerated(gradient_accumulation_steps=args.grad_accum, **trackers(args)) as accelerator:
         return train(args, accelerator)
 
 
@@ -194,6 +231,7 @@ def train(args, accelerator):
     condition = training_condition(args, resumed, fieldset)
     if accelerator.is_main_process:
         lock_run(run_dir)
+    validation = validation_set(args, condition) if accelerator.is_main_process else None
     transform = LogTransform.from_dict(resumed["transform"]) if resumed else LogTransform.fit(fieldset.fields, args.data_std)
     data = torch.from_numpy(transform.forward(fieldset.fields)).float()[:, None].to(accelerator.device)
     conds = condition.of_fields(fieldset).to(accelerator.device) if condition else None
@@ -219,6 +257,9 @@ def train(args, accelerator):
         config["step"] = load_training_state(run_dir, accelerator, ema)["step"]
     start_step = config["step"]
 
+    if args.report_to:
+        accelerator.project_configuration.logging_dir = str(run_dir)
+        accelerator.init_trackers("tensorboard", config={k: v for k, v in vars(args).items() if v is not None})
     log_path = run_dir / "log.csv"
     elapsed_before, cpu_before = start_log(log_path, start_step) if accelerator.is_main_process else (0.0, 0.0)
     progress = tqdm(initial=start_step, total=args.train_steps,
@@ -254,15 +295,21 @@ def train(args, accelerator):
             args.train_steps = steps_in_budget(accelerator, args, (time.time() - timing_start) / TIMING_STEPS)
             progress.total = args.train_steps
         stopping = preemption.requested(accelerator)
-        if config["step"] % args.log_every == 0 or config["step"] == args.train_steps or stopping:
+        saving = config["step"] % args.save_every == 0 or config["step"] == args.train_steps or stopping
+        if config["step"] % args.log_every == 0 or saving:
             mean_loss = accelerator.reduce(torch.stack(window_losses).mean(), reduction="mean").item()
             images_per_s = len(window_losses) * args.batch_size / (time.time() - window_start)
             rows.append(dict(step=config["step"], loss=f"{mean_loss:.6f}", lr=f"{learning_rate(step, args):.3e}",
                              images_per_s=f"{images_per_s:.2f}", elapsed_s=f"{time.time() - started:.1f}",
                              cpu_s=f"{time.process_time() - cpu_started:.1f}"))
             progress.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_s:.1f}")
+            accelerator.log(dict(loss=mean_loss, lr=learning_rate(step, args), images_per_s=images_per_s), step=config["step"])
             window_start, window_losses = time.time(), []
-        if config["step"] % args.save_every == 0 or config["step"] == args.train_steps or stopping:
+        if saving:
+            if validation and not stopping:  # its time is not training time
+                check_started, check_cpu = time.time(), time.process_time()
+                validate(accelerator, validation, ema.ema_model, formulation, config, rows[-1], run_dir)
+                started, cpu_started = started + time.time() - check_started, cpu_started + time.process_time() - check_cpu
             if accelerator.is_main_process:  # the log first: a kill between the two must not lose rows
                 append_log(log_path, rows)
                 rows = []
@@ -327,6 +374,13 @@ def build_parser():
     run.add_argument("--resume", nargs="?", const="latest", default=None, help="continue the latest run, or the run DIR")
     run.add_argument("--save_every", type=int, default=200, help="checkpoint and sample grid every N steps")
     run.add_argument("--log_every", type=int, default=10)
+    run.add_argument("--report_to", default=None, choices=["tensorboard"], help="also log to RUN/tensorboard "
+                     "(loss, learning rate, MAFD, samples) with accelerate's tracker")
+    check = parser.add_argument_group("fidelity while training (at every --save_every)")
+    check.add_argument("--val_path", default=None, help="held-out fields (default: test.npz next to the training data)")
+    check.add_argument("--val_samples", type=int, default=32, help="samples per check; 0 switches it off")
+    check.add_argument("--val_sampler", default="dpm++", choices=list(SAMPLERS))
+    check.add_argument("--val_steps", type=int, default=10)
     return parser
 
 

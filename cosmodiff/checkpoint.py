@@ -78,11 +78,11 @@ def read_config(run_dir):
 
 
 def read_log(run_dir):
-    """log.csv's rows as dicts of floats (step as int), in step order."""
+    """log.csv's rows as dicts of floats (step as int; NaN where a row has no value), in step order."""
     path = Path(run_dir) / "log.csv"
     if not path.exists():
         raise CheckpointError(f"{run_dir}: has no log.csv")
-    rows = [{name: float(value) for name, value in row.items()} for row in csv.DictReader(path.open())]
+    rows = [{name: float(value or "nan") for name, value in row.items()} for row in csv.DictReader(path.open())]
     return [dict(row, step=int(row["step"])) for row in rows]
 
 

@@ -130,3 +130,16 @@ def minkowski(report, path):
         ax.set_ylabel(units[name])
     axes[0].legend()
     save(figure, path)
+
+
+def validation(rows, path):
+    """The in-training fidelity check: MAFD over its floor against step, from log rows that carry it."""
+    checked = [row for row in rows if np.isfinite(row.get("val_mafd", np.nan))]
+    steps = [row["step"] for row in checked]
+    figure, ax = plt.subplots(figsize=(5, 3.4))
+    ax.plot(steps, [row["val_mafd"] / row["val_floor"] for row in checked], "o-", color="C3")
+    ax.axhline(1, color="k", lw=0.8, ls="--", label="floor (real vs real)")
+    ax.set(xlabel="training step", ylabel="MAFD / floor", yscale="log",
+           title=f"P(k) fidelity while training ({'%.0f' % (100 * checked[-1]['val_mafd'])}% at step {steps[-1]})")
+    ax.legend(fontsize=8)
+    save(figure, path)

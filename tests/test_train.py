@@ -171,3 +171,38 @@ def test_resume_of_a_run_saved_before_newer_flags_takes_their_defaults(tiny_data
                               "--train_steps", "2"], cwd=tmp_path, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(config_path.read_text())["step"] == 2
+
+
+def test_fidelity_while_training_is_the_mafd_of_the_samples_the_commands_make(tmp_path):
+    from cosmodiff.fields import save_fields
+    from cosmodiff.mock import make_mock_set
+
+    data = tmp_path / "data"
+    save_fields(data / "train.npz", make_mock_set(1, grid=32, image_size=32, progress=False))
+    save_fields(data / "test.npz", make_mock_set(1, grid=32, image_size=32, seed=9, progress=False))
+    result = subprocess.run(train_command(data, tmp_path / "results", "--train_steps", "4", "--save_every", "2",
+                                          "--log_every", "3", "--val_samples", "6", "--val_steps", "4", "--run_name",
+                                          "run", "--report_to", "tensorboard"), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "results" / "run"
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert [row["step"] for row in rows] == ["2", "3", "4"] and rows[1]["val_mafd"] == ""  # a row at every check
+    assert (run / "validation.png").stat().st_size > 1000
+    sampled = subprocess.run([sys.executable, ROOT / "UNet-DDPM" / "generate_images.py", "--checkpoint", run,
+                              "--num_samples", "6", "--seed", "0", "--sampler", "dpm++", "--steps", "4", "--out",
+                              tmp_path / "samples"], capture_output=True, text=True)
+    evaluated = subprocess.run([sys.executable, ROOT / "evaluate" / "power_spectrum.py", data / "test.npz",
+                                tmp_path / "samples" / "samples.npy", "--out", tmp_path / "evaluation"],
+                               capture_output=True, text=True)
+    assert sampled.returncode == 0 and evaluated.returncode == 0, sampled.stderr + evaluated.stderr
+    report = json.loads((tmp_path / "evaluation" / "report.json").read_text())
+    assert float(rows[2]["val_mafd"]) == pytest.approx(report["mafd"], rel=1e-4)
+    assert float(rows[2]["val_floor"]) == pytest.approx(report["floor"]["median"], rel=0.25)
+    assert rows[0]["val_floor"] == rows[2]["val_floor"] and rows[0]["val_mafd"] != rows[2]["val_mafd"]
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    assert {"loss", "lr", "val_mafd", "val_floor"} <= set(events.Tags()["scalars"]) and events.Tags()["images"]
+    assert [event.step for event in events.Scalars("val_mafd")] == [2, 4]
+    assert events.Scalars("val_mafd")[-1].value == pytest.approx(float(rows[2]["val_mafd"]), rel=1e-4)
