@@ -30,7 +30,7 @@ from cosmodiff.checkpoint import (FORMAT, CheckpointError, latest_run, load_trai
                                   read_config, read_log, save_checkpoint, training_state)
 from cosmodiff.diffusion import FORMULATIONS, SAMPLERS, build_formulation, sample
 from cosmodiff.condition import Condition, join_params
-from cosmodiff.fields import FieldError, fit_image_size, load_fields
+from cosmodiff.fields import DEFAULT_MESH, FieldError, fit_image_size, load_fields
 from cosmodiff.launch import Preemption, accelerated
 from cosmodiff.mock import ensure_split
 from cosmodiff.models import MODELS, build_model, model_kwargs
@@ -61,7 +61,8 @@ def training_fields(args):
             ensure_split(data_path, name)
     if (data_path / "train.npz").exists():
         data_path = data_path / "train.npz"
-    fieldset = load_fields(data_path, colormap=args.colormap, slab_thickness=args.slab_thickness, box_size=args.box_size)
+    fieldset = load_fields(data_path, colormap=args.colormap, slab_thickness=args.slab_thickness, box_size=args.box_size,
+                           mesh=args.mesh)
     if args.params_file:
         fieldset = join_params(fieldset, args.params_file)
     return fit_image_size(fieldset, args.image_size)
@@ -335,6 +336,8 @@ def build_parser():
                       "a folder with train.npz trains on it; the default data is generated on first use")
     data.add_argument("--colormap", default=None, help="invert colormapped PNGs, e.g. gnuplot (the earlier work's images)")
     data.add_argument("--slab_thickness", type=int, default=None, help="slices per 2D slab for 3D density cubes")
+    data.add_argument("--mesh", type=int, default=DEFAULT_MESH, help="nodes per side Gadget HDF5 snapshots are "
+                      "painted on (CIC) before slicing")
     data.add_argument("--box_size", type=float, default=None, help="Mpc/h (default: from the data, else 1000)")
     data.add_argument("--image_size", type=int, default=64, help="model resolution; larger fields are block-averaged")
     data.add_argument("--params_file", default=None, help="parameter table joined to the data's simulations, e.g. "

@@ -132,9 +132,12 @@ def read_params_table(path):
 
 
 def simulation_of(source):
-    """The simulation index of a field's file: its folder's name in Quijote's layout (LH/<index>/file)."""
-    folder = Path(source.split("[")[0]).parent.name
-    return int(folder) if folder.isdigit() else None
+    """The simulation index of a field's file: its folder's name in Quijote's layout (LH/<index>/file,
+    LH/<index>/snapdir_XXX/file)."""
+    folder = Path(source.split("[")[0]).parent
+    if folder.name.startswith("snapdir"):
+        folder = folder.parent
+    return int(folder.name) if folder.name.isdigit() else None
 
 
 def join_params(fieldset, params_file):

@@ -1,9 +1,9 @@
 """Read, write and validate sets of 2D density fields, whatever form the user holds them in.
 
 Formats (see train_data/README.md): .npy (N,H,W) or (H,W); .npz with `fields` and optional
-`params`, `param_names`, `box_size`, `sim_index`; a folder of .npy or .png files, or of folders of
-them (one per simulation, as Quijote's LH/<index>/); Quijote 3D
-density cubes sliced into 2D slabs. Every problem is raised as a FieldError whose message is one
+`params`, `param_names`, `box_size`, `sim_index`; a folder of .npy, .png or snapshot files, or of folders of
+them (one per simulation, as Quijote's LH/<index>/, snapshots in LH/<index>/snapdir_XXX/); Quijote
+3D density cubes and Gadget HDF5 snapshots (painted on a mesh, cosmodiff.snapshots) sliced into 2D slabs. Every problem is raised as a FieldError whose message is one
 sentence naming the file.
 """
 import re
@@ -16,7 +16,8 @@ import numpy as np
 DEFAULT_BOX_SIZE = 1000.0  # Mpc/h, Quijote's box
 QUIJOTE_CUBE_NAME = re.compile(r"^df_m_\d+_(CIC|PCS|NGP|TSC)_z=.*\.npy$")
 COLOUR_TOLERANCE = 3.0  # RGB distance to the nearest colormap entry still read as that entry (rounding, not noise)
-SUPPORTED_IN_FOLDER = (".npy", ".png")
+SUPPORTED_IN_FOLDER = (".npy", ".png", ".hdf5", ".h5")
+DEFAULT_MESH = 256  # nodes per side a snapshot is painted on
 
 
 class FieldError(ValueError):
@@ -215,40 +216,81 @@ def validate(fields, sources):
                          "f/mean(f) - 1 is undefined")
 
 
-def load_fields(path, colormap=None, slab_thickness=None, box_size=None):
-    """Load and validate a field set from a file or folder. box_size (Mpc/h) overrides the file's."""
+def read_snapshot_slabs(path, slab_thickness, mesh):
+    """A Gadget HDF5 snapshot as 2D fields: its CIC density on a mesh^3 grid cut into slabs, and its
+    box size (Mpc/h)."""
+    from cosmodiff.snapshots import read_snapshot
+
+    if slab_thickness is None:
+        raise FieldError(f"{path}: is a particle snapshot; pass slab_thickness (--slab_thickness K) to average K "
+                         f"mesh slices into each 2D field (the mesh is {mesh}^3, --mesh)")
+    if not 1 <= slab_thickness <= mesh:
+        raise FieldError(f"{path}: slab_thickness {slab_thickness} must be between 1 and the mesh side {mesh}")
+    cube, box_size = read_snapshot(path, mesh)
+    return cube_to_slabs(cube, slab_thickness), box_size
+
+
+def read_file(path, colormap=None, slab_thickness=None, mesh=DEFAULT_MESH):
+    """One .png, .npy or snapshot file as (N, H, W) fields and the box size it carries (None: none)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".png":
+        return read_png(path, colormap), None
+    if suffix in (".hdf5", ".h5"):
+        return read_snapshot_slabs(path, slab_thickness, mesh)
+    return read_npy(path, slab_thickness), None
+
+
+def field_files(folder):
+    """The field files of a folder, of its folders (one per simulation, as Quijote's LH/<index>/), or
+    of their snapdir_XXX folders, in natural order; a multi-file snapshot by its part 0 alone."""
+    from cosmodiff.snapshots import is_later_part
+
+    level = [folder]
+    for _ in range(3):
+        entries = [entry for parent in level for entry in sorted(parent.iterdir(), key=natural_key)]
+        files = [entry for entry in entries if entry.is_file() and entry.suffix.lower() in SUPPORTED_IN_FOLDER]
+        if files:
+            return [file for file in files if not is_later_part(file)]
+        level = [entry for entry in entries if entry.is_dir()]
+    return []
+
+
+def load_fields(path, colormap=None, slab_thickness=None, box_size=None, mesh=DEFAULT_MESH):
+    """Load and validate a field set from a file or folder. box_size (Mpc/h) overrides the file's;
+    mesh is the grid snapshots are painted on."""
     path = Path(path)
     if not path.exists():
         raise FieldError(f"{path}: no such file or folder")
     if path.is_dir():
-        entries = sorted(path.iterdir(), key=natural_key)
-        if not entries:
+        if not any(path.iterdir()):
             raise FieldError(f"{path}: the folder is empty")
-        files = [entry for entry in entries if entry.is_file() and entry.suffix.lower() in SUPPORTED_IN_FOLDER]
-        if not files:  # a folder of simulation folders, as Quijote's LH/<index>/
-            files = [file for folder in entries if folder.is_dir() for file in sorted(folder.iterdir(), key=natural_key)
-                     if file.is_file() and file.suffix.lower() in SUPPORTED_IN_FOLDER]
+        files = field_files(path)
         if not files:
-            raise FieldError(f"{path}: the folder has no .npy or .png files, nor folders of them")
-        stacks, sources = [], []
+            raise FieldError(f"{path}: the folder has no .npy, .png or snapshot files, nor folders of them")
+        stacks, sources, boxes = [], [], set()
         for file in files:
-            stack = read_png(file, colormap) if file.suffix.lower() == ".png" else read_npy(file, slab_thickness)
+            stack, box = read_file(file, colormap, slab_thickness, mesh)
             if stacks and stack.shape[1:] != stacks[0].shape[1:]:
                 raise FieldError(f"{file}: field shape {stack.shape[1:]} differs from {stacks[0].shape[1:]} "
                                  f"of {files[0].name}; all fields of a set must have one shape")
             stacks.append(stack)
+            boxes.add(box)
             sources += [str(file)] if len(stack) == 1 else [f"{file}[{i}]" for i in range(len(stack))]
-        fieldset = FieldSet(fields=np.concatenate(stacks), sources=sources, box_size_assumed=True)
+        if len(boxes) > 1:
+            raise FieldError(f"{path}: its files carry different box sizes {sorted(boxes, key=str)}; a set has one box")
+        box = boxes.pop()
+        fieldset = FieldSet(fields=np.concatenate(stacks), sources=sources, box_size=box or DEFAULT_BOX_SIZE,
+                            box_size_assumed=box is None)
     elif path.suffix.lower() == ".npz":
         fieldset = read_npz(path)
         fieldset.sources = [f"{path}[{i}]" for i in range(len(fieldset.fields))]
-    elif path.suffix.lower() == ".npy":
-        fields = read_npy(path, slab_thickness)
-        fieldset = FieldSet(fields=fields, sources=[f"{path}[{i}]" for i in range(len(fields))], box_size_assumed=True)
-    elif path.suffix.lower() == ".png":
-        fieldset = FieldSet(fields=read_png(path, colormap), sources=[str(path)], box_size_assumed=True)
+    elif path.suffix.lower() in (".npy", ".png", ".hdf5", ".h5"):
+        fields, box = read_file(path, colormap, slab_thickness, mesh)
+        sources = [str(path)] if path.suffix.lower() == ".png" else [f"{path}[{i}]" for i in range(len(fields))]
+        fieldset = FieldSet(fields=fields, sources=sources, box_size=box or DEFAULT_BOX_SIZE, box_size_assumed=box is None)
     else:
-        raise FieldError(f"{path}: unsupported file type '{path.suffix}'; use .npy, .npz, .png or a folder of them")
+        raise FieldError(f"{path}: unsupported file type '{path.suffix}'; use .npy, .npz, .png, .hdf5 or a folder "
+                         "of them")
     if len(fieldset.fields) == 0 or fieldset.fields.size == 0:
         raise FieldError(f"{path}: holds no fields")
     validate(fieldset.fields, fieldset.sources)
