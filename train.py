@@ -34,6 +34,7 @@ from cosmodiff.fields import DEFAULT_MESH, FieldError, fit_image_size, load_fiel
 from cosmodiff.launch import Preemption, accelerated
 from cosmodiff.mock import ensure_split
 from cosmodiff.models import MODELS, build_model, model_kwargs
+from cosmodiff.shards import fitting_sample, is_shard_set, open_shards, training_batches
 from cosmodiff.transforms import DATA_STD, LogTransform, augment_periodic
 from cosmodiff.validation import Validation
 
@@ -61,8 +62,11 @@ def training_fields(args):
             ensure_split(data_path, name)
     if (data_path / "train.npz").exists():
         data_path = data_path / "train.npz"
-    fieldset = load_fields(data_path, colormap=args.colormap, slab_thickness=args.slab_thickness, box_size=args.box_size,
-                           mesh=args.mesh)
+    if is_shard_set(data_path):
+        fieldset = open_shards(data_path, box_size=args.box_size)
+    else:
+        fieldset = load_fields(data_path, colormap=args.colormap, slab_thickness=args.slab_thickness,
+                               box_size=args.box_size, mesh=args.mesh)
     if args.params_file:
         fieldset = join_params(fieldset, args.params_file)
     return fit_image_size(fieldset, args.image_size)
@@ -225,7 +229,6 @@ def train(args, accelerator):
     set_seed(args.seed, device_specific=True)  # each process draws its own batches and noise
     if args.batch_size % accelerator.num_processes:
         raise ValueError(f"--batch_size {args.batch_size} must be divisible by the {accelerator.num_processes} processes")
-    local_batch = args.batch_size // accelerator.num_processes
 
     with accelerator.main_process_first():
         fieldset = training_fields(args)
@@ -233,9 +236,8 @@ def train(args, accelerator):
     if accelerator.is_main_process:
         lock_run(run_dir)
     validation = validation_set(args, condition) if accelerator.is_main_process else None
-    transform = LogTransform.from_dict(resumed["transform"]) if resumed else LogTransform.fit(fieldset.fields, args.data_std)
-    data = torch.from_numpy(transform.forward(fieldset.fields)).float()[:, None].to(accelerator.device)
-    conds = condition.of_fields(fieldset).to(accelerator.device) if condition else None
+    transform = LogTransform.from_dict(resumed["transform"]) if resumed else LogTransform.fit(
+        fitting_sample(fieldset.fields, args.image_size), args.data_std)
 
     kwargs = resumed["model"]["kwargs"] if resumed else model_kwargs(args.model, args.image_size)
     if condition and not resumed:
@@ -257,6 +259,8 @@ def train(args, accelerator):
     if resumed:
         config["step"] = load_training_state(run_dir, accelerator, ema)["step"]
     start_step = config["step"]
+    batches = training_batches(fieldset, transform, args.image_size, condition.of_fields(fieldset) if condition else None,
+                               args, accelerator.process_index, accelerator.num_processes, start_step * args.grad_accum)
 
     if args.report_to:
         accelerator.project_configuration.logging_dir = str(run_dir)
@@ -276,9 +280,8 @@ def train(args, accelerator):
             group["lr"] = learning_rate(step, args)
         for _ in range(args.grad_accum):
             with accelerator.accumulate(model):
-                chosen = torch.randint(0, len(data), (local_batch,), device=data.device)
-                batch = augment_periodic(data[chosen])
-                loss = formulation.loss(model, batch, None if conds is None else dropped(conds[chosen], args))
+                fields, cond = (tensor.to(accelerator.device) for tensor in next(batches))
+                loss = formulation.loss(model, augment_periodic(fields), dropped(cond, args) if condition else None)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     gradient_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -332,8 +335,10 @@ def train(args, accelerator):
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
-    data.add_argument("--data_path", default=str(DEFAULT_DATA), help="field set (any format load_fields reads); "
-                      "a folder with train.npz trains on it; the default data is generated on first use")
+    data.add_argument("--data_path", default=str(DEFAULT_DATA), help="field set (any format load_fields reads, or a "
+                      "shard set from cosmodiff.prepare, streamed from disk); a folder with train.npz trains on it; "
+                      "the default data is generated on first use")
+    data.add_argument("--num_workers", type=int, default=1, help="DataLoader worker processes reading fields ahead")
     data.add_argument("--colormap", default=None, help="invert colormapped PNGs, e.g. gnuplot (the earlier work's images)")
     data.add_argument("--slab_thickness", type=int, default=None, help="slices per 2D slab for 3D density cubes")
     data.add_argument("--mesh", type=int, default=DEFAULT_MESH, help="nodes per side Gadget HDF5 snapshots are "

@@ -321,5 +321,6 @@ def fit_image_size(fieldset, image_size):
     if side < image_size or side % image_size:
         raise FieldError(f"{fieldset.sources[0]}: fields of {side}x{side} cannot be block-averaged to "
                          f"--image_size {image_size}; pass an --image_size that divides {side}")
-    fieldset.fields = block_average(fieldset.fields, image_size)
+    if isinstance(fieldset.fields, np.ndarray):  # a shard set's fields are averaged one by one as they are read
+        fieldset.fields = block_average(fieldset.fields, image_size)
     return fieldset

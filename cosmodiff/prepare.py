@@ -1,0 +1,107 @@
+"""Convert any field set load_fields reads (PNG folders, stacks, density cubes, Gadget snapshots, a
+Quijote LH/<index>/ tree) into a shard set that training streams from disk (cosmodiff.shards).
+
+    python -m cosmodiff.prepare SRC --out DIR [--shard_size 4096] [--slab_thickness K] [--mesh 256] \
+        [--colormap NAME] [--box_size L] [--params_file latin_hypercube_params.txt]
+
+Sources (files, or snapshots) are read and validated one at a time and written in shards of at least
+--shard_size fields, each holding whole sources, so memory holds about one shard. index.json lists
+complete shards only: run the same command again after a kill and it goes on from the first source
+no shard holds. Then `accelerate launch train.py --data_path DIR`.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cosmodiff.condition import join_params, simulation_of
+from cosmodiff.fields import DEFAULT_MESH, FieldError, field_files, load_fields
+from cosmodiff.shards import FORMAT, is_shard_set, read_index, write_index, write_shard
+
+
+def sources_of(src):
+    """The files to convert, one source each (a multi-file snapshot by its part 0)."""
+    src = Path(src)
+    if not src.exists():
+        raise FieldError(f"{src}: no such file or folder")
+    files = field_files(src) if src.is_dir() else [src]
+    if not files:
+        raise FieldError(f"{src}: the folder has no .npy, .png or snapshot files, nor folders of them")
+    return [file.resolve() for file in files]
+
+
+def simulations(fieldset):
+    """Each field's simulation index: the set's own, else its Quijote folder's, else -1."""
+    if fieldset.sim_index is not None:
+        return np.asarray(fieldset.sim_index)
+    return np.array([-1 if (sim := simulation_of(source)) is None else sim for source in fieldset.sources])
+
+
+def describe(fieldset):
+    """What every source of one shard set must share."""
+    return dict(image_size=fieldset.image_size, box_size=None if fieldset.box_size_assumed else fieldset.box_size,
+                param_names=fieldset.param_names)
+
+
+def main(args):
+    out = Path(args.out)
+    settings = dict(source=str(Path(args.src).resolve()), slab_thickness=args.slab_thickness, mesh=args.mesh,
+                    colormap=args.colormap, box_size=args.box_size,
+                    params_file=args.params_file and str(Path(args.params_file).resolve()))
+    sources = sources_of(args.src)
+    index = read_index(out) if is_shard_set(out) else dict(format=FORMAT, settings=settings, shards=[])
+    if index.get("settings") != settings:
+        raise FieldError(f"{out}: holds a conversion made with other settings ({index.get('settings')}); "
+                         "give another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    done = {name for shard in index["shards"] for name, _ in shard["sources"]}
+    pending = []
+
+    def flush():
+        fields = np.concatenate([fieldset.fields for _, fieldset in pending])
+        params = None if not index["param_names"] else np.concatenate([f.params for _, f in pending])
+        index["shards"].append(write_shard(out, len(index["shards"]), fields, [(s, len(f)) for s, f in pending],
+                                           params, np.concatenate([simulations(f) for _, f in pending])))
+        write_index(out, index)
+        pending.clear()
+
+    for source in tqdm(sources, desc="prepare", unit="source"):
+        if str(source) in done:
+            continue
+        fieldset = load_fields(source, colormap=args.colormap, slab_thickness=args.slab_thickness,
+                               box_size=args.box_size, mesh=args.mesh)
+        if args.params_file:
+            fieldset = join_params(fieldset, args.params_file)
+        shared = describe(fieldset)
+        index.update({key: value for key, value in shared.items() if key not in index})
+        expected = {key: index[key] for key in shared}
+        if expected != shared:
+            raise FieldError(f"{source}: its fields ({shared}) differ from the set's ({expected}); a shard set has "
+                             "one field side, box size and parameter list")
+        pending.append((str(source), fieldset))
+        if sum(len(f) for _, f in pending) >= args.shard_size:
+            flush()
+    if pending:
+        flush()
+    total = sum(shard["n_fields"] for shard in index["shards"])
+    print(f"{out}: {total} fields of {index['image_size']}x{index['image_size']} in {len(index['shards'])} shards "
+          f"from {len(sources)} sources; train with `accelerate launch train.py --data_path {out}`")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src", help="a field set: file or folder, any format load_fields reads")
+    parser.add_argument("--out", required=True, help="the shard set folder")
+    parser.add_argument("--shard_size", type=int, default=4096, help="fields per shard (at least; whole sources)")
+    parser.add_argument("--slab_thickness", type=int, default=None, help="slices per 2D slab of cubes and snapshots")
+    parser.add_argument("--mesh", type=int, default=DEFAULT_MESH, help="nodes per side snapshots are painted on")
+    parser.add_argument("--colormap", default=None, help="invert colormapped PNGs, e.g. gnuplot")
+    parser.add_argument("--box_size", type=float, default=None, help="Mpc/h (default: from the data, else 1000)")
+    parser.add_argument("--params_file", default=None, help="parameter table joined to the simulations")
+    try:
+        main(parser.parse_args())
+    except (FieldError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
