@@ -167,6 +167,6 @@ def training_batches(fieldset, transform, image_size, conds, args, rank, world_s
     loader = torch.utils.data.DataLoader(
         FieldDataset(fieldset.fields, transform, image_size, conds),
         batch_sampler=StepBatches(len(fieldset), args.batch_size, args.seed, rank, world_size, start_micro_batch),
-        num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
-        pin_memory=torch.cuda.is_available())
+        num_workers=args.num_workers, persistent_workers=args.num_workers > 0, pin_memory=torch.cuda.is_available(),
+        generator=torch.Generator())  # its workers' seeds: not from the training RNG, which a resume restores
     return iter(loader)
