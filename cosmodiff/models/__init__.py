@@ -13,12 +13,14 @@ MODELS = {
     "unet-m": (PeriodicUnet, dict(dim=32, dim_mults=(1, 2, 4, 8), attn_heads=4, attn_dim_head=16)),
     # The earlier work's network: 512x512 fields, flash attention where available.
     "unet-paper": (PeriodicUnet, dict(dim=32, dim_mults=(1, 2, 4, 4, 8), flash_attn=True)),
-    # DiT presets in DiT's naming (size/patch); XS is small enough to train on 2 CPU cores.
-    "dit-xs/4": (DiT, dict(patch_size=4, hidden_size=128, depth=4, num_heads=4)),
-    "dit-s/4": (DiT, dict(patch_size=4, hidden_size=384, depth=12, num_heads=6)),
-    "dit-s/2": (DiT, dict(patch_size=2, hidden_size=384, depth=12, num_heads=6)),
-    "dit-b/4": (DiT, dict(patch_size=4, hidden_size=768, depth=12, num_heads=12)),
-    "dit-b/2": (DiT, dict(patch_size=2, hidden_size=768, depth=12, num_heads=12)),
+    # DiT presets in DiT's naming (size/patch), between a circular convolutional stem and head
+    # (conv_channels; DiT/README.md); XS is small enough to train on 2 CPU cores.
+    "dit-xs/4": (DiT, dict(patch_size=4, hidden_size=128, depth=4, num_heads=4, conv_channels=16)),
+    "dit-xs/2": (DiT, dict(patch_size=2, hidden_size=128, depth=4, num_heads=4, conv_channels=16)),
+    "dit-s/4": (DiT, dict(patch_size=4, hidden_size=384, depth=12, num_heads=6, conv_channels=32)),
+    "dit-s/2": (DiT, dict(patch_size=2, hidden_size=384, depth=12, num_heads=6, conv_channels=32)),
+    "dit-b/4": (DiT, dict(patch_size=4, hidden_size=768, depth=12, num_heads=12, conv_channels=32)),
+    "dit-b/2": (DiT, dict(patch_size=2, hidden_size=768, depth=12, num_heads=12, conv_channels=32)),
 }
 
 

@@ -4,6 +4,13 @@ Patch embedding, fixed 2D sin-cos position embedding, transformer blocks with ad
 conditioning on the noise level, a final adaLN layer and unpatchify; no learned sigma. The position
 embedding uses only whole-number frequencies of 2 pi / (patches per side), so it is periodic on
 the torus like the data. Called as every network here: forward(x, noise_level, cond=None).
+
+With conv_channels > 0 the transformer sits between a convolutional stem and head at full
+resolution, all circularly padded: the stem's features feed the patch embedding, and the head
+convolves the unpatchified tokens together with the stem's features (a U-ViT long skip), so pixels
+on either side of a patch edge, or of the field's border, are computed from each other and the
+patch grid leaves no seams. conv_channels = 0 is Peebles & Xie's DiT (run folders of it load as
+they were).
 """
 import math
 
@@ -92,17 +99,29 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
+def circular_conv(in_channels, out_channels):
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, padding_mode="circular")
+
+
 class DiT(nn.Module):
     channels = 1
-    out_dim = 1
 
-    def __init__(self, image_size, patch_size, hidden_size, depth, num_heads, mlp_ratio=4.0, cond_dim=0):
+    def __init__(self, image_size, patch_size, hidden_size, depth, num_heads, mlp_ratio=4.0, cond_dim=0,
+                 conv_channels=0):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image size {image_size} is not a multiple of the patch size {patch_size}")
         self.patch_size = patch_size
         self.grid = image_size // patch_size
-        self.x_embedder = nn.Conv2d(self.channels, hidden_size, kernel_size=patch_size, stride=patch_size)
+        self.out_dim = conv_channels or 1  # what the tokens unpatchify to: the head's input, or the output
+        if conv_channels:
+            self.stem = nn.Sequential(circular_conv(self.channels, conv_channels), nn.GELU(),
+                                      circular_conv(conv_channels, conv_channels))
+            self.head = nn.Sequential(circular_conv(2 * conv_channels, conv_channels), nn.GELU(),
+                                      circular_conv(conv_channels, self.channels))
+        self.conv_channels = conv_channels
+        self.x_embedder = nn.Conv2d(conv_channels or self.channels, hidden_size, kernel_size=patch_size,
+                                    stride=patch_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.c_embedder = ConditionEmbedding(cond_dim, hidden_size) if cond_dim else None  # added to adaLN's input
         self.register_buffer("pos_embed", periodic_position_embedding(hidden_size, self.grid)[None], persistent=False)
@@ -127,6 +146,9 @@ class DiT(nn.Module):
         for layer in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        if self.conv_channels:
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
 
     def unpatchify(self, x):
         """(B, T, p*p*C) tokens -> (B, C, H, W)."""
@@ -135,7 +157,8 @@ class DiT(nn.Module):
         return torch.einsum("bhwpqc->bchpwq", x).reshape(batch, self.out_dim, grid * p, grid * p)
 
     def forward(self, x, noise_level, cond=None):
-        x = self.x_embedder(x).flatten(2).transpose(1, 2) + self.pos_embed
+        features = self.stem(x) if self.conv_channels else x
+        x = self.x_embedder(features).flatten(2).transpose(1, 2) + self.pos_embed
         c = self.t_embedder(noise_level)
         if self.c_embedder is None:
             check_unconditional(cond)
@@ -143,4 +166,5 @@ class DiT(nn.Module):
             c = c + self.c_embedder(cond, len(x))
         for block in self.blocks:
             x = block(x, c)
-        return self.unpatchify(self.final_layer(x, c))
+        out = self.unpatchify(self.final_layer(x, c))
+        return self.head(torch.cat([out, features], dim=1)) if self.conv_channels else out
