@@ -76,3 +76,24 @@ def test_dit_run_folder_trains_and_samples(tmp_path):
     assert generate.returncode == 0, generate.stderr
     samples = np.load(tmp_path / "results" / "dit" / "samples" / "samples.npy")
     assert samples.shape == (2, 32, 32) and np.isfinite(samples).all()
+
+
+def test_presets_have_the_circular_stem_and_head_and_stored_kwargs_without_them_build_the_plain_dit():
+    network = build_model("dit-xs/4", model_kwargs("dit-xs/4", 32))
+    assert network.stem[0].padding_mode == network.head[0].padding_mode == "circular"
+    plain_kwargs = {key: value for key, value in model_kwargs("dit-xs/4", 32).items() if key != "conv_channels"}
+    plain = build_model("dit-xs/4", plain_kwargs)
+    assert not hasattr(plain, "stem")  # a run folder from before the stem loads as it was
+    x = torch.randn(1, 1, 32, 32)
+    poked = x.clone()
+    poked[0, 0, 0, 0] += 1.0  # a pixel on the border and a patch corner
+    changes = []
+    for model in (network, plain):  # transformer blocks left at adaLN-Zero's identity: only stem and head mix patches
+        torch.manual_seed(0)
+        for layer in (getattr(model, "head", [None])[-1], model.final_layer.linear, model.final_layer.adaLN_modulation[-1]):
+            if layer is not None:
+                torch.nn.init.normal_(layer.weight, std=0.1)
+        with torch.no_grad():
+            changes.append((model(poked, torch.tensor([10.0])) - model(x, torch.tensor([10.0]))).abs()[0, 0])
+    assert changes[0][-1, -1] > 0 and changes[0][0, -1] > 0  # neighbours across the border, in other patches
+    assert changes[1][-1, -1] == 0 and changes[1][0, -1] == 0 and changes[1][0, 0] > 0  # the plain DiT: its own patch
