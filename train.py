@@ -91,7 +91,7 @@ def validation_set(args, condition):
     return Validation(fieldset, args.val_samples, args.val_sampler, args.val_steps, condition)
 
 
-def trackers(args):
+def tracker_settings(args):
     """accelerate's experiment trackers for --report_to (the tensorboard package must be installed)."""
     if args.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise ValueError("--report_to tensorboard needs the tensorboard package: pip install tensorboard")
@@ -218,7 +218,7 @@ def check_replicas_agree(accelerator, network):
 
 def main(args):
     """Trains; returns the exit status: 0 when done, PREEMPTED when a signal stopped it at a checkpoint."""
-    with accelerated(gradient_accumulation_steps=args.grad_accum, **trackers(args)) as accelerator:
+    with accelerated(gradient_accumulation_steps=args.grad_accum, **tracker_settings(args)) as accelerator:
         return train(args, accelerator)
 
 
