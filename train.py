@@ -226,7 +226,7 @@ def train(args, accelerator):
     run_dir, args, resumed = start_or_resume(args, accelerator)
     if args.train_minutes is None:
         args.train_steps = args.train_steps or 400
-    set_seed(args.seed, device_specific=True)  # each process draws its own batches and noise
+    set_seed(args.seed, device_specific=True)  # each process draws its own noise (batches: shards.StepBatches)
     if args.batch_size % accelerator.num_processes:
         raise ValueError(f"--batch_size {args.batch_size} must be divisible by the {accelerator.num_processes} processes")
 
