@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import runpy
 import shutil
 import signal
 import subprocess
@@ -78,7 +79,7 @@ def test_bf16_trains_and_samples_on_cpu(trained_run, tiny_data):
     assert 0 < difference.max() and np.median(difference) < 0.05
 
 
-def test_generate_errors(trained_run, tmp_path):
+def test_generate_errors(trained_run, tmp_path, monkeypatch, capsys):
     cases = [
         ((tmp_path, "--results_dir", tmp_path / "none"), "no run folders with a config.json"),
         ((tmp_path, "--checkpoint", tmp_path), "not a run folder (no config.json)"),
@@ -121,10 +122,14 @@ def test_generate_errors(trained_run, tmp_path):
         ((tmp_path, "--checkpoint", corrupt("newer", config_text=json.dumps(dict(good, format=99)))),
          "newer/config.json: written by a newer version (run folder format 99; this one reads up to 2)"),
     ]
-    for (cwd, *args), message in cases:
-        result = generate(cwd, *args)
-        assert result.returncode == 2 and message in result.stderr, (message, result.stderr)
-        assert result.stderr.count("\n") == 1, result.stderr
+    for (cwd, *args), message in cases:  # in this process: the script's own exit path, without 14 start-ups
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", [GENERATE, *map(str, args)])
+        with pytest.raises(SystemExit) as exit_status:
+            runpy.run_path(GENERATE, run_name="__main__")
+        stderr = capsys.readouterr().err
+        assert exit_status.value.code == 2 and message in stderr, (message, stderr)
+        assert stderr.count("\n") == 1, stderr
         assert not (tmp_path / "samples").exists() and not list(tmp_path.glob("*/samples"))
 
 
