@@ -34,7 +34,7 @@ from cosmodiff.fields import DEFAULT_MESH, FieldError, fit_image_size, load_fiel
 from cosmodiff.launch import Preemption, accelerated
 from cosmodiff.mock import ensure_split
 from cosmodiff.models import MODELS, build_model, model_kwargs
-from cosmodiff.shards import fitting_sample, is_shard_set, open_shards, training_batches
+from cosmodiff.shards import FieldDataset, StepBatches, fitting_sample, is_shard_set, open_shards, training_batches
 from cosmodiff.transforms import DATA_STD, LogTransform, augment_periodic
 from cosmodiff.validation import Validation
 
@@ -81,14 +81,14 @@ def training_condition(args, resumed, fieldset):
     return Condition.fit(fieldset, [name.strip() for name in args.condition.split(",") if name.strip()])
 
 
-def validation_set(args, condition):
+def validation_set(args, transform, condition):
     """The in-training fidelity check against --val_path, else the test split next to the training
     data; None with --val_samples 0 or no such split."""
     path = Path(args.val_path) if args.val_path else Path(args.data_path) / "test.npz"
     if not args.val_samples or not (args.val_path or path.exists()):
         return None
     fieldset = fit_image_size(load_fields(path, box_size=args.box_size), args.image_size)
-    return Validation(fieldset, args.val_samples, args.val_sampler, args.val_steps, condition)
+    return Validation(fieldset, args.val_samples, args.val_sampler, args.val_steps, transform, condition)
 
 
 def tracker_settings(args):
@@ -165,7 +165,7 @@ def sample_grid(ema_network, formulation, config, path, n_samples=16):
 
 def validate(accelerator, validation, ema_network, formulation, config, row, run_dir):
     """The fidelity check into this step's log row, the trackers (with its samples) and validation.png."""
-    scores, fields = validation(ema_network, formulation, config)
+    scores, fields = validation(ema_network, formulation)
     row.update({name: f"{value:.5f}" for name, value in scores.items()})
     accelerator.log(dict(scores, val_mafd_over_floor=scores["val_mafd"] / scores["val_floor"]), step=config["step"])
     if accelerator.log_with:
@@ -235,9 +235,9 @@ def train(args, accelerator):
     condition = training_condition(args, resumed, fieldset)
     if accelerator.is_main_process:
         lock_run(run_dir)
-    validation = validation_set(args, condition) if accelerator.is_main_process else None
     transform = LogTransform.from_dict(resumed["transform"]) if resumed else LogTransform.fit(
         fitting_sample(fieldset.fields, args.image_size), args.data_std)
+    validation = validation_set(args, transform, condition) if accelerator.is_main_process else None
 
     kwargs = resumed["model"]["kwargs"] if resumed else model_kwargs(args.model, args.image_size)
     if condition and not resumed:
@@ -259,8 +259,11 @@ def train(args, accelerator):
     if resumed:
         config["step"] = load_training_state(run_dir, accelerator, ema)["step"]
     start_step = config["step"]
-    batches = training_batches(fieldset, transform, args.image_size, condition.of_fields(fieldset) if condition else None,
-                               args, accelerator.process_index, accelerator.num_processes, start_step * args.grad_accum)
+    batches = training_batches(FieldDataset(fieldset.fields, transform, args.image_size,
+                                            condition.of_fields(fieldset) if condition else None),
+                               StepBatches(len(fieldset), args.batch_size, args.seed, accelerator.process_index,
+                                           accelerator.num_processes, start=start_step * args.grad_accum),
+                               args.num_workers)
 
     if args.report_to:
         accelerator.project_configuration.logging_dir = str(run_dir)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cosmodiff.checkpoint import read_config, read_log
+from cosmodiff.checkpoint import log_images_per_s, read_config
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
@@ -33,11 +33,10 @@ def row(label, folder, sampler):
     run = folder / "results" / "run"
     config, fidelity = read_config(run), json.loads((folder / f"samples-{sampler}" / "fidelity.json").read_text())
     report = json.loads((folder / f"samples-{sampler}" / "evaluation" / "report.json").read_text())
-    rates = [entry["images_per_s"] for entry in read_log(run)]
     return dict(label=label, folder=folder.name, mafd=fidelity["mafd"], floor=fidelity["floor"]["median"], mafd_over_floor=fidelity["mafd_over_floor"],
                 seam=fidelity["seam_median"], k_patch=patch_frequency(config),
                 cpu_minutes=fidelity["train_cpu_minutes"], steps=config["step"], parameters=config["n_parameters"],
-                images_per_s=len(rates) / sum(1 / rate for rate in rates),
+                images_per_s=log_images_per_s(run),
                 k=report["power_spectrum"]["k"], ratio=report["power_spectrum"]["ratio"])
 
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cosmodiff.checkpoint import read_log
+from cosmodiff.checkpoint import log_images_per_s
 from cosmodiff.fields import load_fields
 from cosmodiff.mock import ensure_default_data
-from cosmodiff.shards import FORMAT, is_shard_set, write_index, write_shard
+from cosmodiff.shards import FORMAT, is_shard_set, read_index, write_index, write_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out" / "streaming"
@@ -37,7 +37,7 @@ def synthetic_shards(folder, gigabytes):
     """A shard set of about `gigabytes` GB of the default training fields, randomly rolled per shard."""
     train = load_fields(ensure_default_data(ROOT / "train_data")[0])
     count = int(gigabytes * 1e9 // (SHARD * train.fields[0].nbytes))
-    if is_shard_set(folder) and len(json.loads((folder / "index.json").read_text())["shards"]) == count:
+    if is_shard_set(folder) and len(read_index(folder)["shards"]) == count:
         return
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -66,11 +66,6 @@ def tree_pss_kib(pid):
     return total
 
 
-def throughput(run_dir, warmup):
-    timed = [row["images_per_s"] for row in read_log(run_dir) if row["step"] > warmup]
-    return len(timed) / sum(1 / rate for rate in timed)  # equal windows: total images / total seconds
-
-
 def main(args):
     synthetic_shards(OUT / "shards", args.gigabytes)
     size_gb = sum(path.stat().st_size for path in (OUT / "shards").glob("shard-*.npy")) / 1e9
@@ -96,7 +91,7 @@ def main(args):
         if process.returncode:
             raise SystemExit(f"{name}: train.py exited with {process.returncode}")
         rows.append(dict(data=name, peak_pss_gb=peaks[name] / 2 ** 20,
-                         images_per_s=throughput(OUT / "results" / run_name, args.warmup)))
+                         images_per_s=log_images_per_s(OUT / "results" / run_name, args.warmup)))
     reference = rows[0]["images_per_s"]
     lines = ["| data | peak memory (PSS, GiB) | images/s | ratio |", "| --- | --- | --- | --- |"]
     lines += [f"| {row['data']} | {row['peak_pss_gb']:.2f} | {row['images_per_s']:.2f} | "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cosmodiff.checkpoint import read_log
+from cosmodiff.checkpoint import log_images_per_s
 from cosmodiff.fields import load_fields
 from cosmodiff.mock import ensure_default_data
 from cosmodiff.models import build_model, model_kwargs
@@ -32,8 +32,7 @@ def ours(args, work):
                "--save_every", str(10 * args.steps), "--results_dir", str(work / "results"), "--run_name", "ours",
                "--sampling_timesteps", "1"]
     subprocess.run(command, cwd=work, check=True, capture_output=True)
-    timed = [row["images_per_s"] for row in read_log(work / "results" / "ours") if row["step"] > args.warmup]
-    return len(timed) / sum(1 / rate for rate in timed)  # equal windows: total images / total seconds
+    return log_images_per_s(work / "results" / "ours", args.warmup)
 
 
 def write_pngs(fields, folder):

@@ -86,6 +86,12 @@ def read_log(run_dir):
     return [dict(row, step=int(row["step"])) for row in rows]
 
 
+def log_images_per_s(run_dir, after_step=0):
+    """Training images/s over log.csv's rows past after_step (equal windows: total images / total seconds)."""
+    rates = [row["images_per_s"] for row in read_log(run_dir) if row["step"] > after_step]
+    return len(rates) / sum(1 / rate for rate in rates)
+
+
 def tensors(module):
     return {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
 

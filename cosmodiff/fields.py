@@ -1,10 +1,10 @@
 """Read, write and validate sets of 2D density fields, whatever form the user holds them in.
 
 Formats (see train_data/README.md): .npy (N,H,W) or (H,W); .npz with `fields` and optional
-`params`, `param_names`, `box_size`, `sim_index`; a folder of .npy, .png or snapshot files, or of folders of
-them (one per simulation, as Quijote's LH/<index>/, snapshots in LH/<index>/snapdir_XXX/); Quijote
-3D density cubes and Gadget HDF5 snapshots (painted on a mesh, cosmodiff.snapshots) sliced into 2D slabs. Every problem is raised as a FieldError whose message is one
-sentence naming the file.
+`params`, `param_names`, `box_size`, `sim_index`; a folder of .npy, .png or snapshot files, or of
+folders of them (one per simulation, as Quijote's LH/<index>/, snapshots in LH/<index>/snapdir_XXX/);
+Quijote 3D density cubes and Gadget HDF5 snapshots (painted on a mesh, cosmodiff.snapshots) sliced
+into 2D slabs. Every problem is raised as a FieldError whose message is one sentence naming the file.
 """
 import re
 import zipfile
@@ -16,7 +16,8 @@ import numpy as np
 DEFAULT_BOX_SIZE = 1000.0  # Mpc/h, Quijote's box
 QUIJOTE_CUBE_NAME = re.compile(r"^df_m_\d+_(CIC|PCS|NGP|TSC)_z=.*\.npy$")
 COLOUR_TOLERANCE = 3.0  # RGB distance to the nearest colormap entry still read as that entry (rounding, not noise)
-SUPPORTED_IN_FOLDER = (".npy", ".png", ".hdf5", ".h5")
+SNAPSHOT_SUFFIXES = (".hdf5", ".h5")
+SUPPORTED_IN_FOLDER = (".npy", ".png", *SNAPSHOT_SUFFIXES)
 DEFAULT_MESH = 256  # nodes per side a snapshot is painted on
 
 
@@ -235,14 +236,15 @@ def read_file(path, colormap=None, slab_thickness=None, mesh=DEFAULT_MESH):
     suffix = Path(path).suffix.lower()
     if suffix == ".png":
         return read_png(path, colormap), None
-    if suffix in (".hdf5", ".h5"):
+    if suffix in SNAPSHOT_SUFFIXES:
         return read_snapshot_slabs(path, slab_thickness, mesh)
     return read_npy(path, slab_thickness), None
 
 
 def field_files(folder):
     """The field files of a folder, of its folders (one per simulation, as Quijote's LH/<index>/), or
-    of their snapdir_XXX folders, in natural order; a multi-file snapshot by its part 0 alone."""
+    of their snapdir_XXX folders, in natural order; a multi-file snapshot by its part 0 alone. A
+    FieldError when there are none."""
     from cosmodiff.snapshots import is_later_part
 
     level = [folder]
@@ -252,7 +254,7 @@ def field_files(folder):
         if files:
             return [file for file in files if not is_later_part(file)]
         level = [entry for entry in entries if entry.is_dir()]
-    return []
+    raise FieldError(f"{folder}: the folder has no .npy, .png or snapshot files, nor folders of them")
 
 
 def load_fields(path, colormap=None, slab_thickness=None, box_size=None, mesh=DEFAULT_MESH):
@@ -265,8 +267,6 @@ def load_fields(path, colormap=None, slab_thickness=None, box_size=None, mesh=DE
         if not any(path.iterdir()):
             raise FieldError(f"{path}: the folder is empty")
         files = field_files(path)
-        if not files:
-            raise FieldError(f"{path}: the folder has no .npy, .png or snapshot files, nor folders of them")
         stacks, sources, boxes = [], [], set()
         for file in files:
             stack, box = read_file(file, colormap, slab_thickness, mesh)
@@ -284,7 +284,7 @@ def load_fields(path, colormap=None, slab_thickness=None, box_size=None, mesh=DE
     elif path.suffix.lower() == ".npz":
         fieldset = read_npz(path)
         fieldset.sources = [f"{path}[{i}]" for i in range(len(fieldset.fields))]
-    elif path.suffix.lower() in (".npy", ".png", ".hdf5", ".h5"):
+    elif path.suffix.lower() in SUPPORTED_IN_FOLDER:
         fields, box = read_file(path, colormap, slab_thickness, mesh)
         sources = [str(path)] if path.suffix.lower() == ".png" else [f"{path}[{i}]" for i in range(len(fields))]
         fieldset = FieldSet(fields=fields, sources=sources, box_size=box or DEFAULT_BOX_SIZE, box_size_assumed=box is None)

@@ -182,5 +182,9 @@ class PowerSpectrumLikelihood:
 
     def log_likelihood(self, fields, grid_points):
         """ln L (F, T) of every field at every grid point, up to a constant."""
-        difference = self.log_spectra(fields)[:, None, :] - (quadratic_features(grid_points) @ self.coefficients)[None]
+        return self.log_likelihood_of_spectra(self.log_spectra(fields), grid_points)
+
+    def log_likelihood_of_spectra(self, log_pk, grid_points):
+        """The same from the fields' log_spectra (F, K), which a chain can compute once."""
+        difference = log_pk[:, None, :] - (quadratic_features(grid_points) @ self.coefficients)[None]
         return -0.5 * np.einsum("ftk,kl,ftl->ft", difference, self.precision, difference)

@@ -26,10 +26,7 @@ def sources_of(src):
     src = Path(src)
     if not src.exists():
         raise FieldError(f"{src}: no such file or folder")
-    files = field_files(src) if src.is_dir() else [src]
-    if not files:
-        raise FieldError(f"{src}: the folder has no .npy, .png or snapshot files, nor folders of them")
-    return [file.resolve() for file in files]
+    return [file.resolve() for file in (field_files(src) if src.is_dir() else [src])]
 
 
 def simulations(fieldset):

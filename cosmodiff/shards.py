@@ -127,7 +127,7 @@ def fitting_sample(fields, image_size, limit=4096):
     """The fields the data transform is fitted on, at the model's side: all of them, or `limit` evenly
     spaced ones of a larger set (its constants are means over millions of pixels either way)."""
     chosen = np.linspace(0, len(fields) - 1, min(limit, len(fields))).round().astype(int)
-    return block_average(np.asarray(fields if len(fields) <= limit else fields[chosen], np.float32), image_size)
+    return block_average(np.asarray(fields[chosen], np.float32), image_size)
 
 
 class FieldDataset(torch.utils.data.Dataset):
@@ -161,12 +161,11 @@ class StepBatches(torch.utils.data.Sampler):
             yield chosen[self.slice].tolist()
 
 
-def training_batches(fieldset, transform, image_size, conds, args, rank, world_size, start_micro_batch):
-    """An endless iterator of (fields (B, 1, S, S), conds (B, P)) for this process, read by
-    --num_workers DataLoader workers."""
+def training_batches(dataset, batch_sampler, num_workers):
+    """An endless iterator of (fields (B, 1, S, S), conds (B, P)) for this process, read ahead by
+    num_workers DataLoader workers."""
     loader = torch.utils.data.DataLoader(
-        FieldDataset(fieldset.fields, transform, image_size, conds),
-        batch_sampler=StepBatches(len(fieldset), args.batch_size, args.seed, rank, world_size, start_micro_batch),
-        num_workers=args.num_workers, persistent_workers=args.num_workers > 0, pin_memory=torch.cuda.is_available(),
+        dataset, batch_sampler=batch_sampler, num_workers=num_workers, persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
         generator=torch.Generator())  # its workers' seeds: not from the training RNG, which a resume restores
     return iter(loader)

@@ -17,11 +17,7 @@ import numpy as np
 
 SNAPSHOT_PART = re.compile(r"^(?P<stem>.+)\.(?P<part>\d+)\.(hdf5|h5)$")
 KPC_IN_CM = 3.085678e21  # Gadget's default length unit, kpc/h (Quijote's)
-CHUNK = 2 ** 21  # particles painted at a time
-
-
-def is_snapshot(path):
-    return Path(path).suffix.lower() in (".hdf5", ".h5")
+CHUNK = 2 ** 21  # particles read and painted at a time
 
 
 def is_later_part(path):
@@ -41,18 +37,17 @@ def snapshot_parts(path):
 
 
 def cic_paint(positions, box_size, mesh, grid=None):
-    """Add particles (N, 3) in the box's units to a periodic (mesh, mesh, mesh) float64 cube by CIC."""
+    """Add particles (N, 3) in the box's units to a periodic (mesh, mesh, mesh) float64 cube by CIC
+    (a new one when grid is None); callers with many particles pass them in chunks."""
     grid = np.zeros(mesh ** 3) if grid is None else grid.reshape(-1)
-    for start in range(0, len(positions), CHUNK):
-        scaled = np.asarray(positions[start:start + CHUNK], np.float64) * (mesh / box_size)
-        lower = np.floor(scaled)
-        upper_weight = scaled - lower
-        lower = lower.astype(np.int64) % mesh
-        for corner in itertools.product((0, 1), repeat=3):
-            weight = np.prod([upper_weight[:, a] if c else 1 - upper_weight[:, a] for a, c in enumerate(corner)], axis=0)
-            index = (lower + corner) % mesh
-            flat = (index[:, 0] * mesh + index[:, 1]) * mesh + index[:, 2]
-            grid += np.bincount(flat, weights=weight, minlength=mesh ** 3)
+    scaled = np.asarray(positions, np.float64) * (mesh / box_size)
+    lower = np.floor(scaled)
+    upper_weight = scaled - lower
+    lower = lower.astype(np.int64) % mesh
+    for corner in itertools.product((0, 1), repeat=3):
+        weight = np.prod([upper_weight[:, a] if c else 1 - upper_weight[:, a] for a, c in enumerate(corner)], axis=0)
+        index = (lower + corner) % mesh
+        grid += np.bincount((index[:, 0] * mesh + index[:, 1]) * mesh + index[:, 2], weights=weight, minlength=mesh ** 3)
     return grid.reshape(mesh, mesh, mesh)
 
 

@@ -8,14 +8,13 @@ import numpy as np
 
 from cosmodiff import stats
 from cosmodiff.diffusion import sample
-from cosmodiff.transforms import LogTransform
 
 
 class Validation:
     """The held-out fields' power spectra and floor, and the MAFD of the EMA network's samples."""
 
-    def __init__(self, fieldset, n_samples, sampler, steps, condition=None, seed=0):
-        self.box_size, self.size = fieldset.box_size, fieldset.image_size
+    def __init__(self, fieldset, n_samples, sampler, steps, transform, condition=None, seed=0):
+        self.box_size, self.size, self.transform = fieldset.box_size, fieldset.image_size, transform
         self.sampler, self.steps, self.n_samples, self.seed = sampler, steps, n_samples, seed
         k, self.pk_real, _ = stats.power_spectrum(fieldset.fields, self.box_size)
         self.mask = stats.nyquist_mask(k, self.box_size, self.size)
@@ -23,13 +22,12 @@ class Validation:
         chosen = np.random.default_rng(seed).choice(len(fieldset), n_samples, replace=len(fieldset) < n_samples)
         self.cond = None if condition is None else condition.of_fields(fieldset)[chosen]
 
-    def __call__(self, network, formulation, config):
+    def __call__(self, network, formulation):
         """MAFD and floor of n_samples fields from the network, and the fields (physical units)."""
-        transform = LogTransform.from_dict(config["transform"])
         device = next(network.parameters()).device
         model_space = sample(formulation, network, (1, self.size, self.size), range(self.n_samples), self.seed,
-                             transform.x0_range, self.sampler, self.steps,
+                             self.transform.x0_range, self.sampler, self.steps,
                              cond=None if self.cond is None else self.cond.to(device))
-        fields = transform.inverse(model_space[:, 0].float().cpu().numpy())
+        fields = self.transform.inverse(model_space[:, 0].float().cpu().numpy())
         _, pk, _ = stats.power_spectrum(fields, self.box_size)
         return dict(val_mafd=stats.mafd(pk, self.pk_real, self.mask), val_floor=self.floor), fields

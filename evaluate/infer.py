@@ -107,7 +107,8 @@ def main(args):
     started = time.time()
     train = training_set(args, config)
     baseline = PowerSpectrumLikelihood(train.fields, parameter_values(train, names, train.sources[0]), config["box_size"])
-    power_log_like = baseline.log_likelihood(fieldset.fields[chosen], points)
+    log_pk = baseline.log_spectra(fieldset.fields[chosen])
+    power_log_like = baseline.log_likelihood_of_spectra(log_pk, points)
     power_seconds = (time.time() - started) / len(chosen)
 
     groups = [(f"fields {','.join(map(str, chosen))} jointly", list(range(len(chosen))))] if args.joint else [
@@ -121,7 +122,7 @@ def main(args):
         likelihoods = dict(
             elbo=lambda pts: -negative_elbo(formulation, network, model_space[positions], condition.standardise(pts),
                                             args.n_levels, args.n_draws, args.seed, args.batch_size, progress=False).sum(0),
-            power_spectrum=lambda pts: baseline.log_likelihood(fieldset.fields[[chosen[p] for p in positions]], pts).sum(0))
+            power_spectrum=lambda pts: baseline.log_likelihood_of_spectra(log_pk[positions], pts).sum(0))
         for method, log_like, seconds in (("elbo", -nll[positions].sum(axis=0), elbo_seconds),
                                           ("power_spectrum", power_log_like[positions].sum(axis=0), power_seconds)):
             posterior = grid_posterior(log_like, axes)

@@ -82,8 +82,9 @@ def fill_inputs(args):
     if args.generated is None:
         run_dir = latest_run(args.results_dir)
         args.generated = newest_samples(run_dir)
-        run_test = Path(read_config(run_dir).get("data", {}).get("path", "")) / "test.npz"
-        args.real = run_test if run_test.is_file() else None
+        data_path = read_config(run_dir).get("data", {}).get("path")
+        run_test = Path(data_path) / "test.npz" if data_path else None
+        args.real = run_test if run_test and run_test.is_file() else None
     if args.real is None:
         _, args.real = ensure_default_data(DEFAULT_DATA)
     print(f"real: {args.real}\ngenerated: {args.generated}")
