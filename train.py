@@ -39,7 +39,8 @@ from cosmodiff.transforms import DATA_STD, LogTransform, augment_periodic
 from cosmodiff.validation import Validation
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "train_data"
-DEFAULT_SPLITS = {"default": DEFAULT_DATA, "conditional": DEFAULT_DATA / "conditional"}  # made on first use
+DEFAULT_SPLITS = {"default": DEFAULT_DATA, "conditional": DEFAULT_DATA / "conditional",
+                  "large": DEFAULT_DATA / "large"}  # made on first use
 # elapsed_s: wall-clock training seconds; cpu_s: the main process's CPU seconds (all its threads), the
 # compute a run used whatever else shared the machine
 # val_mafd, val_floor: the in-training fidelity check's MAFD and its floor, at each --save_every step
@@ -107,8 +108,9 @@ def dropped(cond, args):
 
 def learning_rate(step, args):
     """Linear warm-up, then cosine decay to 10% of --lr at --train_steps (flat while a
-    --train_minutes run has not fixed its step count)."""
-    if step < args.warmup_steps or args.train_steps is None:
+    --train_minutes run has not fixed its step count), or flat with --lr_schedule constant: then a
+    checkpoint at any step is the run that budget gives, which the convergence study relies on."""
+    if step < args.warmup_steps or args.train_steps is None or args.lr_schedule == "constant":
         return args.lr * min(1.0, (step + 1) / args.warmup_steps)
     progress = min(1.0, (step - args.warmup_steps) / max(1, args.train_steps - args.warmup_steps))
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
@@ -375,6 +377,8 @@ def build_parser():
     train.add_argument("--batch_size", type=int, default=16, help="global batch, split over processes")
     train.add_argument("--grad_accum", type=int, default=1)
     train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--lr_schedule", default="cosine", choices=["cosine", "constant"],
+                       help="after the warm-up: cosine decay to 10%% at --train_steps, or constant")
     train.add_argument("--warmup_steps", type=int, default=50)
     train.add_argument("--max_grad_norm", type=float, default=1.0)
     train.add_argument("--ema_decay", type=float, default=0.995)

@@ -32,6 +32,7 @@ LATIN_HYPERCUBE_RANGES = {"Omega_m": (0.1, 0.5), "sigma_8": (0.6, 1.0)}  # Quijo
 # cells (7.8 Mpc/h) along each axis, block-averaged from 128 to 64 pixels (3.9 Mpc/h each).
 DEFAULTS = dict(grid=128, box_size=250.0, slab_thickness=4, image_size=64)
 DEFAULT_TRAIN_SIMS, DEFAULT_TEST_SIMS, DEFAULT_SEED = 24, 4, 0
+LARGE_TRAIN_SIMS = 96  # the large split: the default's training simulations and more, the same test split
 # The conditional split: 48 Latin-hypercube simulations (4608 fields) to train on, 4 simulations
 # (384 fields) at each of 10 test points; its own seed, so no simulation shares the default's phases.
 CONDITIONAL_TRAIN_SIMS, CONDITIONAL_SIMS_PER_POINT, CONDITIONAL_SEED = 48, 4, 1
@@ -174,6 +175,19 @@ def derivative_set():
                           cosmologies=[dict(QUIJOTE_FIDUCIAL, **{name: QUIJOTE_FIDUCIAL[name] + sign * step})]
                           * CONDITIONAL_SIMS_PER_POINT)
             for name, step in DERIVATIVE_STEPS.items() for sign in (-1, 1)]
+    return concatenated(sets)
+
+
+def large_train_set():
+    """LARGE_TRAIN_SIMS fiducial simulations: the default training simulations and those after the
+    default test simulations, so the default test split stays held out."""
+    first_extra = DEFAULT_TRAIN_SIMS + DEFAULT_TEST_SIMS
+    return concatenated([make_mock_set(DEFAULT_TRAIN_SIMS, first_sim=0),
+                         make_mock_set(LARGE_TRAIN_SIMS - DEFAULT_TRAIN_SIMS, first_sim=first_extra)])
+
+
+def concatenated(sets):
+    """One field set of several of the same box and parameter names."""
     return FieldSet(fields=np.concatenate([s.fields for s in sets]), box_size=sets[0].box_size,
                     params=np.concatenate([s.params for s in sets]), param_names=sets[0].param_names,
                     sources=sum((s.sources for s in sets), []), sim_index=np.concatenate([s.sim_index for s in sets]))
@@ -183,6 +197,8 @@ def derivative_set():
 SPLITS = {
     "default": {"train": lambda: make_mock_set(DEFAULT_TRAIN_SIMS, first_sim=0),
                 "test": lambda: make_mock_set(DEFAULT_TEST_SIMS, first_sim=DEFAULT_TRAIN_SIMS)},
+    "large": {"train": large_train_set,
+              "test": lambda: make_mock_set(DEFAULT_TEST_SIMS, first_sim=DEFAULT_TRAIN_SIMS)},
     "conditional": {"train": lambda: make_mock_set(CONDITIONAL_TRAIN_SIMS, seed=CONDITIONAL_SEED, latin_hypercube=True),
                     "test": conditional_test_set, "derivatives": derivative_set},
 }

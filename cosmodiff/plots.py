@@ -143,3 +143,26 @@ def validation(rows, path):
            title=f"P(k) fidelity while training ({'%.0f' % (100 * checked[-1]['val_mafd'])}% at step {steps[-1]})")
     ax.legend(fontsize=8)
     save(figure, path)
+
+
+def error_budget(k, mask, real, power, fields, real_fields, path):
+    """The error budget's figure: P(k) ratios of each solve to the real set and of the sampler to the
+    reference, in delta and in log space, and the upper tail of the delta PDF."""
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, space in zip(axes[:2], ("delta", "log")):
+        real_mean = real[space].mean(axis=0)
+        for name, spectra in power.items():
+            ax.semilogx(k[mask], (spectra[space].mean(axis=0) / real_mean)[mask], label=f"{name} / real")
+        ax.semilogx(k[mask], (power["sampler"][space].mean(axis=0) / power["reference"][space].mean(axis=0))[mask],
+                    "k--", label="sampler / reference")
+        ax.axhline(1, color="gray", lw=0.8)
+        ax.set(xlabel="k [h/Mpc]", ylabel="P ratio", title=f"P(k) of {'delta' if space == 'delta' else 'ln(1 + delta)'}")
+        ax.legend(fontsize=8)
+    edges = np.linspace(0, max(float(np.quantile(real_fields / real_fields.mean(axis=(1, 2), keepdims=True), 0.9999)), 2), 60)
+    for name, values in {"real": real_fields, **fields}.items():
+        density = values / values.mean(axis=(1, 2), keepdims=True)
+        survival = [(density > edge).mean() for edge in edges]
+        axes[2].semilogy(edges, survival, label=name)
+    axes[2].set(xlabel="1 + delta", ylabel="fraction of pixels above", title="upper tail of the density PDF")
+    axes[2].legend(fontsize=8)
+    save(figure, path)

@@ -38,17 +38,41 @@ def ancestral(y, denoised, sigma, sigma_next, noise):
     return denoised + ratio * (y - denoised) + sigma_next * math.sqrt(1 - ratio) * noise()
 
 
-def multistep(denoiser, y, sigmas, draw, update, second_order):
-    previous = None
+def extrapolated(denoised, history, step):
+    """The multistep estimate of the clean field over a step of h = step in ln(1/sigma), from this
+    step's estimate and the earlier ones in history ((h, estimate) of each earlier step, newest
+    last). One earlier step: DPM-Solver++(2M)'s D + (D - D_1) h / (2 h_1); two: the third-order
+    DPM-Solver++(3M) correction (Lu et al. 2022), written as the estimate the deterministic update
+    needs to take the same step."""
+    if not history:
+        return denoised
+    previous_step, previous = history[-1]
+    if len(history) == 1:
+        return denoised + (denoised - previous) * step / (2 * previous_step)
+    earlier_step, earlier = history[-2]
+    r0, r1 = previous_step / step, earlier_step / step
+    slope_now, slope_before = (denoised - previous) / r0, (previous - earlier) / r1
+    first = slope_now + (slope_now - slope_before) * r0 / (r0 + r1)
+    second = (slope_now - slope_before) / (r0 + r1)
+    decay = -math.expm1(-step)  # 1 - sigma'/sigma
+    phi_2 = 1 - decay / step
+    phi_3 = phi_2 / step - 0.5
+    return denoised + (phi_2 * first - phi_3 * second) / decay
+
+
+def multistep(denoiser, y, sigmas, draw, update, order):
+    """A one-evaluation-per-step sampler of the given order (1: DDIM/DDPM; 2, 3: DPM-Solver++ 2M, 3M),
+    first order on the last step, which lands on the estimate."""
+    history = []
     pairs = list(zip(sigmas[:-1].tolist(), sigmas[1:].tolist()))
-    for i, (sigma, sigma_next) in enumerate(tqdm(pairs, leave=False, desc="sampling")):
+    for sigma, sigma_next in tqdm(pairs, leave=False, desc="sampling"):
         denoised = denoiser(y, sigma)
-        estimate = denoised
-        if second_order and previous is not None and sigma_next > 0:
-            step, previous_step = math.log(sigma / sigma_next), math.log(pairs[i - 1][0] / sigma)
-            estimate = denoised + (denoised - previous) * step / (2 * previous_step)
-        y = update(y, estimate, sigma, sigma_next, draw) if sigma_next > 0 else estimate
-        previous = denoised
+        if sigma_next == 0:
+            return denoised
+        step = math.log(sigma / sigma_next)
+        y = update(y, extrapolated(denoised, history[len(history) - order + 1:] if order > 1 else [], step),
+                   sigma, sigma_next, draw)
+        history.append((step, denoised))
     return y
 
 
@@ -75,12 +99,13 @@ GRIDS = ("time", "ddim", "karras", "log", "every")  # Formulation.<name>_grid; v
 
 # name -> (default grid, loop, its keyword arguments, default steps, network evaluations per step)
 SAMPLERS = {
-    "ddpm": ("every", multistep, dict(update=ancestral, second_order=False), None, 1),
-    "ddim": ("ddim", multistep, dict(update=deterministic, second_order=False), 50, 1),
-    "euler": ("karras", multistep, dict(update=deterministic, second_order=False), 50, 1),
+    "ddpm": ("every", multistep, dict(update=ancestral, order=1), None, 1),
+    "ddim": ("ddim", multistep, dict(update=deterministic, order=1), 50, 1),
+    "euler": ("karras", multistep, dict(update=deterministic, order=1), 50, 1),
     "heun": ("karras", heun, {}, 18, 2),
-    "dpm++": ("time", multistep, dict(update=deterministic, second_order=True), 20, 1),
-    "dpm++sde": ("time", multistep, dict(update=ancestral, second_order=True), 20, 1),
+    "dpm++": ("time", multistep, dict(update=deterministic, order=2), 20, 1),
+    "dpm++sde": ("time", multistep, dict(update=ancestral, order=2), 20, 1),
+    "dpm++3m": ("log", multistep, dict(update=deterministic, order=3), 20, 1),
 }
 
 

@@ -1,0 +1,211 @@
+"""Error budget of one checkpoint: how much of its MAFD is the sampler's, how much the network's,
+and how large the sample-variance floor is, in delta space and in log space (P(k) of ln(1 + delta)),
+overall and per k band.
+
+    python benchmarks/error_budget.py RUN [--sampler dpm++:20:log] [--reference dpm++3m:40:log]
+                                          [--check_reference] [--num_samples 384]
+
+- sampler error: the MAFD between the sampler's fields and the reference solve's from the same
+  initial noise (seed and sample indices), so the fields are paired and only the solve differs;
+- model error: the reference solve against the real test fields (the network's own error, once
+  the solve is exact);
+- floor: the MAFD between disjoint halves of the real set, scaled to the compared sizes
+  (`cosmodiff.stats.mafd_floor`).
+--check_reference also solves at twice the reference's steps: the change must stay below 0.2x the
+floor for the reference to count as exact. One-point statistics that the exponential amplifies
+(variance of delta against that of ln(1 + delta), the upper quantiles of delta) come with it.
+Writes OUT/error_budget.json and OUT/error_budget.png (OUT: RUN/error_budget by default); solved
+fields are kept in OUT and reused when their settings match.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from cosmodiff import plots
+from cosmodiff.checkpoint import atomic_write_text, load_run, read_log
+from cosmodiff.diffusion import network_evaluations, sample
+from cosmodiff.fields import load_fields
+from cosmodiff.launch import accelerated
+from cosmodiff.stats import log_density, mafd, mafd_floor, nyquist_mask, overdensity, power_spectrum
+from cosmodiff.transforms import LogTransform
+
+ROOT = Path(__file__).resolve().parents[1]
+K_BANDS = {"k < 0.1": (0, 0.1), "0.1-0.4": (0.1, 0.4), "0.4-Nyquist": (0.4, float("inf"))}  # h/Mpc
+TAIL_QUANTILES = (0.99, 0.999)
+CONVERGED = 0.2  # the most a doubled reference may move, in floors
+
+
+def parse_setting(text):
+    """'sampler:steps[:grid]' -> (sampler, steps, grid or None)."""
+    sampler, steps, grid = (text + ":").split(":")[:3]
+    return sampler, int(steps), grid or None
+
+
+def solved(run_dir, setting, n_samples, seed, batch_size, out, device):
+    """The run's fields (N, H, W) in physical units from one sampler setting, sample i from noise
+    seeded with (seed, i); kept in out and reused while the checkpoint and settings match."""
+    network, formulation, config = load_run(run_dir)
+    network.to(device)
+    sampler, steps, grid = parse_setting(setting)
+    record = dict(step=config["step"], setting=setting, num_samples=n_samples, seed=seed)
+    path = out / f"fields-{setting.replace(':', '-')}.npy"
+    if path.exists() and path.with_suffix(".json").exists() and json.loads(path.with_suffix(".json").read_text()) == record:
+        return np.load(path)
+    transform = LogTransform.from_dict(config["transform"])
+    size = config["image_size"]
+    batches = []
+    for start in range(0, n_samples, batch_size):
+        indices = range(start, min(start + batch_size, n_samples))
+        model_space = sample(formulation, network, (1, size, size), indices, seed, transform.x0_range, sampler, steps,
+                             grid=grid)
+        batches.append(transform.inverse(model_space[:, 0].float().cpu().numpy()))
+    fields = np.concatenate(batches)
+    np.save(path, fields)
+    path.with_suffix(".json").write_text(json.dumps(record))
+    return fields
+
+
+def spectra(fields, box_size):
+    """k and per-field P(k) of delta and of ln(1 + delta)."""
+    k, delta_power, _ = power_spectrum(fields, box_size)
+    _, log_power, _ = power_spectrum(log_density(fields), box_size, as_overdensity=False)
+    return k, {"delta": delta_power, "log": log_power}
+
+
+def band_masks(k, box_size, grid):
+    """The MAFD's bins (to Nyquist), overall and per k band that holds any (a coarse field has no
+    0.4-Nyquist band)."""
+    inside = nyquist_mask(k, box_size, grid)
+    bands = {name: inside & (k >= low) & (k < high) for name, (low, high) in K_BANDS.items()}
+    return {"all": inside, **{name: mask for name, mask in bands.items() if mask.any()}}
+
+
+def budget(real, reference, sampled_power, masks, n_generated):
+    """Per space and band: floor median, model error, sampler error and total MAFD, with the ratios to the floor."""
+    rows = {}
+    for space in ("delta", "log"):
+        rows[space] = {}
+        for band, mask in masks.items():
+            floor = float(np.median(mafd_floor(real[space], n_generated, mask)[0]))
+            model_error = mafd(reference[space], real[space], mask)
+            sampler_error = mafd(sampled_power[space], reference[space], mask)
+            total = mafd(sampled_power[space], real[space], mask)
+            rows[space][band] = dict(floor=floor, model_error=model_error, sampler_error=sampler_error, mafd=total,
+                                     model_over_floor=model_error / floor, sampler_over_floor=sampler_error / floor,
+                                     mafd_over_floor=total / floor)
+    return rows
+
+
+def one_point(fields):
+    """Statistics the exponential amplifies: variance of delta and of ln(1 + delta), upper quantiles of delta."""
+    delta = overdensity(fields)
+    quantiles = np.quantile(delta, TAIL_QUANTILES)
+    return dict(var_delta=float(delta.var()), var_log=float(log_density(fields).var()),
+                **{f"delta_q{q:g}": float(value) for q, value in zip(TAIL_QUANTILES, quantiles)})
+
+
+def main(args):
+    run_dir = Path(args.run)
+    out = Path(args.out) if args.out else run_dir / "error_budget"
+    out.mkdir(parents=True, exist_ok=True)
+    test_path = Path(args.test) if args.test else ROOT / "train_data" / "test.npz"
+    real_set = load_fields(test_path)
+    n_samples = args.num_samples or len(real_set)
+    with accelerated() as accelerator:
+        settings = {"reference": args.reference, "sampler": args.sampler}
+        if args.check_reference:
+            sampler, steps, grid = parse_setting(args.reference)
+            settings["reference_doubled"] = f"{sampler}:{2 * steps}" + (f":{grid}" if grid else "")
+        fields = {name: solved(run_dir, setting, n_samples, args.seed, args.batch_size, out, accelerator.device)
+                  for name, setting in settings.items()}
+    box_size = real_set.box_size
+    k, real = spectra(real_set.fields, box_size)
+    power = {name: spectra(value, box_size)[1] for name, value in fields.items()}
+    masks = band_masks(k, box_size, real_set.fields.shape[-1])
+    report = dict(run=str(run_dir), step=json.loads((run_dir / "config.json").read_text())["step"],
+                  test=str(test_path), n_real=len(real_set), n_generated=n_samples, seed=args.seed,
+                  reference=args.reference, sampler=args.sampler,
+                  network_evaluations={name: network_evaluations(*parse_setting(s)[:2]) for name, s in settings.items()},
+                  budget=budget(real, power["reference"], power["sampler"], masks, n_samples),
+                  one_point={name: one_point(value) for name, value in {"real": real_set.fields, **fields}.items()})
+    if args.check_reference:
+        moved = {space: mafd(power["reference_doubled"][space], power["reference"][space], masks["all"])
+                 / report["budget"][space]["all"]["floor"] for space in ("delta", "log")}
+        report["reference_check"] = dict(doubled=settings["reference_doubled"], moved_over_floor=moved,
+                                         converged=bool(max(moved.values()) < CONVERGED))
+    (out / "error_budget.json").write_text(json.dumps(report, indent=1))
+    if args.results:
+        record_rows(Path(args.results), fidelity_rows(report, args.recipe or run_dir.name, read_log(run_dir)[-1]["cpu_s"] / 60))
+    plots.error_budget(k, masks["all"], real, power, {name: value for name, value in fields.items()},
+                       real_set.fields, out / "error_budget.png")
+    print_report(report)
+    print(f"Written: {out / 'error_budget.json'}, {out / 'error_budget.png'}")
+    return report
+
+
+def fidelity_rows(report, recipe, cpu_minutes):
+    """benchmarks/results/fidelity.json's rows of one budget: the reference solve and the sampler, each
+    with the model and sampler errors (delta space unless named log)."""
+    rows = []
+    for name in ("reference", "sampler"):
+        sampler, steps, grid = parse_setting(report[name])
+        delta, log = report["budget"]["delta"], report["budget"]["log"]
+        total = "model_error" if name == "reference" else "mafd"
+        rows.append(dict(run=report["run"], recipe=recipe, step=report["step"], cpu_minutes=round(cpu_minutes, 2),
+                         solve=name, sampler=sampler, steps=steps, grid=grid, nfe=report["network_evaluations"][name],
+                         n_generated=report["n_generated"], n_real=report["n_real"],
+                         mafd=delta["all"][total], floor_median=delta["all"]["floor"],
+                         mafd_over_floor=delta["all"][total] / delta["all"]["floor"],
+                         model_error=delta["all"]["model_error"], sampler_error=delta["all"]["sampler_error"],
+                         log_mafd_over_floor=log["all"][total] / log["all"]["floor"],
+                         band_mafd_over_floor={band: row[total] / row["floor"] for band, row in delta.items() if band != "all"}))
+    return rows
+
+
+def record_rows(path, rows):
+    """Add rows to a results file, replacing those of the same run, step and sampler setting."""
+    key = ("run", "step", "solve", "sampler", "steps", "grid")
+    kept = json.loads(path.read_text()) if path.exists() else []
+    new_keys = {tuple(row[name] for name in key) for row in rows}
+    kept = [row for row in kept if tuple(row.get(name) for name in key) not in new_keys]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(kept + rows, indent=1))
+
+
+def print_report(report):
+    print(f"{report['run']} at step {report['step']}: reference {report['reference']}, sampler {report['sampler']}, "
+          f"{report['n_generated']} generated vs {report['n_real']} real")
+    print("| space | k band | floor | model error | sampler error | MAFD |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for space, bands in report["budget"].items():
+        for band, row in bands.items():
+            print(f"| {space} | {band} | {100 * row['floor']:.2f}% | {100 * row['model_error']:.2f}% "
+                  f"({row['model_over_floor']:.1f}x) | {100 * row['sampler_error']:.2f}% ({row['sampler_over_floor']:.1f}x) "
+                  f"| {100 * row['mafd']:.2f}% ({row['mafd_over_floor']:.1f}x) |")
+    if "reference_check" in report:
+        check = report["reference_check"]
+        print(f"reference doubled ({check['doubled']}) moves it by "
+              + ", ".join(f"{value:.2f}x the floor ({space})" for space, value in check["moved_over_floor"].items())
+              + (": converged" if check["converged"] else ": NOT converged"))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="run folder")
+    parser.add_argument("--sampler", default="dpm++:20:log", help="sampler:steps[:grid] whose error is measured")
+    parser.add_argument("--reference", default="dpm++3m:40:log", help="sampler:steps[:grid] of the reference solve")
+    parser.add_argument("--check_reference", action="store_true", help="also solve at twice the reference's steps")
+    parser.add_argument("--test", default=None, help="real fields (default: the default test split)")
+    parser.add_argument("--num_samples", type=int, default=None, help="default: as many as the real fields")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--out", default=None, help="default: RUN/error_budget")
+    parser.add_argument("--results", default=None, help="also add the budget's rows to this file, e.g. "
+                        "benchmarks/results/fidelity.json")
+    parser.add_argument("--recipe", default=None, help="the recipe's name in those rows (default: the run folder's)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())
