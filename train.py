@@ -28,6 +28,7 @@ from tqdm import tqdm
 from cosmodiff import plots
 from cosmodiff.checkpoint import (FORMAT, CheckpointError, latest_run, load_training_state, lock_run, new_run_dir,
                                   read_config, read_log, save_checkpoint, training_state)
+from cosmodiff.cli import ArgumentParser, COUNT, FINITE, FRACTION, INDEX, Number, POSITIVE, writable_folder
 from cosmodiff.diffusion import FORMULATIONS, SAMPLERS, build_formulation, sample
 from cosmodiff.condition import Condition, join_params
 from cosmodiff.fields import DEFAULT_MESH, FieldError, fit_image_size, load_fields
@@ -47,6 +48,7 @@ DEFAULT_SPLITS = {"default": DEFAULT_DATA, "conditional": DEFAULT_DATA / "condit
 LOG_COLUMNS = ["step", "loss", "lr", "images_per_s", "elapsed_s", "cpu_s", "val_mafd", "val_floor"]
 RESUME_FLAGS = {"resume", "train_steps", "results_dir"}  # what --resume may be given; the rest is the run's
 TIMING_STEPS = 20
+TIMESTEPS = Number(int, 2, 10000)  # vp's discrete schedule: at least a start and an end
 PREEMPTED = 75  # exit status after SIGTERM/SIGUSR1: checkpoint written, resume with --resume (sysexits' EX_TEMPFAIL)
 
 
@@ -119,6 +121,7 @@ def learning_rate(step, args):
 def start_or_resume(args, accelerator):
     """The run folder and its arguments: a new one, or a resumed one with its saved arguments."""
     if args.resume is None:
+        writable_folder(args.results_dir, "--results_dir")
         run_dir = new_run_dir(args.results_dir, args.run_name, args.model) if accelerator.is_main_process else None
         return Path(broadcast(accelerator, str(run_dir))), args, None
     ignored = [f"--{name}" for name, value in vars(args).items()
@@ -167,7 +170,11 @@ def sample_grid(ema_network, formulation, config, path, n_samples=16):
 
 def validate(accelerator, validation, ema_network, formulation, config, row, run_dir):
     """The fidelity check into this step's log row, the trackers (with its samples) and validation.png."""
-    scores, fields = validation(ema_network, formulation)
+    try:
+        scores, fields = validation(ema_network, formulation)
+    except ValueError as error:  # a non-finite sample: neither this step's checkpoint nor its log rows are written
+        raise TrainingError(f"step {config['step']}: the fidelity check failed ({error}); the last checkpoint is "
+                            "kept") from None
     row.update({name: f"{value:.5f}" for name, value in scores.items()})
     accelerator.log(dict(scores, val_mafd_over_floor=scores["val_mafd"] / scores["val_floor"]), step=config["step"])
     if accelerator.log_with:
@@ -338,64 +345,64 @@ def train(args, accelerator):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument("--data_path", default=str(DEFAULT_DATA), help="field set (any format load_fields reads, or a "
                       "shard set from cosmodiff.prepare, streamed from disk); a folder with train.npz trains on it; "
                       "the default data is generated on first use")
-    data.add_argument("--num_workers", type=int, default=1, help="DataLoader worker processes reading fields ahead")
+    data.add_argument("--num_workers", type=INDEX, default=1, help="DataLoader worker processes reading fields ahead")
     data.add_argument("--colormap", default=None, help="invert colormapped PNGs, e.g. gnuplot (the earlier work's images)")
-    data.add_argument("--slab_thickness", type=int, default=None, help="slices per 2D slab for 3D density cubes")
-    data.add_argument("--mesh", type=int, default=DEFAULT_MESH, help="nodes per side Gadget HDF5 snapshots are "
+    data.add_argument("--slab_thickness", type=COUNT, default=None, help="slices per 2D slab for 3D density cubes")
+    data.add_argument("--mesh", type=COUNT, default=DEFAULT_MESH, help="nodes per side Gadget HDF5 snapshots are "
                       "painted on (CIC) before slicing")
-    data.add_argument("--box_size", type=float, default=None, help="Mpc/h (default: from the data, else 1000)")
-    data.add_argument("--image_size", type=int, default=64, help="model resolution; larger fields are block-averaged")
+    data.add_argument("--box_size", type=POSITIVE, default=None, help="Mpc/h (default: from the data, else 1000)")
+    data.add_argument("--image_size", type=COUNT, default=64, help="model resolution; larger fields are block-averaged")
     data.add_argument("--params_file", default=None, help="parameter table joined to the data's simulations, e.g. "
                       "Quijote's latin_hypercube_params.txt (row = simulation index)")
-    data.add_argument("--data_std", type=float, default=DATA_STD, help="spread of the standardised log density in model space")
+    data.add_argument("--data_std", type=POSITIVE, default=DATA_STD, help="spread of the standardised log density in model space")
     model = parser.add_argument_group("model and diffusion")
     model.add_argument("--model", default="unet", choices=list(MODELS))
     model.add_argument("--formulation", default="vp", choices=list(FORMULATIONS),
                        help="vp: DDPM, v-prediction; edm: Karras et al. 2022; flow: rectified flow")
     model.add_argument("--condition", default=None, help="condition on these parameters of the data, e.g. "
                        "Omega_m,sigma_8 (default: unconditional)")
-    model.add_argument("--cond_drop_prob", type=float, default=0.1,
+    model.add_argument("--cond_drop_prob", type=FRACTION, default=0.1,
                        help="share of training fields without their condition, for classifier-free guidance")
-    model.add_argument("--sampling_timesteps", type=int, default=50, help="DDIM steps of the sample grids")
-    model.add_argument("--timesteps", type=int, default=1000, help="vp: training timesteps")
+    model.add_argument("--sampling_timesteps", type=COUNT, default=50, help="DDIM steps of the sample grids")
+    model.add_argument("--timesteps", type=TIMESTEPS, default=1000, help="vp: training timesteps")
     model.add_argument("--objective", default="pred_v", choices=["pred_v", "pred_noise", "pred_x0"], help="vp")
     model.add_argument("--beta_schedule", default="sigmoid", choices=["sigmoid", "cosine", "linear"], help="vp")
-    model.add_argument("--p_mean", type=float, default=-1.2, help="edm: mean of ln sigma in training")
-    model.add_argument("--p_std", type=float, default=1.2, help="edm: spread of ln sigma in training")
-    model.add_argument("--logit_mean", type=float, default=0.0, help="flow: location of logit(t) in training")
-    model.add_argument("--logit_std", type=float, default=1.0, help="flow: spread of logit(t) in training")
+    model.add_argument("--p_mean", type=FINITE, default=-1.2, help="edm: mean of ln sigma in training")
+    model.add_argument("--p_std", type=POSITIVE, default=1.2, help="edm: spread of ln sigma in training")
+    model.add_argument("--logit_mean", type=FINITE, default=0.0, help="flow: location of logit(t) in training")
+    model.add_argument("--logit_std", type=POSITIVE, default=1.0, help="flow: spread of logit(t) in training")
     train = parser.add_argument_group("training")
     length = train.add_mutually_exclusive_group()
-    length.add_argument("--train_steps", type=int, default=None, help="optimizer steps (default 400; on resume, the run's)")
-    length.add_argument("--train_minutes", type=float, default=None,
+    length.add_argument("--train_steps", type=COUNT, default=None, help="optimizer steps (default 400; on resume, the run's)")
+    length.add_argument("--train_minutes", type=POSITIVE, default=None,
                        help="as many steps as fit these minutes of training, at the speed of the first 20 steps")
-    train.add_argument("--batch_size", type=int, default=16, help="global batch, split over processes")
-    train.add_argument("--grad_accum", type=int, default=1)
-    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--batch_size", type=COUNT, default=16, help="global batch, split over processes")
+    train.add_argument("--grad_accum", type=COUNT, default=1)
+    train.add_argument("--lr", type=POSITIVE, default=1e-3)
     train.add_argument("--lr_schedule", default="cosine", choices=["cosine", "constant"],
                        help="after the warm-up: cosine decay to 10%% at --train_steps, or constant")
-    train.add_argument("--warmup_steps", type=int, default=50)
-    train.add_argument("--max_grad_norm", type=float, default=1.0)
-    train.add_argument("--ema_decay", type=float, default=0.995)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--warmup_steps", type=COUNT, default=50)
+    train.add_argument("--max_grad_norm", type=POSITIVE, default=1.0)
+    train.add_argument("--ema_decay", type=FRACTION, default=0.995)
+    train.add_argument("--seed", type=INDEX, default=0)
     run = parser.add_argument_group("run folder")
     run.add_argument("--results_dir", default="results")
     run.add_argument("--run_name", default=None, help="default: <time>-<model>")
     run.add_argument("--resume", nargs="?", const="latest", default=None, help="continue the latest run, or the run DIR")
-    run.add_argument("--save_every", type=int, default=200, help="checkpoint and sample grid every N steps")
-    run.add_argument("--log_every", type=int, default=10)
+    run.add_argument("--save_every", type=COUNT, default=200, help="checkpoint and sample grid every N steps")
+    run.add_argument("--log_every", type=COUNT, default=10)
     run.add_argument("--report_to", default=None, choices=["tensorboard"], help="also log to RUN/tensorboard "
                      "(loss, learning rate, MAFD, samples) with accelerate's tracker")
     check = parser.add_argument_group("fidelity while training (at every --save_every)")
     check.add_argument("--val_path", default=None, help="held-out fields (default: test.npz next to the training data)")
-    check.add_argument("--val_samples", type=int, default=32, help="samples per check; 0 switches it off")
+    check.add_argument("--val_samples", type=INDEX, default=32, help="samples per check; 0 switches it off")
     check.add_argument("--val_sampler", default="dpm++", choices=list(SAMPLERS))
-    check.add_argument("--val_steps", type=int, default=10)
+    check.add_argument("--val_steps", type=COUNT, default=10)
     return parser
 
 

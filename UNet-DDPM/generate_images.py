@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from cosmodiff import plots
 from cosmodiff.checkpoint import CheckpointError, latest_run, load_run
+from cosmodiff.cli import ArgumentParser, COUNT, GUIDANCE, INDEX, NON_NEGATIVE, writable_folder
 from cosmodiff.diffusion import GRIDS, SAMPLERS, network_evaluations, sample, sampler_steps
 from cosmodiff.condition import DEFAULT_GUIDANCE, Condition, parse_params, read_params_table
 from cosmodiff.fields import FieldError, render_colormap
@@ -45,8 +46,6 @@ def write_previews(fields, out, colormap, count=16):
 
 
 def main(args):
-    if args.num_samples < 1:
-        raise ValueError(f"--num_samples must be at least 1, got {args.num_samples}")
     with accelerated() as accelerator:
         sample_fields(args, accelerator)
 
@@ -62,14 +61,32 @@ def sample_fields(args, accelerator):
     guidance = (DEFAULT_GUIDANCE if args.guidance is None else args.guidance) if condition else 1.0
     total = args.num_samples * (len(points) if condition else 1)
     out = Path(args.out) if args.out else run_dir / "samples"
+    writable_folder(out, "--out")
     settings = dict(checkpoint=str(run_dir), step=config["step"], seed=args.seed, sampler=args.sampler, steps=steps,
                     grid=args.grid or SAMPLERS[args.sampler][0], churn=args.churn, guidance=guidance,
                     num_samples=total, batch_size=args.batch_size)
+    conds = None
+    if args.unconditional:
+        settings.update(unconditional=True)
     if condition:
         settings.update(param_names=condition.names, points=points.tolist())
         conds = condition.standardise(points).repeat_interleave(args.num_samples, dim=0).to(accelerator.device)
     parts = start_parts(out / "parts", settings, accelerator)
+    try:
+        seconds = sample_batches(args, accelerator, network, formulation, transform, shape, parts, total, steps,
+                                 conds, guidance)
+    except ValueError:  # a non-finite sample: nothing of this call stays behind
+        if accelerator.is_main_process:
+            shutil.rmtree(parts, ignore_errors=True)
+            if out.exists() and not any(out.iterdir()):
+                out.rmdir()
+        raise
+    if accelerator.is_main_process:
+        write_samples(args, out, parts, settings, config, seconds, accelerator)
 
+
+def sample_batches(args, accelerator, network, formulation, transform, shape, parts, total, steps, conds, guidance):
+    """This process's share of the batches, each written to parts as it is done; returns the seconds."""
     started = time.time()
     starts = list(range(0, total, args.batch_size))[accelerator.process_index::accelerator.num_processes]
     with tqdm(total=total, desc=f"{args.sampler} {steps} steps", unit="sample",
@@ -80,14 +97,13 @@ def sample_fields(args, accelerator):
             if not part.exists():  # an interrupted run's finished batches are kept
                 with accelerator.autocast():
                     model_space = sample(formulation, network, shape, batch, args.seed, transform.x0_range,
-                                         args.sampler, steps, cond=conds[batch] if condition else None,
+                                         args.sampler, steps, cond=None if conds is None else conds[batch],
                                          churn=args.churn, grid=args.grid, guidance=guidance)
                 np.save(parts / f"{start:09d}.tmp.npy", transform.inverse(model_space[:, 0].float().cpu().numpy()))
                 (parts / f"{start:09d}.tmp.npy").replace(part)
             progress.update(len(batch) * accelerator.num_processes)
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_samples(args, out, parts, settings, config, time.time() - started, accelerator)
+    return time.time() - started
 
 
 def parameter_points(args, config):
@@ -95,10 +111,16 @@ def parameter_points(args, config):
     (None, None) for an unconditional run, which takes neither."""
     given = args.params or args.params_file
     if config.get("condition") is None:
-        if given or args.guidance is not None:
-            raise ValueError("this run is unconditional; it takes no --params, --params_file or --guidance")
+        if given or args.guidance is not None or args.unconditional:
+            raise ValueError("this run is unconditional; it takes no --params, --params_file, --guidance or "
+                             "--unconditional")
         return None, None
     condition = Condition.from_dict(config["condition"])
+    if args.unconditional:
+        if given or args.guidance is not None:
+            raise ValueError("--unconditional samples without parameters; it takes no --params, --params_file "
+                             "or --guidance")
+        return None, None
     if not given:
         raise ValueError(f"this run is conditioned on {', '.join(condition.names)}: give --params "
                          f"{','.join(f'{name}=VALUE' for name in condition.names)} or --params_file")
@@ -150,26 +172,29 @@ def write_samples(args, out, parts, settings, config, seconds, accelerator):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="run folder (default: the latest under --results_dir)")
     parser.add_argument("--results_dir", default="results")
-    parser.add_argument("--num_samples", type=int, default=20, help="fields (a conditional run: per parameter point)")
+    parser.add_argument("--num_samples", type=COUNT, default=20, help="fields (a conditional run: per parameter point)")
     parser.add_argument("--params", default=None, help="a conditional run's parameters, e.g. Omega_m=0.3,sigma_8=0.8")
     parser.add_argument("--params_file", default=None,
                         help="parameter points, one per row: a table with a '#' header naming the columns, or "
                              "Quijote's latin_hypercube_params.txt")
-    parser.add_argument("--guidance", type=float, default=None,
+    parser.add_argument("--guidance", type=GUIDANCE, default=None,
                         help=f"classifier-free guidance weight W of a conditional run (default {DEFAULT_GUIDANCE:g}; "
                              "1: the conditional model alone)")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--unconditional", action="store_true",
+                        help="a conditional run's unconditional fields (its null condition, what guidance contrasts "
+                             "with), without --params")
+    parser.add_argument("--seed", type=INDEX, default=42)
     parser.add_argument("--sampler", default="ddim", choices=list(SAMPLERS))
-    parser.add_argument("--steps", type=int, default=None,
+    parser.add_argument("--steps", type=COUNT, default=None,
                         help="sampler steps (ddim and euler 50, dpm++ 20, heun 18; vp's ddpm runs all)")
     parser.add_argument("--grid", default=None, choices=GRIDS[:-1],
                         help="noise-level grid (default: the sampler's; log keeps small-scale power best, "
                              "benchmarks/sampler_accuracy.py)")
-    parser.add_argument("--churn", type=float, default=0.0, help="heun: EDM's S_churn, noise added back per step")
-    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--churn", type=NON_NEGATIVE, default=0.0, help="heun: EDM's S_churn, noise added back per step")
+    parser.add_argument("--batch_size", type=COUNT, default=16)
     parser.add_argument("--colormap", default="gnuplot", help="matplotlib colormap of the PNG previews")
     parser.add_argument("--out", default=None, help="output folder (default: RUN/samples)")
     return parser.parse_args(argv)

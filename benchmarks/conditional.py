@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from cosmodiff.checkpoint import read_log
+from cosmodiff.cli import ArgumentParser, COUNT
 from fidelity import run, trained  # benchmarks/, this script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,12 +64,12 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train_steps", type=int, default=1200)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train_steps", type=COUNT, default=1200)
     parser.add_argument("--formulation", default="vp")
     parser.add_argument("--train_args", default="", help="more train.py flags")
     parser.add_argument("--guidance", default="1,1.5,2,3", help="classifier-free guidance weights to compare")
-    parser.add_argument("--num_samples", type=int, default=64, help="generated fields per test point")
+    parser.add_argument("--num_samples", type=COUNT, default=64, help="generated fields per test point")
     parser.add_argument("--sampler", default="dpm++:20:log", help="sampler:steps[:grid]")
     parser.add_argument("--figures", default=None, help="copy the best W's figures here, e.g. images")
     main(parser.parse_args())

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import error_budget
 from cosmodiff.checkpoint import read_config
+from cosmodiff.cli import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT_FILES = ("config.json", "model.safetensors", "log.csv")
@@ -66,7 +67,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True, help="the study's folder under --out")
     parser.add_argument("--budgets", default="200 600 1200 2400 4800", help="training steps at which to copy the run")
     parser.add_argument("--train_args", default="", help="train.py flags of the recipe")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cosmodiff.checkpoint import log_images_per_s, read_config
+from cosmodiff.cli import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
@@ -79,7 +80,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default=DEFAULT_RUNS, help="label=folder pairs; the first is the reference")
     parser.add_argument("--sampler", default="dpm++-20", help="the samples-<sampler> folder to compare")
     parser.add_argument("--figure", default=str(ROOT / "images" / "dit_designs_pk_ratio.png"))

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 from cosmodiff import plots
-from cosmodiff.checkpoint import atomic_write_text, load_run, read_log
-from cosmodiff.diffusion import network_evaluations, sample
+from cosmodiff.checkpoint import atomic_write_text, load_run, read_config, read_log
+from cosmodiff.cli import ArgumentParser, COUNT, INDEX
+from cosmodiff.diffusion import build_formulation, network_evaluations, noise_levels, sample
 from cosmodiff.fields import load_fields
 from cosmodiff.launch import accelerated
 from cosmodiff.stats import log_density, mafd, mafd_floor, nyquist_mask, overdensity, power_spectrum
@@ -64,6 +65,15 @@ def solved(run_dir, setting, n_samples, seed, batch_size, out, device):
     np.save(path, fields)
     path.with_suffix(".json").write_text(json.dumps(record))
     return fields
+
+
+def evaluations(run_dir, setting):
+    """Network evaluations per sample of a setting on this run's formulation (vp's grids snap to its
+    training timesteps, which can merge levels)."""
+    sampler, steps, grid = parse_setting(setting)
+    formulation = build_formulation(read_config(run_dir)["diffusion"])
+    steps_taken = len(noise_levels(formulation, sampler, steps, grid)) - 1
+    return network_evaluations(sampler, steps_taken)
 
 
 def spectra(fields, box_size):
@@ -117,27 +127,30 @@ def main(args):
         if args.check_reference:
             sampler, steps, grid = parse_setting(args.reference)
             settings["reference_doubled"] = f"{sampler}:{2 * steps}" + (f":{grid}" if grid else "")
-        fields = {name: solved(run_dir, setting, n_samples, args.seed, args.batch_size, out, accelerator.device)
+        counts = dict(reference=n_samples, sampler=n_samples,
+                      reference_doubled=min(args.check_samples or n_samples, n_samples))
+        fields = {name: solved(run_dir, setting, counts[name], args.seed, args.batch_size, out, accelerator.device)
                   for name, setting in settings.items()}
     box_size = real_set.box_size
     k, real = spectra(real_set.fields, box_size)
     power = {name: spectra(value, box_size)[1] for name, value in fields.items()}
     masks = band_masks(k, box_size, real_set.fields.shape[-1])
-    report = dict(run=str(run_dir), step=json.loads((run_dir / "config.json").read_text())["step"],
+    report = dict(run=str(run_dir), step=read_config(run_dir)["step"],
                   test=str(test_path), n_real=len(real_set), n_generated=n_samples, seed=args.seed,
                   reference=args.reference, sampler=args.sampler,
-                  network_evaluations={name: network_evaluations(*parse_setting(s)[:2]) for name, s in settings.items()},
+                  network_evaluations={name: evaluations(run_dir, setting) for name, setting in settings.items()},
                   budget=budget(real, power["reference"], power["sampler"], masks, n_samples),
                   one_point={name: one_point(value) for name, value in {"real": real_set.fields, **fields}.items()})
     if args.check_reference:
-        moved = {space: mafd(power["reference_doubled"][space], power["reference"][space], masks["all"])
+        paired = counts["reference_doubled"]  # the first fields of the reference, from the same noise
+        moved = {space: mafd(power["reference_doubled"][space], power["reference"][space][:paired], masks["all"])
                  / report["budget"][space]["all"]["floor"] for space in ("delta", "log")}
-        report["reference_check"] = dict(doubled=settings["reference_doubled"], moved_over_floor=moved,
+        report["reference_check"] = dict(doubled=settings["reference_doubled"], n_fields=paired, moved_over_floor=moved,
                                          converged=bool(max(moved.values()) < CONVERGED))
     (out / "error_budget.json").write_text(json.dumps(report, indent=1))
     if args.results:
         record_rows(Path(args.results), fidelity_rows(report, args.recipe or run_dir.name, read_log(run_dir)[-1]["cpu_s"] / 60))
-    plots.error_budget(k, masks["all"], real, power, {name: value for name, value in fields.items()},
+    plots.error_budget(k, masks["all"], real, power, fields,
                        real_set.fields, out / "error_budget.png")
     print_report(report)
     print(f"Written: {out / 'error_budget.json'}, {out / 'error_budget.png'}")
@@ -191,15 +204,17 @@ def print_report(report):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="run folder")
     parser.add_argument("--sampler", default="dpm++:20:log", help="sampler:steps[:grid] whose error is measured")
     parser.add_argument("--reference", default="dpm++3m:40:log", help="sampler:steps[:grid] of the reference solve")
     parser.add_argument("--check_reference", action="store_true", help="also solve at twice the reference's steps")
+    parser.add_argument("--check_samples", type=COUNT, default=None,
+                        help="fields the doubled reference solves (the first of the reference's; default: all)")
     parser.add_argument("--test", default=None, help="real fields (default: the default test split)")
-    parser.add_argument("--num_samples", type=int, default=None, help="default: as many as the real fields")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--num_samples", type=COUNT, default=None, help="default: as many as the real fields")
+    parser.add_argument("--seed", type=INDEX, default=0)
+    parser.add_argument("--batch_size", type=COUNT, default=64)
     parser.add_argument("--out", default=None, help="default: RUN/error_budget")
     parser.add_argument("--results", default=None, help="also add the budget's rows to this file, e.g. "
                         "benchmarks/results/fidelity.json")

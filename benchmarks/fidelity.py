@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from cosmodiff.checkpoint import read_config, read_log
+from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE
 from cosmodiff.diffusion import SAMPLERS, network_evaluations
 from cosmodiff.fields import load_fields
 from cosmodiff.mock import ensure_default_data
@@ -161,17 +162,17 @@ def publish_figures(args, evaluation, samples, test_path):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="unet")
     parser.add_argument("--formulation", default="vp", help="vp, edm or flow")
-    parser.add_argument("--train_steps", type=int, default=1500)
-    parser.add_argument("--train_minutes", type=float, default=None, help="a training-time budget instead of --train_steps")
-    parser.add_argument("--save_every", type=int, default=500)
+    parser.add_argument("--train_steps", type=COUNT, default=1500)
+    parser.add_argument("--train_minutes", type=POSITIVE, default=None, help="a training-time budget instead of --train_steps")
+    parser.add_argument("--save_every", type=COUNT, default=500)
     parser.add_argument("--train_args", default="", help="more train.py flags, e.g. '--lr 5e-4 --batch_size 32'")
-    parser.add_argument("--num_samples", type=int, default=None, help="default: the test split's size (>= 256)")
+    parser.add_argument("--num_samples", type=COUNT, default=None, help="default: the test split's size (>= 256)")
     parser.add_argument("--samplers", default="dpm++:20", help="sampler:steps[:grid] settings, each sampled and evaluated")
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch_size", type=COUNT, default=64)
+    parser.add_argument("--seed", type=INDEX, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     parser.add_argument("--name", default=None, help="the experiment's folder under --out (default: <model>-<length>)")
     parser.add_argument("--no_memorisation", action="store_true",

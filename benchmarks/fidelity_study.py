@@ -19,6 +19,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from cosmodiff.cli import ArgumentParser, COUNT
 from cosmodiff.diffusion import SAMPLERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,13 +129,13 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default="vp:200 vp:500 edm:200 edm:500 flow:200 flow:500",
                         help="formulation:train_steps, one trained run each")
     parser.add_argument("--samplers", default="dpm++:20 heun:10", help="sampler:steps[:grid] settings sampled on every run")
     parser.add_argument("--compute_sampler", default="dpm++:20", help="the setting fidelity_vs_compute.png plots")
     parser.add_argument("--train_args", default="", help="more train.py flags for every run")
     parser.add_argument("--tag", default="", help="suffix of the run folders, for an ablation")
-    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--parallel", type=COUNT, default=2)
     parser.add_argument("--figures", default=str(ROOT / "images"))
     main(parser.parse_args())

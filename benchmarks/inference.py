@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cosmodiff.checkpoint import read_config
+from cosmodiff.cli import ArgumentParser, COUNT
 from cosmodiff.condition import fields_by_point
 from cosmodiff.fields import load_fields
 
@@ -121,12 +122,12 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default=str(ROOT / "benchmarks" / "out" / "conditional" / "results" / "run"))
-    parser.add_argument("--per_point", type=int, default=3)
-    parser.add_argument("--grid", type=int, default=21)
-    parser.add_argument("--n_levels", type=int, default=8)
-    parser.add_argument("--n_draws", type=int, default=1)
+    parser.add_argument("--per_point", type=COUNT, default=3)
+    parser.add_argument("--grid", type=COUNT, default=21)
+    parser.add_argument("--n_levels", type=COUNT, default=8)
+    parser.add_argument("--n_draws", type=COUNT, default=1)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "inference"))
     parser.add_argument("--figures", default=None, help="copy the figures here, e.g. images")
     main(parser.parse_args())

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cosmodiff import plots
+from cosmodiff.cli import ArgumentParser
 from cosmodiff.fields import load_fields
 from cosmodiff.mock import ensure_default_data
 from cosmodiff.stats import power_spectrum
@@ -39,7 +40,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quijote", default=str(ROOT.parent / "shared" / "quijote-png-sample"))
     parser.add_argument("--out", default=str(ROOT / "images" / "mock_vs_quijote.png"))
     main(parser.parse_args())

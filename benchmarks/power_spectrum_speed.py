@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cosmodiff.cli import ArgumentParser, COUNT, POSITIVE
 from cosmodiff.fields import load_fields
 from cosmodiff.stats import overdensity, power_spectrum
 
@@ -61,10 +62,10 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n_fields", type=int, default=64)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--box_size", type=float, default=1000.0)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n_fields", type=COUNT, default=64)
+    parser.add_argument("--size", type=COUNT, default=512)
+    parser.add_argument("--box_size", type=POSITIVE, default=1000.0)
     parser.add_argument("--MAS", default="None")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=COUNT, default=3)
     main(parser.parse_args())

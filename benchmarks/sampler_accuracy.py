@@ -15,6 +15,7 @@ import argparse
 import torch
 
 
+from cosmodiff.cli import ArgumentParser
 from cosmodiff.diffusion import FORMULATIONS, build_formulation, network_evaluations, noise_levels
 from cosmodiff.diffusion.samplers import SAMPLERS, per_sample_noise
 
@@ -51,7 +52,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spreads", default="0.15,0.3,0.7,1.5,3",
                         help="per-mode spreads; the default data's run from 0.15 (Nyquist) to 3 (k = 1-2 k_F)")
     parser.add_argument("--settings", help="sampler:steps[:grid] settings",

@@ -16,6 +16,7 @@ import numpy as np
 
 from cosmodiff import stats
 from cosmodiff.checkpoint import read_config
+from cosmodiff.cli import ArgumentParser, COUNT, INDEX
 from cosmodiff.fields import load_fields
 from cosmodiff.mock import ensure_default_data
 
@@ -94,12 +95,12 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a run folder")
-    parser.add_argument("--num_samples", type=int, default=384)
+    parser.add_argument("--num_samples", type=COUNT, default=384)
     parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="sampler:steps list")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--seed", type=INDEX, default=0)
+    parser.add_argument("--batch_size", type=COUNT, default=64)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "sampler_sweep"))
     parser.add_argument("--figure", default=str(ROOT / "images" / "sampler_sweep.png"))
     main(parser.parse_args())

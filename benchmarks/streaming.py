@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cosmodiff.checkpoint import log_images_per_s
+from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE
 from cosmodiff.fields import load_fields
 from cosmodiff.mock import ensure_default_data
 from cosmodiff.shards import FORMAT, is_shard_set, read_index, write_index, write_shard
@@ -103,9 +104,9 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gigabytes", type=float, default=20.0)
-    parser.add_argument("--steps", type=int, default=120)
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--num_workers", type=int, default=1)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gigabytes", type=POSITIVE, default=20.0)
+    parser.add_argument("--steps", type=COUNT, default=120)
+    parser.add_argument("--warmup", type=COUNT, default=20)
+    parser.add_argument("--num_workers", type=INDEX, default=1)
     main(parser.parse_args())

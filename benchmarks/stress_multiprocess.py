@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm import trange
 
+from cosmodiff.cli import ArgumentParser, COUNT
 from cosmodiff.fields import save_fields
 from cosmodiff.mock import make_mock_set
 
@@ -55,6 +56,6 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=COUNT, default=20)
     main(parser.parse_args())

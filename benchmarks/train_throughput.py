@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cosmodiff.checkpoint import log_images_per_s
+from cosmodiff.cli import ArgumentParser, COUNT
 from cosmodiff.fields import load_fields
 from cosmodiff.mock import ensure_default_data
 from cosmodiff.models import build_model, model_kwargs
@@ -81,11 +82,11 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="unet")
-    parser.add_argument("--image_size", type=int, default=64)
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--image_size", type=COUNT, default=64)
+    parser.add_argument("--batch_size", type=COUNT, default=16)
+    parser.add_argument("--steps", type=COUNT, default=40)
+    parser.add_argument("--warmup", type=COUNT, default=10)
     parser.add_argument("--no_reference", action="store_true")
     main(parser.parse_args())

@@ -61,7 +61,7 @@ class Condition:
 
     def points(self, table_names, values, source):
         """Parameter points (R, P) in this condition's order from a table of named columns; unknown or
-        missing names are errors, values outside the training range a warning naming it."""
+        missing names and non-finite values are errors, values outside the training range a warning naming it."""
         unknown = [name for name in table_names if name not in self.names]
         missing = [name for name in self.names if name not in table_names]
         if unknown or missing:
@@ -69,6 +69,9 @@ class Condition:
                 [f"missing {', '.join(missing)}"] if missing else [])
             raise ValueError(f"{source}: {'; '.join(problems)}; the run is conditioned on {', '.join(self.names)}")
         points = np.asarray(values, dtype=np.float64)[:, [list(table_names).index(name) for name in self.names]]
+        if not np.isfinite(points).all():
+            row, column = np.argwhere(~np.isfinite(points))[0]
+            raise ValueError(f"{source}: {self.names[column]} = {points[row, column]:g} is not a finite number")
         for column, (name, low, high) in enumerate(zip(self.names, self.low, self.high)):
             outside = (points[:, column] < low) | (points[:, column] > high)
             if outside.any():

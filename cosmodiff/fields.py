@@ -143,6 +143,7 @@ def read_npy(path, slab_thickness=None):
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
         raise unreadable(path, error) from None
+    check_real(array, path)
     is_cube = array.ndim == 3 and len(set(array.shape)) == 1
     if QUIJOTE_CUBE_NAME.match(Path(path).name) and slab_thickness is None:
         raise FieldError(f"{path}: is a Quijote 3D density cube; pass slab_thickness (--slab_thickness K) "
@@ -158,6 +159,14 @@ def read_npy(path, slab_thickness=None):
     if array.ndim != 3:
         raise FieldError(f"{path}: expected a (H, W) field or an (N, H, W) stack, got shape {array.shape}")
     return array.astype(np.float32)
+
+
+def check_real(array, path):
+    """The array, if it holds real numbers (integers or floats); complex, boolean, text or object arrays
+    are refused rather than cut or cast."""
+    if array.dtype.kind not in "iuf":
+        raise FieldError(f"{path}: holds {array.dtype} values; fields must be real numbers (integers or floats)")
+    return array
 
 
 def unreadable(path, error):
@@ -179,7 +188,7 @@ def read_npz(path):
         raise unreadable(path, error) from None
     if "fields" not in contents:
         raise FieldError(f"{path}: the .npz has no 'fields' array (it has {sorted(contents)})")
-    fields = contents["fields"]
+    fields = check_real(contents["fields"], path)
     if fields.ndim == 2:
         fields = fields[None]
     if fields.ndim != 3:

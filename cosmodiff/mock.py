@@ -16,12 +16,14 @@ fiducial point), several per point so each point has its own sample-variance flo
 """
 import argparse
 import itertools
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, REDSHIFT, writable_file, writable_folder
 from cosmodiff.fields import FieldSet, block_average, cube_to_slabs, save_fields
 
 PARAM_NAMES = ["Omega_m", "Omega_b", "h", "n_s", "sigma_8"]
@@ -226,8 +228,10 @@ def ensure_default_data(folder):
 
 def main(args):
     if args.split:
+        writable_folder(args.out, "--out")
         ensure_split(args.out, args.split)
         return
+    writable_file(args.out, "--out")
     fieldset = make_mock_set(args.n_sims, grid=args.grid, box_size=args.box_size, slab_thickness=args.slab_thickness,
                              image_size=args.image_size, seed=args.seed, latin_hypercube=args.latin_hypercube,
                              first_sim=args.first_sim, redshift=args.redshift)
@@ -235,18 +239,26 @@ def main(args):
     print(f"Wrote {len(fieldset)} fields of {fieldset.image_size}x{fieldset.image_size} to {args.out}")
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output .npz (a folder with --split)")
     parser.add_argument("--split", choices=list(SPLITS), default=None,
                         help="write a named train/test split into the folder --out instead")
-    parser.add_argument("--n_sims", type=int, default=DEFAULT_TRAIN_SIMS)
-    parser.add_argument("--first_sim", type=int, default=0, help="index of the first simulation (for disjoint splits)")
-    parser.add_argument("--grid", type=int, default=DEFAULTS["grid"], help="particles and mesh cells per side")
-    parser.add_argument("--box_size", type=float, default=DEFAULTS["box_size"], help="Mpc/h")
-    parser.add_argument("--slab_thickness", type=int, default=DEFAULTS["slab_thickness"], help="mesh cells per slab")
-    parser.add_argument("--image_size", type=int, default=DEFAULTS["image_size"], help="block-average to this side (0: the grid)")
-    parser.add_argument("--redshift", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--n_sims", type=COUNT, default=DEFAULT_TRAIN_SIMS)
+    parser.add_argument("--first_sim", type=INDEX, default=0, help="index of the first simulation (for disjoint splits)")
+    parser.add_argument("--grid", type=COUNT, default=DEFAULTS["grid"], help="particles and mesh cells per side")
+    parser.add_argument("--box_size", type=POSITIVE, default=DEFAULTS["box_size"], help="Mpc/h")
+    parser.add_argument("--slab_thickness", type=COUNT, default=DEFAULTS["slab_thickness"], help="mesh cells per slab")
+    parser.add_argument("--image_size", type=INDEX, default=DEFAULTS["image_size"], help="block-average to this side (0: the grid)")
+    parser.add_argument("--redshift", type=REDSHIFT, default=0.0)
+    parser.add_argument("--seed", type=INDEX, default=DEFAULT_SEED)
     parser.add_argument("--latin_hypercube", action="store_true", help="draw (Omega_m, sigma_8) per simulation")
-    main(parser.parse_args())
+    return parser
+
+
+if __name__ == "__main__":
+    try:
+        main(build_parser().parse_args())
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from cosmodiff.cli import ArgumentParser, COUNT, POSITIVE, writable_folder
 from cosmodiff.condition import join_params, simulation_of
 from cosmodiff.fields import DEFAULT_MESH, FieldError, field_files, load_fields
 from cosmodiff.shards import FORMAT, is_shard_set, read_index, write_index, write_shard
@@ -44,6 +45,7 @@ def describe(fieldset):
 
 def main(args):
     out = Path(args.out)
+    writable_folder(out, "--out")
     settings = dict(source=str(Path(args.src).resolve()), slab_thickness=args.slab_thickness, mesh=args.mesh,
                     colormap=args.colormap, box_size=args.box_size,
                     params_file=args.params_file and str(Path(args.params_file).resolve()))
@@ -87,18 +89,22 @@ def main(args):
           f"from {len(sources)} sources; train with `accelerate launch train.py --data_path {out}`")
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", help="a field set: file or folder, any format load_fields reads")
     parser.add_argument("--out", required=True, help="the shard set folder")
-    parser.add_argument("--shard_size", type=int, default=4096, help="fields per shard (at least; whole sources)")
-    parser.add_argument("--slab_thickness", type=int, default=None, help="slices per 2D slab of cubes and snapshots")
-    parser.add_argument("--mesh", type=int, default=DEFAULT_MESH, help="nodes per side snapshots are painted on")
+    parser.add_argument("--shard_size", type=COUNT, default=4096, help="fields per shard (at least; whole sources)")
+    parser.add_argument("--slab_thickness", type=COUNT, default=None, help="slices per 2D slab of cubes and snapshots")
+    parser.add_argument("--mesh", type=COUNT, default=DEFAULT_MESH, help="nodes per side snapshots are painted on")
     parser.add_argument("--colormap", default=None, help="invert colormapped PNGs, e.g. gnuplot")
-    parser.add_argument("--box_size", type=float, default=None, help="Mpc/h (default: from the data, else 1000)")
+    parser.add_argument("--box_size", type=POSITIVE, default=None, help="Mpc/h (default: from the data, else 1000)")
     parser.add_argument("--params_file", default=None, help="parameter table joined to the simulations")
+    return parser
+
+
+if __name__ == "__main__":
     try:
-        main(parser.parse_args())
+        main(build_parser().parse_args())
     except (FieldError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

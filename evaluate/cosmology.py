@@ -25,6 +25,7 @@ import numpy as np
 
 from cosmodiff import stats
 from cosmodiff.checkpoint import CheckpointError, read_config
+from cosmodiff.cli import ArgumentParser, COUNT, GUIDANCE, INDEX, finite_json, writable_folder
 from cosmodiff.condition import DEFAULT_GUIDANCE, fields_by_point
 from cosmodiff.diffusion import SAMPLERS
 from cosmodiff.fields import FieldError, load_fields
@@ -182,6 +183,7 @@ def main(args):
     names = config["condition"]["names"]
     test = load_fields(args.test)
     out = Path(args.out) if args.out else run_dir / "cosmology"
+    writable_folder(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     rows = fidelity_rows(args, run_dir, names, test, out)
     derivative = derivatives(args, run_dir, names, out)
@@ -189,7 +191,7 @@ def main(args):
     summary = dict(run=str(run_dir), step=config["step"], sampler=args.sampler, steps=args.steps, grid=args.grid,
                    guidance=args.guidance, num_samples=args.num_samples, points=rows, derivatives=derivative,
                    median_mafd_over_floor=float(np.median(ratios)), max_mafd_over_floor=float(np.max(ratios)))
-    (out / "cosmology.json").write_text(json.dumps(summary, indent=1))
+    (out / "cosmology.json").write_text(finite_json(summary, f"the evaluation of {run_dir}"))
     table = markdown(rows, names)
     (out / "cosmology.md").write_text(table + "\n")
     plot_response(rows, names, out / "conditional_response.png")
@@ -207,23 +209,27 @@ def main(args):
     print(f"Written: {out / 'cosmology.json'}, cosmology.md and figures")
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="a conditional run folder")
     parser.add_argument("--test", default=str(ROOT / "train_data" / "conditional" / "test.npz"),
                         help="real fields carrying the run's parameters")
     parser.add_argument("--derivatives", default=None, help="paired simulations at fiducial -/+ a step per parameter")
-    parser.add_argument("--num_samples", type=int, default=96, help="generated fields per point")
+    parser.add_argument("--num_samples", type=COUNT, default=96, help="generated fields per point")
     parser.add_argument("--sampler", default="dpm++")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=COUNT, default=20)
     parser.add_argument("--grid", default=None, help="the sampler's noise-level grid (default: its own)")
-    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance weight W")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--guidance", type=GUIDANCE, default=DEFAULT_GUIDANCE, help="classifier-free guidance weight W")
+    parser.add_argument("--seed", type=INDEX, default=0)
+    parser.add_argument("--batch_size", type=COUNT, default=32)
     parser.add_argument("--out", default=None, help="default: RUN/cosmology")
     parser.add_argument("--figures", default=None, help="also copy the figures here, e.g. images")
+    return parser
+
+
+if __name__ == "__main__":
     try:
-        main(parser.parse_args())
+        main(build_parser().parse_args())
     except (CheckpointError, FieldError, ValueError, subprocess.CalledProcessError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -17,7 +17,6 @@ method: mean, std, 68% and 95% intervals, the true value where FIELDS carries it
 posterior.png (contours of both methods).
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from cosmodiff.checkpoint import CheckpointError, load_run
+from cosmodiff.cli import ArgumentParser, COUNT, INDEX, Number, finite_json, writable_folder
 from cosmodiff.condition import Condition, parameter_values
 from cosmodiff.fields import FieldError, fit_image_size, load_fields
 from cosmodiff.inference import (PowerSpectrumLikelihood, grid_draws, grid_posterior, mcmc_samples,
@@ -33,6 +33,8 @@ from cosmodiff.inference import (PowerSpectrumLikelihood, grid_draws, grid_poste
 from cosmodiff.transforms import LogTransform
 
 ROOT = Path(__file__).resolve().parents[1]
+GRID_POINTS = Number(int, 3)  # a grid posterior needs a point between the prior's edges
+WALKERS = Number(int, 4)  # emcee: at least twice the two parameters
 
 
 def selected(fieldset, indices, source):
@@ -86,6 +88,7 @@ def plot(results, names, path):
 
 
 def main(args):
+    writable_folder(args.out, "--out")
     network, formulation, config = load_run(args.checkpoint)
     if config.get("condition") is None:
         raise CheckpointError(f"{args.checkpoint}: an unconditional run has no parameters to infer; train one "
@@ -144,33 +147,38 @@ def main(args):
                 + (f" (true {truth[i]:.4f})" if truth else "") for i, name in enumerate(names))
             for method in ("elbo", "power_spectrum")))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     settings = dict(checkpoint=str(args.checkpoint), fields=str(args.fields), grid=args.grid, n_levels=args.n_levels,
                     n_draws=args.n_draws, mcmc=args.mcmc, walkers=args.walkers, seed=args.seed, joint=args.joint, names=names,
                     prior={name: [low, high] for name, low, high in zip(names, condition.low, condition.high)})
-    (out / "posterior.json").write_text(json.dumps(dict(settings=settings, results=results)))
+    text = finite_json(dict(settings=settings, results=results), f"the posterior of {args.fields}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "posterior.json").write_text(text)
     plot(results, names, out / "posterior.png")
     print(f"ELBO {elbo_seconds:.1f} s per field, power spectrum {power_seconds:.2f} s per field; "
           f"written: {out / 'posterior.json'}, {out / 'posterior.png'}")
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("fields", help="field set (any format load_fields reads)")
     parser.add_argument("--checkpoint", required=True, help="a conditional run folder")
     parser.add_argument("--indices", default=None, help="comma-separated field indices (default: all)")
-    parser.add_argument("--grid", type=int, default=21, help="grid points per parameter")
+    parser.add_argument("--grid", type=GRID_POINTS, default=21, help="grid points per parameter")
     parser.add_argument("--joint", action="store_true", help="one posterior for the selected fields together")
-    parser.add_argument("--n_levels", type=int, default=8, help="ELBO noise levels")
-    parser.add_argument("--n_draws", type=int, default=1, help="ELBO noise draws per level")
-    parser.add_argument("--mcmc", type=int, default=0, help="emcee steps after the grid (0: the grid's posterior)")
-    parser.add_argument("--walkers", type=int, default=16, help="emcee walkers (with --mcmc)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--n_levels", type=COUNT, default=8, help="ELBO noise levels")
+    parser.add_argument("--n_draws", type=COUNT, default=1, help="ELBO noise draws per level")
+    parser.add_argument("--mcmc", type=INDEX, default=0, help="emcee steps after the grid (0: the grid's posterior)")
+    parser.add_argument("--walkers", type=WALKERS, default=16, help="emcee walkers (with --mcmc)")
+    parser.add_argument("--seed", type=INDEX, default=0)
+    parser.add_argument("--batch_size", type=COUNT, default=64)
     parser.add_argument("--train", default=None, help="training fields for the P(k) baseline (default: the run's)")
     parser.add_argument("--out", default="evaluation/inference")
+    return parser
+
+
+if __name__ == "__main__":
     try:
-        main(parser.parse_args())
+        main(build_parser().parse_args())
     except (CheckpointError, FieldError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

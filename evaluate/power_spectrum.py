@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cosmodiff import plots, stats
 from cosmodiff.checkpoint import CheckpointError, latest_run, read_config
+from cosmodiff.cli import ArgumentParser, POSITIVE, finite_json, writable_folder
 from cosmodiff.fields import FieldError, load_fields
 from cosmodiff.mock import ensure_default_data
 
@@ -92,6 +93,7 @@ def fill_inputs(args):
 
 def main(args):
     try:
+        writable_folder(args.out, "--out")
         fill_inputs(args)
         real = load_fields(args.real, colormap=args.colormap, box_size=args.box_size)
         generated = load_fields(args.generated, colormap=args.colormap, box_size=args.box_size)
@@ -103,6 +105,7 @@ def main(args):
                              f"Mpc/h of {args.real}; pass --box_size if both are the same box")
         report = stats.compare(real.fields, generated.fields, real.box_size, MAS=args.MAS, k_max=args.k_max,
                                train=None if train is None else train.fields)
+        finite_json(report, f"the report of {args.generated} against {args.real}")
     except (FieldError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -113,16 +116,20 @@ def main(args):
     return 0
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("real", nargs="?", help="real fields: folder of PNG/.npy, .npy or .npz (default: the test split)")
     parser.add_argument("generated", nargs="?", help="generated fields, e.g. a sampler's samples.npy "
                         "(default: the latest run's newest)")
     parser.add_argument("--results_dir", default="results", help="where to look for the latest run")
-    parser.add_argument("--box_size", type=float, default=None, help="Mpc/h (default: from the data, else 1000)")
+    parser.add_argument("--box_size", type=POSITIVE, default=None, help="Mpc/h (default: from the data, else 1000)")
     parser.add_argument("--colormap", default=None, help="invert colormapped PNGs, e.g. gnuplot")
     parser.add_argument("--MAS", default="None", choices=list(stats.MAS_ORDER), help="mass-assignment correction")
     parser.add_argument("--k_max", default="nyquist", choices=["nyquist", "all"], help="MAFD bins up to Nyquist, or all as Pylians returns")
     parser.add_argument("--train", default=None, help="training fields, for the memorisation check")
     parser.add_argument("--out", default="evaluation", help="output folder")
-    sys.exit(main(parser.parse_args()))
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main(build_parser().parse_args()))

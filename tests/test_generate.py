@@ -83,7 +83,7 @@ def test_generate_errors(trained_run, tmp_path, monkeypatch, capsys):
     cases = [
         ((tmp_path, "--results_dir", tmp_path / "none"), "no run folders with a config.json"),
         ((tmp_path, "--checkpoint", tmp_path), "not a run folder (no config.json)"),
-        ((trained_run, "--num_samples", "0"), "--num_samples must be at least 1"),
+        ((trained_run, "--num_samples", "0"), "error: argument --num_samples: must be an integer >= 1, got 0"),
         ((trained_run, "--sampler", "ddpm", "--steps", "10"), "ddpm runs all 100 training timesteps"),
         ((trained_run, "--params", "Omega_m=0.3"), "this run is unconditional; it takes no --params"),
         ((trained_run, "--guidance", "2"), "this run is unconditional"),

@@ -160,6 +160,9 @@ def sample(formulation, network, shape, sample_indices, seed, x0_range, sampler=
         raise ValueError("guidance needs a condition; give the parameters to sample at")
     if churn and sampler != "heun":
         raise ValueError(f"churn is heun's; {sampler} takes none")
+    if cond is not None and not torch.isfinite(cond).all():
+        raise ValueError("a condition holds NaN or infinity; a conditional sample takes finite parameters (the "
+                         "null condition is chosen by sampling without one)")
     options = dict(churn=churn) if sampler == "heun" else {}
     _, loop, settings, _, _ = SAMPLERS[sampler]
     sigmas = noise_levels(formulation, sampler, steps, grid)
@@ -178,4 +181,9 @@ def sample(formulation, network, shape, sample_indices, seed, x0_range, sampler=
     def draw():
         return per_sample_noise(generators, shape, device)
 
-    return loop(denoiser, y, sigmas, draw, **settings, **options)
+    fields = loop(denoiser, y, sigmas, draw, **settings, **options)
+    finite = torch.isfinite(fields).flatten(1).all(dim=1)
+    if not finite.all():
+        index = list(sample_indices)[int((~finite).nonzero()[0, 0])]
+        raise ValueError(f"sample {index} of seed {seed} is not finite: the network returned NaN or infinity")
+    return fields
