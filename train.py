@@ -40,8 +40,8 @@ from cosmodiff.transforms import DATA_STD, LogTransform, augment_periodic
 from cosmodiff.validation import Validation
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "train_data"
-DEFAULT_SPLITS = {"default": DEFAULT_DATA, "conditional": DEFAULT_DATA / "conditional",
-                  "large": DEFAULT_DATA / "large"}  # made on first use
+DEFAULT_SPLITS = {"default": DEFAULT_DATA, **{name: DEFAULT_DATA / name for name in
+                                              ("conditional", "large", "nonlinear")}}  # made on first use
 # elapsed_s: wall-clock training seconds; cpu_s: the main process's CPU seconds (all its threads), the
 # compute a run used whatever else shared the machine
 # val_mafd, val_floor: the in-training fidelity check's MAFD and its floor, at each --save_every step

@@ -4,21 +4,26 @@ budget (benchmarks/error_budget.py) as a row of benchmarks/results/fidelity.json
 
     python benchmarks/convergence.py --name large-constant --budgets "200 600 1200 2400 4800" \
         --train_args "--data_path train_data/large --lr_schedule constant --ema_decay 0.999"
-    python benchmarks/convergence.py --name large-constant --evaluate --sampler dpm++:20:log
+    python benchmarks/convergence.py --name large-constant --evaluate --sampler dpm++3m:20:log
+    python benchmarks/convergence.py --name large-constant --report    # table, fitted rate, figure
 
 A budget's copy is what a run of that length gives only when the learning rate does not depend on
 the run's length: use --lr_schedule constant (the EMA does the annealing). Resumable at every stage.
 """
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 import error_budget
 from cosmodiff.checkpoint import read_config
 from cosmodiff.cli import ArgumentParser
+from cosmodiff.plots import plt, save
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT_FILES = ("config.json", "model.safetensors", "log.csv")
@@ -50,7 +55,53 @@ def snapshot(run_dir, folder):
     os.replace(partial, folder)
 
 
+def fitted_rate(minutes, ratios):
+    """(a, b) of MAFD/floor = a * minutes^-b, least squares in log-log."""
+    slope, intercept = np.polyfit(np.log(minutes), np.log(ratios), 1)
+    return float(np.exp(intercept)), float(-slope)
+
+
+def report(args):
+    """The study's table (markdown) and images/fidelity_convergence.png from benchmarks/results/fidelity.json."""
+    rows = [row for row in json.loads(Path(args.results).read_text()) if row["recipe"] == args.name]
+    figure, ax = plt.subplots(figsize=(6, 4.5))
+    print("| solve | NFE | CPU-min | MAFD | floor | MAFD/floor | model error/floor | sampler error/floor |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    fits = {}
+    for solve in ("reference", "sampler"):
+        chosen = sorted((row for row in rows if row["solve"] == solve), key=lambda row: row["cpu_minutes"])
+        if not chosen:
+            continue
+        for row in chosen:
+            print(f"| {row['sampler']} {row['steps']} ({row['grid']}) | {row['nfe']} | {row['cpu_minutes']:.1f} | "
+                  f"{100 * row['mafd']:.2f}% | {100 * row['floor_median']:.2f}% | {row['mafd_over_floor']:.2f} | "
+                  f"{row['model_error'] / row['floor_median']:.2f} | {row['sampler_error'] / row['floor_median']:.2f} |")
+        minutes = [row["cpu_minutes"] for row in chosen]
+        ratios = [row["mafd_over_floor"] for row in chosen]
+        label = f"{chosen[0]['sampler']} {chosen[0]['steps']} ({chosen[0]['grid']}), NFE {chosen[0]['nfe']}"
+        ax.loglog(minutes, ratios, "o-", label=label)
+        if len(chosen) >= 2:
+            a, b = fitted_rate(minutes, ratios)
+            fits[solve] = dict(a=a, rate=b, minutes_to_1_2=(1.2 / a) ** (-1 / b) if b > 0 else None)
+            grid = np.geomspace(min(minutes), max(minutes), 50)
+            ax.loglog(grid, a * grid ** -b, ":", color=ax.lines[-1].get_color(),
+                      label=f"fit: {a:.1f} t^-{b:.2f}" if b > 0 else f"fit: {a:.1f} t^+{-b:.2f}")
+    ax.axhline(1, color="gray", lw=0.8)
+    ax.set(xlabel="training CPU-minutes (one core)", ylabel="MAFD / sample-variance floor",
+           title=f"{args.name}: fidelity against training compute")
+    ax.legend(fontsize=8)
+    Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
+    save(figure, args.figure)
+    for solve, fit in fits.items():
+        reach = f"{fit['minutes_to_1_2']:.3g} CPU-minutes" if fit["minutes_to_1_2"] else "never (no decrease)"
+        print(f"{solve}: MAFD/floor = {fit['a']:.2f} t^-{fit['rate']:.3f}; 1.2x the floor at {reach}")
+    print(f"Written: {args.figure}")
+
+
 def main(args):
+    if args.report:
+        report(args)
+        return
     out = Path(args.out) / args.name
     for budget in [int(b) for b in args.budgets.split()]:
         folder = out / "checkpoints" / f"step-{budget:07d}"
@@ -76,4 +127,6 @@ if __name__ == "__main__":
     parser.add_argument("--sampler", default="dpm++:20:log", help="error_budget.py's --sampler")
     parser.add_argument("--reference", default="dpm++3m:40:log", help="error_budget.py's --reference")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "fidelity.json"))
+    parser.add_argument("--report", action="store_true", help="print the study's table and fit, and plot --figure")
+    parser.add_argument("--figure", default=str(ROOT / "images" / "fidelity_convergence.png"))
     main(parser.parse_args())

@@ -18,6 +18,7 @@ import argparse
 import itertools
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, REDSHIFT, writable_file, writable_folder
 from cosmodiff.fields import FieldSet, block_average, cube_to_slabs, save_fields
+from cosmodiff.nbody import Growth, cic_weights, evolve, lpt_initial_conditions, paint
 
 PARAM_NAMES = ["Omega_m", "Omega_b", "h", "n_s", "sigma_8"]
 QUIJOTE_FIDUCIAL = {"Omega_m": 0.3175, "Omega_b": 0.049, "h": 0.6711, "n_s": 0.9624, "sigma_8": 0.834}
@@ -39,15 +41,20 @@ LARGE_TRAIN_SIMS = 96  # the large split: the default's training simulations and
 # (384 fields) at each of 10 test points; its own seed, so no simulation shares the default's phases.
 CONDITIONAL_TRAIN_SIMS, CONDITIONAL_SIMS_PER_POINT, CONDITIONAL_SEED = 48, 4, 1
 DERIVATIVE_STEPS = {"Omega_m": 0.05, "sigma_8": 0.05}  # the conditional split's finite-difference steps
+A_START, PM_STEPS = 0.1, 10  # the particle-mesh method: 2LPT initial conditions at z = 9, then FastPM steps
+
+
+def colossus_cosmology(params):
+    """The flat LCDM cosmology of a parameter dict, as colossus computes it."""
+    from colossus.cosmology import cosmology
+
+    return cosmology.Cosmology(name="mock", flat=True, H0=100 * params["h"], Om0=params["Omega_m"],
+                               Ob0=params["Omega_b"], sigma8=params["sigma_8"], ns=params["n_s"], persistence="")
 
 
 def linear_power(params, redshift=0.0):
     """Linear matter P(k, z) (k in h/Mpc -> (Mpc/h)^3) and Omega_m(z), from colossus."""
-    from colossus.cosmology import cosmology
-
-    cosmo = cosmology.Cosmology(
-        name="mock", flat=True, H0=100 * params["h"], Om0=params["Omega_m"], Ob0=params["Omega_b"],
-        sigma8=params["sigma_8"], ns=params["n_s"], persistence="")
+    cosmo = colossus_cosmology(params)
     return (lambda k: cosmo.matterPowerSpectrum(k, z=redshift)), float(cosmo.Om(redshift))
 
 
@@ -67,11 +74,9 @@ def gaussian_density(power, grid, box_size, rng):
     return np.fft.rfftn(rng.standard_normal((grid, grid, grid))) * amplitude
 
 
-def lpt2_displacement(delta_k, grid, box_size, omega_m):
-    """2LPT displacement (3, N, N, N) in Mpc/h: Psi = -grad phi1 + D2 grad phi2 (Scoccimarro 1998).
-
-    lap phi1 = delta, lap phi2 = sum_{i<j} (phi1_ii phi1_jj - phi1_ij^2), D2 = -3/7 Omega_m^(-1/143).
-    """
+def lpt_potentials(delta_k, grid, box_size):
+    """The wavenumbers and the first- and second-order LPT potentials (Fourier space) of a linear field:
+    lap phi1 = delta, lap phi2 = sum_{i<j} (phi1_ii phi1_jj - phi1_ij^2) (Scoccimarro 1998)."""
     kvec = wavenumbers(grid, box_size)
     k2 = kvec[0] ** 2 + kvec[1] ** 2 + kvec[2] ** 2
     k2[0, 0, 0] = 1.0
@@ -84,9 +89,36 @@ def lpt2_displacement(delta_k, grid, box_size, omega_m):
     d = {(i, j): second_derivative(i, j) for i in range(3) for j in range(i, 3)}
     source = (d[0, 0] * d[1, 1] + d[0, 0] * d[2, 2] + d[1, 1] * d[2, 2]
               - d[0, 1] ** 2 - d[0, 2] ** 2 - d[1, 2] ** 2)
-    phi2 = -np.fft.rfftn(source) / k2
+    return kvec, phi1, -np.fft.rfftn(source) / k2
+
+
+def lpt2_displacement(delta_k, grid, box_size, omega_m):
+    """2LPT displacement (3, N, N, N) in Mpc/h: Psi = -grad phi1 + D2 grad phi2, D2 = -3/7 Omega_m^(-1/143)."""
+    kvec, phi1, phi2 = lpt_potentials(delta_k, grid, box_size)
     growth2 = -3.0 / 7.0 * omega_m ** (-1.0 / 143.0)
-    return np.stack([np.fft.irfftn(1j * kvec[i] * (-phi1 + growth2 * phi2), s=shape, axes=(0, 1, 2)) for i in range(3)])
+    return np.stack([np.fft.irfftn(1j * kvec[i] * (-phi1 + growth2 * phi2), s=(grid,) * 3, axes=(0, 1, 2))
+                     for i in range(3)])
+
+
+def lpt_displacements(delta_k, grid, box_size):
+    """The first- and second-order displacements -grad phi1 and grad phi2 (each (3, N, N, N), Mpc/h)."""
+    kvec, phi1, phi2 = lpt_potentials(delta_k, grid, box_size)
+    return [np.stack([np.fft.irfftn(1j * kvec[i] * phi, s=(grid,) * 3, axes=(0, 1, 2)) for i in range(3)])
+            for phi in (-phi1, phi2)]
+
+
+def particle_mesh_density(params, grid, box_size, rng, redshift=0.0, pm_steps=PM_STEPS):
+    """Particle-mesh N-body density cube (mean 1) at `redshift`: 2LPT initial conditions at A_START,
+    then pm_steps FastPM steps linear in a on a force mesh of the particle grid (cosmodiff.nbody)."""
+    power, _ = linear_power(params, 0.0)
+    displacement_1, displacement_2 = lpt_displacements(gaussian_density(power, grid, box_size, rng), grid, box_size)
+    growth = Growth(colossus_cosmology(params))
+    positions, momenta = (tensor.float() for tensor in  # single precision: positions to ~1e-5 Mpc/h, faster FFTs
+                          lpt_initial_conditions(displacement_1, displacement_2, growth, A_START, box_size))
+    a_steps = list(np.linspace(A_START, 1 / (1 + redshift), pm_steps + 1))
+    positions, _ = evolve(positions, momenta, growth, a_steps, grid, box_size)
+    delta = paint(cic_weights(positions, grid, box_size), grid, positions.shape[1])
+    return (delta + 1).numpy()
 
 
 def cic_paint(positions, grid, box_size):
@@ -105,7 +137,7 @@ def cic_paint(positions, grid, box_size):
     return (mesh / mesh.mean()).reshape(grid, grid, grid)
 
 
-def simulate_density(params, grid, box_size, rng, redshift=0.0):
+def lpt_density(params, grid, box_size, rng, redshift=0.0):
     """2LPT density cube (mean 1) at `redshift` for one cosmology: particles start on the grid's nodes.
 
     At z = 0 LPT damps the largest scales' power by a few per cent (its propagator falls as
@@ -132,16 +164,19 @@ def simulation_params(seed, sim, latin_hypercube, n_sims):
 
 def make_mock_set(n_sims, grid=DEFAULTS["grid"], box_size=DEFAULTS["box_size"],
                   slab_thickness=DEFAULTS["slab_thickness"], image_size=DEFAULTS["image_size"],
-                  seed=DEFAULT_SEED, latin_hypercube=False, first_sim=0, redshift=0.0, progress=True, cosmologies=None):
+                  seed=DEFAULT_SEED, latin_hypercube=False, first_sim=0, redshift=0.0, progress=True, cosmologies=None,
+                  method="2lpt", pm_steps=PM_STEPS):
     """Fields of simulations first_sim .. first_sim + n_sims - 1; simulation i's phases depend only on
-    (seed, i); cosmologies, if given, holds each simulation's parameters (else fiducial or the hypercube's)."""
+    (seed, i); cosmologies, if given, holds each simulation's parameters (else fiducial or the hypercube's).
+    method: "2lpt" (displaced once) or "pm" (particle-mesh N-body from 2LPT initial conditions)."""
+    simulate = partial(particle_mesh_density, pm_steps=pm_steps) if method == "pm" else lpt_density
     stacks, params, sim_index = [], [], []
     total_sims = first_sim + n_sims
-    for sim in tqdm(range(first_sim, total_sims), desc="2LPT mocks", unit="sim", disable=not progress):
+    for sim in tqdm(range(first_sim, total_sims), desc=f"{method} mocks", unit="sim", disable=not progress):
         cosmology = (cosmologies[sim - first_sim] if cosmologies else
                      simulation_params(seed, sim, latin_hypercube, total_sims))
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(sim,)))
-        slabs = block_average(cube_to_slabs(simulate_density(cosmology, grid, box_size, rng, redshift), slab_thickness),
+        slabs = block_average(cube_to_slabs(simulate(cosmology, grid, box_size, rng, redshift), slab_thickness),
                               image_size or grid)
         stacks.append(slabs / slabs.mean(axis=(1, 2), keepdims=True, dtype=np.float64))
         params += [[cosmology[name] for name in PARAM_NAMES]] * len(slabs)
@@ -199,6 +234,8 @@ def concatenated(sets):
 SPLITS = {
     "default": {"train": lambda: make_mock_set(DEFAULT_TRAIN_SIMS, first_sim=0),
                 "test": lambda: make_mock_set(DEFAULT_TEST_SIMS, first_sim=DEFAULT_TRAIN_SIMS)},
+    "nonlinear": {"train": lambda: make_mock_set(DEFAULT_TRAIN_SIMS, first_sim=0, method="pm"),
+                  "test": lambda: make_mock_set(DEFAULT_TEST_SIMS, first_sim=DEFAULT_TRAIN_SIMS, method="pm")},
     "large": {"train": large_train_set,
               "test": lambda: make_mock_set(DEFAULT_TEST_SIMS, first_sim=DEFAULT_TRAIN_SIMS)},
     "conditional": {"train": lambda: make_mock_set(CONDITIONAL_TRAIN_SIMS, seed=CONDITIONAL_SEED, latin_hypercube=True),
@@ -212,7 +249,7 @@ def ensure_split(folder, name="default"):
     folder = Path(folder)
     missing = {file: make for file, make in SPLITS[name].items() if not (folder / f"{file}.npz").exists()}
     if missing:
-        print(f"Generating the {name} 2LPT data set in {folder} (once) ...")
+        print(f"Generating the {name} mock data set in {folder} (once) ...")
         start = time.time()
         folder.mkdir(parents=True, exist_ok=True)
         for file, make in missing.items():
@@ -234,7 +271,8 @@ def main(args):
     writable_file(args.out, "--out")
     fieldset = make_mock_set(args.n_sims, grid=args.grid, box_size=args.box_size, slab_thickness=args.slab_thickness,
                              image_size=args.image_size, seed=args.seed, latin_hypercube=args.latin_hypercube,
-                             first_sim=args.first_sim, redshift=args.redshift)
+                             first_sim=args.first_sim, redshift=args.redshift, method=args.method,
+                             pm_steps=args.pm_steps)
     save_fields(args.out, fieldset)
     print(f"Wrote {len(fieldset)} fields of {fieldset.image_size}x{fieldset.image_size} to {args.out}")
 
@@ -251,6 +289,9 @@ def build_parser():
     parser.add_argument("--slab_thickness", type=COUNT, default=DEFAULTS["slab_thickness"], help="mesh cells per slab")
     parser.add_argument("--image_size", type=INDEX, default=DEFAULTS["image_size"], help="block-average to this side (0: the grid)")
     parser.add_argument("--redshift", type=REDSHIFT, default=0.0)
+    parser.add_argument("--method", default="2lpt", choices=["2lpt", "pm"],
+                        help="2lpt: particles displaced once; pm: particle-mesh N-body from 2LPT at z = 9")
+    parser.add_argument("--pm_steps", type=COUNT, default=PM_STEPS, help="pm: time steps from z = 9, linear in a")
     parser.add_argument("--seed", type=INDEX, default=DEFAULT_SEED)
     parser.add_argument("--latin_hypercube", action="store_true", help="draw (Omega_m, sigma_8) per simulation")
     return parser

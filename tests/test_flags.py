@@ -206,3 +206,27 @@ def test_a_report_holding_nan_is_refused_and_nothing_is_written(tmp_path, monkey
     assert capsys.readouterr().err == "error: the report of generated.npz against real.npz holds NaN or infinity; " \
                                       "nothing was written\n"
     assert not (tmp_path / "evaluation").exists()
+
+
+def test_a_non_finite_fidelity_check_stops_training_at_its_step_with_the_last_checkpoint_kept(tiny_data, tmp_path,
+                                                                                                monkeypatch):
+    from conftest import TINY
+    from cosmodiff.validation import Validation
+
+    train = runpy.run_path(str(ROOT / "train.py"))
+    checks = []
+    original = Validation.__call__
+
+    def failing_second_check(self, network, formulation):
+        checks.append(1)
+        if len(checks) == 2:
+            raise ValueError("sample 1 of seed 0 is not finite: the network returned NaN or infinity")
+        return original(self, network, formulation)
+    monkeypatch.setattr(Validation, "__call__", failing_second_check)
+    args = train["parse_args"](["--data_path", str(tiny_data), "--val_path", str(tiny_data), "--results_dir",
+                                str(tmp_path), "--run_name", "run", *TINY, "--train_steps", "4", "--save_every", "2",
+                                "--val_samples", "2", "--val_steps", "2", "--timesteps", "50"])
+    with pytest.raises(train["TrainingError"], match=r"step 4: the fidelity check failed \(sample 1 of seed 0 is not "
+                                                     r"finite.*\); the last checkpoint is kept"):
+        train["main"](args)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["step"] == 2
