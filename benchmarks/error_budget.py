@@ -158,10 +158,10 @@ def main(args):
 
 
 def fidelity_rows(report, recipe, cpu_minutes):
-    """benchmarks/results/fidelity.json's rows of one budget: the reference solve and the sampler, each
-    with the model and sampler errors (delta space unless named log)."""
+    """benchmarks/results/fidelity.json's rows of one budget: the reference solve and the sampler (one
+    row when they are the same), each with the model and sampler errors (delta space unless named log)."""
     rows = []
-    for name in ("reference", "sampler"):
+    for name in ("reference", "sampler") if report["sampler"] != report["reference"] else ("reference",):
         sampler, steps, grid = parse_setting(report[name])
         delta, log = report["budget"]["delta"], report["budget"]["log"]
         total = "model_error" if name == "reference" else "mafd"

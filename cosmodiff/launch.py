@@ -11,7 +11,7 @@ def use_cpu_cores(accelerator):
     """On CPU, give each process its share of the cores.
 
     `accelerate launch` without a CPU configuration exports OMP_NUM_THREADS=1, which left the
-    default training on one of a laptop's cores (1.3-1.8 s per step instead of 0.77 on 2 cores).
+    default training on one of a laptop's cores (benchmarks/train_throughput.py measures the difference).
     COSMODIFF_THREADS overrides the share.
     """
     if accelerator.device.type != "cpu":

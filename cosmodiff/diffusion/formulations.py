@@ -19,9 +19,9 @@ drawn for training with their loss weight, and in the noise-level grids they sam
 
 edm and flow, trained on continuous noise levels, give the network EDM's c_noise = ln(sigma) / 4 (for
 flow ln sigma = logit t): a few radians of the time embeddings' top frequency over the range.
-Scaled to 0-1000 like vp's timesteps, the top frequencies turn into noise over a continuous range:
-at 500 steps that gave edm MAFD 28.7x the floor with DPM-Solver++ 20 and 78x with Heun 10. vp's
-network saw only whole timesteps, so its grids are snapped to them (`VP.snap`).
+Scaled to 0-1000 like vp's timesteps, the top frequencies turn into noise over a continuous range
+(the README's formulation study measured what that cost). vp's network saw only whole timesteps, so
+its grids are snapped to them (`VP.snap`).
 """
 import math
 
