@@ -196,6 +196,11 @@ def print_report(report):
             print(f"| {space} | {band} | {100 * row['floor']:.2f}% | {100 * row['model_error']:.2f}% "
                   f"({row['model_over_floor']:.1f}x) | {100 * row['sampler_error']:.2f}% ({row['sampler_over_floor']:.1f}x) "
                   f"| {100 * row['mafd']:.2f}% ({row['mafd_over_floor']:.1f}x) |")
+    print("| fields | var delta | var ln(1 + delta) | delta 99% | delta 99.9% |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, row in report["one_point"].items():
+        print(f"| {name} | {row['var_delta']:.4f} | {row['var_log']:.4f} | {row['delta_q0.99']:.3f} | "
+              f"{row['delta_q0.999']:.3f} |")
     if "reference_check" in report:
         check = report["reference_check"]
         print(f"reference doubled ({check['doubled']}) moves it by "
