@@ -84,18 +84,30 @@ def report(args):
             a, b = fitted_rate(minutes, ratios)
             fits[solve] = dict(a=a, rate=b, minutes_to_1_2=(1.2 / a) ** (-1 / b) if b > 0 else None)
             grid = np.geomspace(min(minutes), max(minutes), 50)
-            ax.loglog(grid, a * grid ** -b, ":", color=ax.lines[-1].get_color(),
-                      label=f"fit: {a:.1f} t^-{b:.2f}" if b > 0 else f"fit: {a:.1f} t^+{-b:.2f}")
+            ax.loglog(grid, a * grid ** -b, ":", color=ax.lines[-1].get_color(), label=f"fit: {a:.1f} t^({-b:+.2f})")
     ax.axhline(1, color="gray", lw=0.8)
     ax.set(xlabel="training CPU-minutes (one core)", ylabel="MAFD / sample-variance floor",
            title=f"{args.name}: fidelity against training compute")
     ax.legend(fontsize=8)
     Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
     save(figure, args.figure)
+    if args.levers:
+        print_levers([row for row in json.loads(Path(args.results).read_text())
+                      if row["solve"] == "reference" and row["recipe"] in [args.name, *args.levers.split()]])
     for solve, fit in fits.items():
         reach = f"{fit['minutes_to_1_2']:.3g} CPU-minutes" if fit["minutes_to_1_2"] else "never (no decrease)"
-        print(f"{solve}: MAFD/floor = {fit['a']:.2f} t^-{fit['rate']:.3f}; 1.2x the floor at {reach}")
+        print(f"{solve}: MAFD/floor = {fit['a']:.2f} t^({-fit['rate']:+.3f}), t in CPU-minutes; 1.2x the floor at {reach}")
     print(f"Written: {args.figure}")
+
+
+def print_levers(rows):
+    """The model error (reference solve) of each recipe's budgets, overall and per k band."""
+    print("| recipe | CPU-min | model error / floor, delta | per k band (< 0.1, 0.1-0.4, 0.4-Nyquist) | log space |")
+    print("| --- | --- | --- | --- | --- |")
+    for row in sorted(rows, key=lambda row: (row["recipe"], row["cpu_minutes"])):
+        bands = ", ".join(f"{value:.1f}" for value in row["band_mafd_over_floor"].values())
+        print(f"| {row['recipe']} | {row['cpu_minutes']:.1f} | {row['mafd_over_floor']:.2f} | {bands} | "
+              f"{row['log_mafd_over_floor']:.2f} |")
 
 
 def main(args):
@@ -129,4 +141,5 @@ if __name__ == "__main__":
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "fidelity.json"))
     parser.add_argument("--report", action="store_true", help="print the study's table and fit, and plot --figure")
     parser.add_argument("--figure", default=str(ROOT / "images" / "fidelity_convergence.png"))
+    parser.add_argument("--levers", default="", help="with --report: recipes whose model error is tabled beside the study's")
     main(parser.parse_args())

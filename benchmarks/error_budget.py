@@ -170,7 +170,8 @@ def fidelity_rows(report, recipe, cpu_minutes):
                          n_generated=report["n_generated"], n_real=report["n_real"],
                          mafd=delta["all"][total], floor_median=delta["all"]["floor"],
                          mafd_over_floor=delta["all"][total] / delta["all"]["floor"],
-                         model_error=delta["all"]["model_error"], sampler_error=delta["all"]["sampler_error"],
+                         model_error=delta["all"]["model_error"],
+                         sampler_error=delta["all"]["sampler_error"] if name == "sampler" else 0.0,
                          log_mafd_over_floor=log["all"][total] / log["all"]["floor"],
                          band_mafd_over_floor={band: row[total] / row["floor"] for band, row in delta.items() if band != "all"}))
     return rows
