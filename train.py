@@ -336,7 +336,10 @@ def train(args, accelerator):
                           f"continue with `train.py --resume {run_dir}`", file=sys.stderr)
                 return PREEMPTED
             if accelerator.is_main_process:
-                sample_grid(ema.ema_model, formulation, config, run_dir / f"samples-{config['step']:07d}.png")
+                try:
+                    sample_grid(ema.ema_model, formulation, config, run_dir / f"samples-{config['step']:07d}.png")
+                except ValueError as error:  # a preview, not a check: a diverging loss stops the next step
+                    print(f"step {config['step']}: no sample grid ({error})", file=sys.stderr)
             window_start = time.time()
     check_replicas_agree(accelerator, network)
     if accelerator.is_main_process:
