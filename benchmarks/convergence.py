@@ -68,8 +68,11 @@ def report(args):
     print("| solve | NFE | CPU-min | MAFD | floor | MAFD/floor | model error/floor | sampler error/floor |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     fits = {}
-    for solve in ("reference", "sampler"):
-        chosen = sorted((row for row in rows if row["solve"] == solve), key=lambda row: row["cpu_minutes"])
+    for solve, setting in (("reference", args.reference), ("sampler", args.sampler)):
+        sampler, steps, grid = error_budget.parse_setting(setting)
+        chosen = sorted((row for row in rows if row["solve"] == solve and
+                         (row["sampler"], row["steps"], row["grid"]) == (sampler, steps, grid)),
+                        key=lambda row: row["cpu_minutes"])
         if not chosen:
             continue
         for row in chosen:
@@ -136,7 +139,7 @@ if __name__ == "__main__":
     parser.add_argument("--train_args", default="", help="train.py flags of the recipe")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     parser.add_argument("--evaluate", action="store_true", help="the error budget of every checkpoint there is")
-    parser.add_argument("--sampler", default="dpm++:20:log", help="error_budget.py's --sampler")
+    parser.add_argument("--sampler", default="dpm++3m:20:log", help="error_budget.py's --sampler")
     parser.add_argument("--reference", default="dpm++3m:40:log", help="error_budget.py's --reference")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "fidelity.json"))
     parser.add_argument("--report", action="store_true", help="print the study's table and fit, and plot --figure")

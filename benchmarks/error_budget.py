@@ -135,7 +135,7 @@ def main(args):
     k, real = spectra(real_set.fields, box_size)
     power = {name: spectra(value, box_size)[1] for name, value in fields.items()}
     masks = band_masks(k, box_size, real_set.fields.shape[-1])
-    report = dict(run=str(run_dir), step=read_config(run_dir)["step"],
+    report = dict(run=str(run_dir.resolve()), step=read_config(run_dir)["step"],
                   test=str(test_path), n_real=len(real_set), n_generated=n_samples, seed=args.seed,
                   reference=args.reference, sampler=args.sampler,
                   network_evaluations={name: evaluations(run_dir, setting) for name, setting in settings.items()},
