@@ -231,23 +231,9 @@ def main(args):
         return train(args, accelerator)
 
 
-def train(args, accelerator):
-    run_dir, args, resumed = start_or_resume(args, accelerator)
-    if args.train_minutes is None:
-        args.train_steps = args.train_steps or 400
-    set_seed(args.seed, device_specific=True)  # each process draws its own noise (batches: shards.StepBatches)
-    if args.batch_size % accelerator.num_processes:
-        raise ValueError(f"--batch_size {args.batch_size} must be divisible by the {accelerator.num_processes} processes")
-
-    with accelerator.main_process_first():
-        fieldset = training_fields(args)
-    condition = training_condition(args, resumed, fieldset)
-    if accelerator.is_main_process:
-        lock_run(run_dir)
-    transform = LogTransform.from_dict(resumed["transform"]) if resumed else LogTransform.fit(
-        fitting_sample(fieldset.fields, args.image_size), args.data_std)
-    validation = validation_set(args, transform, condition) if accelerator.is_main_process else None
-
+def build_training(args, accelerator, resumed, fieldset, condition, transform):
+    """The network (a resumed run's stored kwargs, else the preset's), formulation, EMA, prepared model
+    and optimizer, and the run's config at step 0."""
     kwargs = resumed["model"]["kwargs"] if resumed else model_kwargs(args.model, args.image_size)
     if condition and not resumed:
         kwargs["cond_dim"] = len(condition.names)
@@ -265,6 +251,28 @@ def train(args, accelerator):
                   data={"path": str(args.data_path), "n_fields": len(fieldset)},
                   n_parameters=sum(p.numel() for p in network.parameters()), mixed_precision=accelerator.mixed_precision,
                   num_processes=accelerator.num_processes, train_args=vars(args), step=0)
+    return network, formulation, ema, model, optimizer, config
+
+
+def train(args, accelerator):
+    run_dir, args, resumed = start_or_resume(args, accelerator)
+    if args.train_minutes is None:
+        args.train_steps = args.train_steps or 400
+    set_seed(args.seed, device_specific=True)  # each process draws its own noise (batches: shards.StepBatches)
+    if args.batch_size % accelerator.num_processes:
+        raise ValueError(f"--batch_size {args.batch_size} must be divisible by the {accelerator.num_processes} processes")
+
+    with accelerator.main_process_first():
+        fieldset = training_fields(args)
+    condition = training_condition(args, resumed, fieldset)
+    if accelerator.is_main_process:
+        lock_run(run_dir)
+    transform = LogTransform.from_dict(resumed["transform"]) if resumed else LogTransform.fit(
+        fitting_sample(fieldset.fields, args.image_size), args.data_std)
+    validation = validation_set(args, transform, condition) if accelerator.is_main_process else None
+
+    network, formulation, ema, model, optimizer, config = build_training(args, accelerator, resumed, fieldset, condition,
+                                                                         transform)
     if resumed:
         config["step"] = load_training_state(run_dir, accelerator, ema)["step"]
     start_step = config["step"]

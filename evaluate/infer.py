@@ -141,12 +141,23 @@ def main(args):
                                       acceptance=acceptance, grid_seconds_per_field=seconds,
                                       seconds_per_field=seconds + (time.time() - started) / len(positions))
         results.append(result)
-        print(f"{label}:" + "".join(
-            f"\n  {method:>14}: " + ", ".join(
-                f"{name} {result[method][name]['mean']:.4f} +- {result[method][name]['std']:.4f}"
-                + (f" (true {truth[i]:.4f})" if truth else "") for i, name in enumerate(names))
-            for method in ("elbo", "power_spectrum")))
-    out = Path(args.out)
+        print_result(label, result, names, truth)
+    write_posterior(args, condition, results)
+    print(f"ELBO {elbo_seconds:.1f} s per field, power spectrum {power_seconds:.2f} s per field; "
+          f"written: {Path(args.out) / 'posterior.json'}, {Path(args.out) / 'posterior.png'}")
+
+
+def print_result(label, result, names, truth):
+    print(f"{label}:" + "".join(
+        f"\n  {method:>14}: " + ", ".join(
+            f"{name} {result[method][name]['mean']:.4f} +- {result[method][name]['std']:.4f}"
+            + (f" (true {truth[i]:.4f})" if truth else "") for i, name in enumerate(names))
+        for method in ("elbo", "power_spectrum")))
+
+
+def write_posterior(args, condition, results):
+    """posterior.json (settings and every result, refused if not finite) and posterior.png in --out."""
+    out, names = Path(args.out), condition.names
     settings = dict(checkpoint=str(args.checkpoint), fields=str(args.fields), grid=args.grid, n_levels=args.n_levels,
                     n_draws=args.n_draws, mcmc=args.mcmc, walkers=args.walkers, seed=args.seed, joint=args.joint, names=names,
                     prior={name: [low, high] for name, low, high in zip(names, condition.low, condition.high)})
@@ -154,8 +165,6 @@ def main(args):
     out.mkdir(parents=True, exist_ok=True)
     (out / "posterior.json").write_text(text)
     plot(results, names, out / "posterior.png")
-    print(f"ELBO {elbo_seconds:.1f} s per field, power spectrum {power_seconds:.2f} s per field; "
-          f"written: {out / 'posterior.json'}, {out / 'posterior.png'}")
 
 
 def build_parser():
