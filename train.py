@@ -254,6 +254,27 @@ def build_training(args, accelerator, resumed, fieldset, condition, transform):
     return network, formulation, ema, model, optimizer, config
 
 
+def optimizer_step(accelerator, model, optimizer, formulation, batches, condition, args, step):
+    """One optimizer step over --grad_accum micro-batches; returns their losses. A non-finite gradient
+    stops training before the update."""
+    losses = []
+    for _ in range(args.grad_accum):
+        with accelerator.accumulate(model):
+            fields, cond = (tensor.to(accelerator.device) for tensor in next(batches))
+            loss = formulation.loss(model, augment_periodic(fields), dropped(cond, args) if condition else None)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                gradient_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                if not torch.isfinite(gradient_norm):  # the same on every process: gradients are all-reduced
+                    raise TrainingError(f"step {step + 1}: the loss is {loss.item():.4g} and its gradients are not "
+                                        "finite; stopped before the update, the last checkpoint is kept (lower "
+                                        "--lr or check the data)")
+            optimizer.step()
+            optimizer.zero_grad()
+        losses.append(loss.detach())
+    return losses
+
+
 def train(args, accelerator):
     run_dir, args, resumed = start_or_resume(args, accelerator)
     if args.train_minutes is None:
@@ -298,20 +319,7 @@ def train(args, accelerator):
             break
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args)
-        for _ in range(args.grad_accum):
-            with accelerator.accumulate(model):
-                fields, cond = (tensor.to(accelerator.device) for tensor in next(batches))
-                loss = formulation.loss(model, augment_periodic(fields), dropped(cond, args) if condition else None)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    gradient_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                    if not torch.isfinite(gradient_norm):  # the same on every process: gradients are all-reduced
-                        raise TrainingError(f"step {step + 1}: the loss is {loss.item():.4g} and its gradients are not "
-                                            "finite; stopped before the update, the last checkpoint is kept (lower "
-                                            "--lr or check the data)")
-                optimizer.step()
-                optimizer.zero_grad()
-            window_losses.append(loss.detach())
+        window_losses += optimizer_step(accelerator, model, optimizer, formulation, batches, condition, args, step)
         ema.update()
         progress.update()
         config["step"] = step + 1
