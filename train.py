@@ -11,6 +11,7 @@ Multi-GPU and multi-node runs are accelerate's configuration (`accelerate config
 ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 train.py
 """
 import argparse
+import contextlib
 import csv
 import importlib.util
 import itertools
@@ -22,76 +23,39 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate.utils import broadcast_object_list, set_seed
-from ema_pytorch import EMA
 from tqdm import tqdm
 
 from cosmodiff import plots
-from cosmodiff.checkpoint import (FORMAT, CheckpointError, latest_run, load_training_state, lock_run, new_run_dir,
-                                  read_config, read_log, save_checkpoint, training_state)
+from cosmodiff.checkpoint import (CheckpointError, latest_run, load_training_state, lock_run, new_run_dir, read_config,
+                                  read_log, save_checkpoint, training_state)
 from cosmodiff.cli import ArgumentParser, COUNT, FINITE, FRACTION, INDEX, Number, POSITIVE, writable_folder
-from cosmodiff.diffusion import FORMULATIONS, SAMPLERS, build_formulation, sample
-from cosmodiff.condition import Condition, join_params
-from cosmodiff.fields import DEFAULT_MESH, FieldError, fit_image_size, load_fields
+from cosmodiff.diffusion import FORMULATIONS, SAMPLERS, sample
+from cosmodiff.fields import DEFAULT_MESH, FieldError
 from cosmodiff.launch import Preemption, accelerated
-from cosmodiff.mock import ensure_split
-from cosmodiff.models import MODELS, build_model, model_kwargs
-from cosmodiff.shards import FieldDataset, StepBatches, fitting_sample, is_shard_set, open_shards, training_batches
+from cosmodiff.mock import DEFAULT_DATA
+from cosmodiff.models import MODELS
+from cosmodiff.run import build_training, training_condition, training_fields, validation_set
+from cosmodiff.shards import FieldDataset, StepBatches, fitting_sample, training_batches
 from cosmodiff.transforms import DATA_STD, LogTransform, augment_periodic
-from cosmodiff.validation import Validation
 
-DEFAULT_DATA = Path(__file__).resolve().parent / "train_data"
-DEFAULT_SPLITS = {"default": DEFAULT_DATA, **{name: DEFAULT_DATA / name for name in
-                                              ("conditional", "large", "nonlinear")}}  # made on first use
 # elapsed_s: wall-clock training seconds; cpu_s: the main process's CPU seconds (all its threads), the
 # compute a run used whatever else shared the machine
 # val_mafd, val_floor: the in-training fidelity check's MAFD and its floor, at each --save_every step
 LOG_COLUMNS = ["step", "loss", "lr", "images_per_s", "elapsed_s", "cpu_s", "val_mafd", "val_floor"]
 RESUME_FLAGS = {"resume", "train_steps", "results_dir"}  # what --resume may be given; the rest is the run's
-TIMING_STEPS = 20
+TIMING_STEPS = 20  # --train_minutes: steps timed before the step count is fixed (inside the warm-up)
 TIMESTEPS = Number(int, 2, 10000)  # vp's discrete schedule: at least a start and an end
 PREEMPTED = 75  # exit status after SIGTERM/SIGUSR1: checkpoint written, resume with --resume (sysexits' EX_TEMPFAIL)
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (a non-finite loss); the message names the step."""  # --train_minutes: steps timed before the step count is fixed (inside the warm-up)
+    """Training cannot go on (a non-finite loss); the message names the step."""
 
 
-def training_fields(args):
-    """The training set: a default split (made on first use), a split folder's train.npz, or any field
-    set, with each simulation's parameters joined from --params_file."""
-    data_path = Path(args.data_path)
-    for name, folder in DEFAULT_SPLITS.items():
-        if data_path.resolve() == folder:
-            ensure_split(data_path, name)
-    if (data_path / "train.npz").exists():
-        data_path = data_path / "train.npz"
-    if is_shard_set(data_path):
-        fieldset = open_shards(data_path, box_size=args.box_size)
-    else:
-        fieldset = load_fields(data_path, colormap=args.colormap, slab_thickness=args.slab_thickness,
-                               box_size=args.box_size, mesh=args.mesh)
-    if args.params_file:
-        fieldset = join_params(fieldset, args.params_file)
-    return fit_image_size(fieldset, args.image_size)
 
 
-def training_condition(args, resumed, fieldset):
-    """The run's Condition: the resumed run's, one fitted on the training set for --condition, or None."""
-    if resumed:
-        return Condition.from_dict(resumed["condition"]) if resumed.get("condition") else None
-    if not args.condition:
-        return None
-    return Condition.fit(fieldset, [name.strip() for name in args.condition.split(",") if name.strip()])
 
 
-def validation_set(args, transform, condition):
-    """The in-training fidelity check against --val_path, else the test split next to the training
-    data; None with --val_samples 0 or no such split."""
-    path = Path(args.val_path) if args.val_path else Path(args.data_path) / "test.npz"
-    if not args.val_samples or not (args.val_path or path.exists()):
-        return None
-    fieldset = fit_image_size(load_fields(path, box_size=args.box_size), args.image_size)
-    return Validation(fieldset, args.val_samples, args.val_sampler, args.val_steps, transform, condition)
 
 
 def tracker_settings(args):
@@ -146,12 +110,6 @@ def broadcast(accelerator, value):
     return broadcast_object_list([value])[0] if accelerator.num_processes > 1 else value
 
 
-def formulation_from_args(args):
-    """The formulation a new run trains with, from its flags (edm's sigma_data is the model space's spread)."""
-    options = {"vp": dict(timesteps=args.timesteps, objective=args.objective, beta_schedule=args.beta_schedule),
-               "edm": dict(sigma_data=args.data_std, p_mean=args.p_mean, p_std=args.p_std),
-               "flow": dict(logit_mean=args.logit_mean, logit_std=args.logit_std)}[args.formulation]
-    return build_formulation(dict(formulation=args.formulation, **options))
 
 
 def sample_grid(ema_network, formulation, config, path, n_samples=16):
@@ -231,27 +189,6 @@ def main(args):
         return train(args, accelerator)
 
 
-def build_training(args, accelerator, resumed, fieldset, condition, transform):
-    """The network (a resumed run's stored kwargs, else the preset's), formulation, EMA, prepared model
-    and optimizer, and the run's config at step 0."""
-    kwargs = resumed["model"]["kwargs"] if resumed else model_kwargs(args.model, args.image_size)
-    if condition and not resumed:
-        kwargs["cond_dim"] = len(condition.names)
-    network = build_model(args.model, kwargs)
-    formulation = build_formulation(resumed["diffusion"]) if resumed else formulation_from_args(args)
-    ema = EMA(network, beta=args.ema_decay, update_after_step=10, update_every=1, include_online_model=False,
-              param_or_buffer_names_no_ema={name for name, _ in network.named_buffers()})
-    ema.to(accelerator.device)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=0.0)
-    model, optimizer = accelerator.prepare(network, optimizer)
-    config = dict(format=FORMAT, model={"name": args.model, "kwargs": kwargs}, diffusion=formulation.settings(),
-                  image_size=args.image_size, box_size=fieldset.box_size, transform=transform.to_dict(),
-                  sampling_timesteps=args.sampling_timesteps, param_names=fieldset.param_names,
-                  condition=condition.to_dict() if condition else None,
-                  data={"path": str(args.data_path), "n_fields": len(fieldset)},
-                  n_parameters=sum(p.numel() for p in network.parameters()), mixed_precision=accelerator.mixed_precision,
-                  num_processes=accelerator.num_processes, train_args=vars(args), step=0)
-    return network, formulation, ema, model, optimizer, config
 
 
 def optimizer_step(accelerator, model, optimizer, formulation, batches, condition, args, step):
@@ -275,14 +212,15 @@ def optimizer_step(accelerator, model, optimizer, formulation, batches, conditio
     return losses
 
 
-def train(args, accelerator):
+def setup(args, accelerator):
+    """Everything a run trains with, new or resumed: its folder and arguments, data, condition,
+    transform, fidelity check, network, formulation, EMA, optimizer, config and batches."""
     run_dir, args, resumed = start_or_resume(args, accelerator)
     if args.train_minutes is None:
         args.train_steps = args.train_steps or 400
     set_seed(args.seed, device_specific=True)  # each process draws its own noise (batches: shards.StepBatches)
     if args.batch_size % accelerator.num_processes:
         raise ValueError(f"--batch_size {args.batch_size} must be divisible by the {accelerator.num_processes} processes")
-
     with accelerator.main_process_first():
         fieldset = training_fields(args)
     condition = training_condition(args, resumed, fieldset)
@@ -291,75 +229,116 @@ def train(args, accelerator):
     transform = LogTransform.from_dict(resumed["transform"]) if resumed else LogTransform.fit(
         fitting_sample(fieldset.fields, args.image_size), args.data_std)
     validation = validation_set(args, transform, condition) if accelerator.is_main_process else None
-
     network, formulation, ema, model, optimizer, config = build_training(args, accelerator, resumed, fieldset, condition,
                                                                          transform)
     if resumed:
         config["step"] = load_training_state(run_dir, accelerator, ema)["step"]
-    start_step = config["step"]
     batches = training_batches(FieldDataset(fieldset.fields, transform, args.image_size,
                                             condition.of_fields(fieldset) if condition else None),
                                StepBatches(len(fieldset), args.batch_size, args.seed, accelerator.process_index,
-                                           accelerator.num_processes, start=start_step * args.grad_accum),
+                                           accelerator.num_processes, start=config["step"] * args.grad_accum),
                                args.num_workers)
-
     if args.report_to:
         accelerator.project_configuration.logging_dir = str(run_dir)
         accelerator.init_trackers("tensorboard", config={k: v for k, v in vars(args).items() if v is not None})
-    log_path = run_dir / "log.csv"
-    elapsed_before, cpu_before = start_log(log_path, start_step) if accelerator.is_main_process else (0.0, 0.0)
-    progress = tqdm(initial=start_step, total=args.train_steps,
-                    disable=not accelerator.is_main_process, desc=f"training {args.model}")
-    rows, started, window_start, window_losses = [], time.time() - elapsed_before, time.time(), []
-    cpu_started = time.process_time() - cpu_before
+    return argparse.Namespace(run_dir=run_dir, args=args, condition=condition, validation=validation, network=network,
+                              formulation=formulation, ema=ema, model=model, optimizer=optimizer, config=config,
+                              batches=batches)
+
+
+class TrainingLog:
+    """log.csv's rows as training goes: the mean loss and speed of each window of steps, and the
+    wall-clock and CPU seconds of training alone (a fidelity check's time is left out)."""
+
+    def __init__(self, accelerator, path, start_step):
+        self.accelerator, self.path = accelerator, path
+        elapsed_before, cpu_before = start_log(path, start_step) if accelerator.is_main_process else (0.0, 0.0)
+        self.started, self.cpu_started = time.time() - elapsed_before, time.process_time() - cpu_before
+        self.rows, self.losses, self.window_start = [], [], time.time()
+
+    def record(self, step, lr, batch_size):
+        """A row for the steps since the last one, ending at `step`; returns its mean loss and images/s."""
+        mean_loss = self.accelerator.reduce(torch.stack(self.losses).mean(), reduction="mean").item()
+        images_per_s = len(self.losses) * batch_size / (time.time() - self.window_start)
+        self.rows.append(dict(step=step, loss=f"{mean_loss:.6f}", lr=f"{lr:.3e}", images_per_s=f"{images_per_s:.2f}",
+                              elapsed_s=f"{time.time() - self.started:.1f}",
+                              cpu_s=f"{time.process_time() - self.cpu_started:.1f}"))
+        self.accelerator.log(dict(loss=mean_loss, lr=lr, images_per_s=images_per_s), step=step)
+        self.restart_window()
+        return mean_loss, images_per_s
+
+    def restart_window(self):
+        self.losses, self.window_start = [], time.time()
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Time spent inside is not training time."""
+        started, cpu_started = time.time(), time.process_time()
+        yield
+        self.started += time.time() - started
+        self.cpu_started += time.process_time() - cpu_started
+
+    def write(self):
+        """Append the rows not yet written (main process)."""
+        if self.accelerator.is_main_process:
+            append_log(self.path, self.rows)
+            self.rows = []
+
+
+def checkpoint(accelerator, run, log, stopping):
+    """At a save step: the fidelity check (not when stopping), the log's rows, the checkpoint, and
+    the sample grid."""
+    config = run.config
+    if run.validation and not stopping:
+        with log.paused():
+            validate(accelerator, run.validation, run.ema.ema_model, run.formulation, config, log.rows[-1], run.run_dir)
+    log.write()  # the log first: a kill between the two must not lose rows
+    save_checkpoint(run.run_dir, accelerator, run.ema, config)
+    if accelerator.is_main_process and not stopping:
+        try:
+            sample_grid(run.ema.ema_model, run.formulation, config, run.run_dir / f"samples-{config['step']:07d}.png")
+        except ValueError as error:  # a preview, not a check: a diverging loss stops the next step
+            print(f"step {config['step']}: no sample grid ({error})", file=sys.stderr)
+    log.restart_window()
+
+
+def train(args, accelerator):
+    run = setup(args, accelerator)
+    args, config = run.args, run.config
+    start_step = config["step"]
+    log = TrainingLog(accelerator, run.run_dir / "log.csv", start_step)
+    progress = tqdm(initial=start_step, total=args.train_steps, disable=not accelerator.is_main_process,
+                    desc=f"training {args.model}")
     timing_start = time.time()
-    preemption = Preemption()
-    for step in itertools.count(start_step):
-        if args.train_steps is not None and step >= args.train_steps:
-            break
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, args)
-        window_losses += optimizer_step(accelerator, model, optimizer, formulation, batches, condition, args, step)
-        ema.update()
-        progress.update()
-        config["step"] = step + 1
-        if args.train_steps is None and config["step"] - start_step == TIMING_STEPS:
-            args.train_steps = steps_in_budget(accelerator, args, (time.time() - timing_start) / TIMING_STEPS)
-            progress.total = args.train_steps
-        stopping = preemption.requested(accelerator)
-        saving = config["step"] % args.save_every == 0 or config["step"] == args.train_steps or stopping
-        if config["step"] % args.log_every == 0 or saving:
-            mean_loss = accelerator.reduce(torch.stack(window_losses).mean(), reduction="mean").item()
-            images_per_s = len(window_losses) * args.batch_size / (time.time() - window_start)
-            rows.append(dict(step=config["step"], loss=f"{mean_loss:.6f}", lr=f"{learning_rate(step, args):.3e}",
-                             images_per_s=f"{images_per_s:.2f}", elapsed_s=f"{time.time() - started:.1f}",
-                             cpu_s=f"{time.process_time() - cpu_started:.1f}"))
-            progress.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_s:.1f}")
-            accelerator.log(dict(loss=mean_loss, lr=learning_rate(step, args), images_per_s=images_per_s), step=config["step"])
-            window_start, window_losses = time.time(), []
-        if saving:
-            if validation and not stopping:  # its time is not training time
-                check_started, check_cpu = time.time(), time.process_time()
-                validate(accelerator, validation, ema.ema_model, formulation, config, rows[-1], run_dir)
-                started, cpu_started = started + time.time() - check_started, cpu_started + time.process_time() - check_cpu
-            if accelerator.is_main_process:  # the log first: a kill between the two must not lose rows
-                append_log(log_path, rows)
-                rows = []
-            save_checkpoint(run_dir, accelerator, ema, config)
+    with Preemption() as preemption:
+        for step in itertools.count(start_step):
+            if args.train_steps is not None and step >= args.train_steps:
+                break
+            for group in run.optimizer.param_groups:
+                group["lr"] = learning_rate(step, args)
+            log.losses += optimizer_step(accelerator, run.model, run.optimizer, run.formulation, run.batches,
+                                         run.condition, args, step)
+            run.ema.update()
+            progress.update()
+            config["step"] = step + 1
+            if args.train_steps is None and config["step"] - start_step == TIMING_STEPS:
+                args.train_steps = steps_in_budget(accelerator, args, (time.time() - timing_start) / TIMING_STEPS)
+                progress.total = args.train_steps
+            stopping = preemption.requested(accelerator)
+            saving = config["step"] % args.save_every == 0 or config["step"] == args.train_steps or stopping
+            if config["step"] % args.log_every == 0 or saving:
+                mean_loss, images_per_s = log.record(config["step"], learning_rate(step, args), args.batch_size)
+                progress.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_s:.1f}")
+            if saving:
+                checkpoint(accelerator, run, log, stopping)
             if stopping:
                 if accelerator.is_main_process:
                     print(f"{preemption.received}: stopped after step {config['step']} with its checkpoint written; "
-                          f"continue with `train.py --resume {run_dir}`", file=sys.stderr)
+                          f"continue with `train.py --resume {run.run_dir}`", file=sys.stderr)
                 return PREEMPTED
-            if accelerator.is_main_process:
-                try:
-                    sample_grid(ema.ema_model, formulation, config, run_dir / f"samples-{config['step']:07d}.png")
-                except ValueError as error:  # a preview, not a check: a diverging loss stops the next step
-                    print(f"step {config['step']}: no sample grid ({error})", file=sys.stderr)
-            window_start = time.time()
-    check_replicas_agree(accelerator, network)
+    check_replicas_agree(accelerator, run.network)
     if accelerator.is_main_process:
-        print(f"Run folder: {run_dir}")
+        print(f"Run folder: {run.run_dir}")
     return 0
 
 

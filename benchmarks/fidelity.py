@@ -1,9 +1,9 @@
-"""Fidelity benchmark: train a model on the default data's train split, sample as many fields as
-the test split holds with one or more samplers, and evaluate them against the test split (MAFD next
+"""Fidelity benchmark: train a model on a mock split's train fields (the default 2LPT data, or
+--data nonlinear: particle-mesh), sample as many fields as the test split holds with one or more samplers, and evaluate them against the test split (MAFD next
 to its floor and in k bands, pixel PDF, Minkowski functionals, seams, memorisation against the train split).
 
     python benchmarks/fidelity.py [--model unet] [--formulation vp] [--train_minutes 15 | --train_steps 1500]
-                                  [--samplers "dpm++:20 heun:10"]
+                                  [--samplers "dpm++:20 heun:10"] [--data nonlinear]
 
 Resumable: a finished training stage (or a partial one, resumed) and finished samples are reused.
 Prints one table against the targets per sampler and writes fidelity.json next to its evaluation figures.
@@ -19,7 +19,7 @@ from cosmodiff.checkpoint import read_config, read_log
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE
 from cosmodiff.diffusion import SAMPLERS, network_evaluations
 from cosmodiff.fields import load_fields
-from cosmodiff.mock import ensure_default_data
+from cosmodiff.mock import SPLITS, ensure_split
 
 ROOT = Path(__file__).resolve().parents[1]
 K_BANDS = {"k < 0.1": (0, 0.1), "0.1-0.4": (0.1, 0.4), "0.4-Nyquist": (0.4, float("inf"))}  # h/Mpc
@@ -86,13 +86,14 @@ def verdicts(report):
 
 
 def main(args):
-    train_path, test_path = ensure_default_data(ROOT / "train_data")
+    folder = ROOT / "train_data" / ("" if args.data == "default" else args.data)
+    train_path, test_path = ensure_split(folder, args.data)
     n_samples = args.num_samples or max(256, len(load_fields(test_path)))
     length = f"{args.train_minutes:g}min" if args.train_minutes else str(args.train_steps)
     out = Path(args.out) / (args.name or f"{args.model.replace('/', '')}-{args.formulation}-{length}")
     run_dir = out / "results" / "run"
     budget = ["--train_minutes", args.train_minutes] if args.train_minutes else ["--train_steps", args.train_steps]
-    train_steps = trained(run_dir, ["--model", args.model, "--formulation", args.formulation, *budget,
+    train_steps = trained(run_dir, ["--data_path", folder, "--model", args.model, "--formulation", args.formulation, *budget,
                                     "--save_every", args.save_every, "--seed", args.seed, *args.train_args.split()])
     for setting in args.samplers.split():
         sampler, steps, grid = (setting + ":").split(":")[:3]
@@ -112,7 +113,7 @@ def evaluate(args, run_dir, out, n_samples, train_steps, sampler, steps, grid, t
     train_seconds, train_cpu_seconds = last["elapsed_s"], last["cpu_s"]
     rows = verdicts(report)
     config = read_config(run_dir)
-    summary = dict(model=args.model, formulation=config["diffusion"].get("formulation", "vp"),
+    summary = dict(data=args.data, model=args.model, formulation=config["diffusion"].get("formulation", "vp"),
                    train_steps=train_steps, train_minutes=train_seconds / 60,
                    train_cpu_minutes=train_cpu_seconds / 60,
                    threads=int(os.environ.get("COSMODIFF_THREADS", 0)) or os.cpu_count(),
@@ -163,6 +164,8 @@ def publish_figures(args, evaluation, samples, test_path):
 
 if __name__ == "__main__":
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="default", choices=[name for name in SPLITS if name != "conditional"],
+                        help="the mock split trained on and compared with (train_data/<name>)")
     parser.add_argument("--model", default="unet")
     parser.add_argument("--formulation", default="vp", help="vp, edm or flow")
     parser.add_argument("--train_steps", type=COUNT, default=1500)

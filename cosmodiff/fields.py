@@ -13,16 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from cosmodiff.errors import FieldError  # noqa: F401 (the readers' error, imported from here by callers)
+
 DEFAULT_BOX_SIZE = 1000.0  # Mpc/h, Quijote's box
 QUIJOTE_CUBE_NAME = re.compile(r"^df_m_\d+_(CIC|PCS|NGP|TSC)_z=.*\.npy$")
 COLOUR_TOLERANCE = 3.0  # RGB distance to the nearest colormap entry still read as that entry (rounding, not noise)
 SNAPSHOT_SUFFIXES = (".hdf5", ".h5")
 SUPPORTED_IN_FOLDER = (".npy", ".png", *SNAPSHOT_SUFFIXES)
 DEFAULT_MESH = 256  # nodes per side a snapshot is painted on
-
-
-class FieldError(ValueError):
-    """Bad field data: the message is one sentence naming the file and the problem."""
 
 
 @dataclass

@@ -41,14 +41,24 @@ def accelerated(**kwargs):
 
 class Preemption:
     """Turns SIGTERM and SIGUSR1 (what SLURM and most schedulers send before they kill a job) into a
-    request to stop after the current step; the processes agree on it, so all stop at the same step."""
+    request to stop after the current step; the processes agree on it, so all stop at the same step.
+    A context manager: on leaving, the handlers that were there before come back (training in-process
+    leaves the caller's signals as they were)."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
     def __init__(self):
         self.received = None
+        self.previous = {}
+
+    def __enter__(self):
         for number in self.SIGNALS:
-            signal.signal(number, self.receive)
+            self.previous[number] = signal.signal(number, self.receive)
+        return self
+
+    def __exit__(self, *exc_info):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
 
     def receive(self, number, frame):
         self.received = signal.Signals(number).name

@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, REDSHIFT, writable_file, writable_folder
@@ -121,22 +122,6 @@ def particle_mesh_density(params, grid, box_size, rng, redshift=0.0, pm_steps=PM
     return (delta + 1).numpy()
 
 
-def cic_paint(positions, grid, box_size):
-    """Cloud-in-cell density (mean 1) on a periodic grid^3 mesh from positions (3, M) in Mpc/h."""
-    cell = np.mod(positions / (box_size / grid), grid)
-    base = np.floor(cell).astype(np.int64)
-    frac = cell - base
-    mesh = np.zeros(grid ** 3)
-    for corner in np.ndindex(2, 2, 2):
-        index = np.zeros(base.shape[1], np.int64)
-        weight = np.ones(base.shape[1])
-        for axis, offset in enumerate(corner):
-            index = index * grid + (base[axis] + offset) % grid
-            weight *= frac[axis] if offset else 1 - frac[axis]
-        mesh += np.bincount(index, weights=weight, minlength=grid ** 3)
-    return (mesh / mesh.mean()).reshape(grid, grid, grid)
-
-
 def lpt_density(params, grid, box_size, rng, redshift=0.0):
     """2LPT density cube (mean 1) at `redshift` for one cosmology: particles start on the grid's nodes.
 
@@ -147,7 +132,8 @@ def lpt_density(params, grid, box_size, rng, redshift=0.0):
     delta_k = gaussian_density(power, grid, box_size, rng)
     displacement = lpt2_displacement(delta_k, grid, box_size, omega_m)
     nodes = np.indices((grid,) * 3).reshape(3, -1) * (box_size / grid)
-    return cic_paint(nodes + displacement.reshape(3, -1), grid, box_size)
+    positions = torch.from_numpy(nodes + displacement.reshape(3, -1))
+    return (paint(cic_weights(positions, grid, box_size), grid, positions.shape[1]) + 1).numpy()
 
 
 def simulation_params(seed, sim, latin_hypercube, n_sims):
@@ -241,6 +227,10 @@ SPLITS = {
     "conditional": {"train": lambda: make_mock_set(CONDITIONAL_TRAIN_SIMS, seed=CONDITIONAL_SEED, latin_hypercube=True),
                     "test": conditional_test_set, "derivatives": derivative_set},
 }
+
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "train_data"  # the repository's data folder
+SPLIT_FOLDERS = {name: DEFAULT_DATA if name == "default" else DEFAULT_DATA / name for name in SPLITS}
 
 
 def ensure_split(folder, name="default"):

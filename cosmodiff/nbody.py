@@ -80,11 +80,17 @@ def cic_weights(positions, mesh, box_size):
     return pairs
 
 
+def deposit(pairs, counts):
+    """Add CIC pairs' weights to a flat mesh of particles per node (counts, (mesh^3,)): the one CIC
+    painter of the package (N-body forces, the mocks, Gadget snapshots); returns counts."""
+    for index, weight in pairs:
+        counts.index_add_(0, index, weight)
+    return counts
+
+
 def paint(pairs, mesh, n_particles):
     """Overdensity delta on the mesh from CIC pairs (mean density: n_particles / mesh^3)."""
-    density = torch.zeros(mesh ** 3, dtype=pairs[0][1].dtype, device=pairs[0][1].device)
-    for index, weight in pairs:
-        density.index_add_(0, index, weight)
+    density = deposit(pairs, torch.zeros(mesh ** 3, dtype=pairs[0][1].dtype, device=pairs[0][1].device))
     return (density * (mesh ** 3 / n_particles) - 1).view(mesh, mesh, mesh)
 
 

@@ -5,15 +5,18 @@ MA convention, the one Quijote's df_m cubes were made with: node i sits at x = i
 particle shares its mass with the 8 nodes around it by the volume overlap. The cube then becomes 2D
 fields like any density cube (fields.cube_to_slabs).
 
-Pylians' MAS_library is the reference but needs a compiled build; this vectorised version (np.bincount
-per corner, particles in chunks so memory stays bounded for 512^3 particles) is tested against a
-particle-by-particle loop and analytic placements instead.
+Pylians' MAS_library is the reference but needs a compiled build; the package's CIC painter
+(cosmodiff.nbody, particles in chunks so memory stays bounded for 512^3 particles) is tested against
+a particle-by-particle loop and analytic placements instead.
 """
-import itertools
 import re
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from cosmodiff.errors import FieldError
+from cosmodiff.nbody import cic_weights, deposit
 
 SNAPSHOT_PART = re.compile(r"^(?P<stem>.+)\.(?P<part>\d+)\.(hdf5|h5)$")
 KPC_IN_CM = 3.085678e21  # Gadget's default length unit, kpc/h (Quijote's)
@@ -36,29 +39,12 @@ def snapshot_parts(path):
     return sorted(parts, key=lambda p: int(SNAPSHOT_PART.match(p.name)["part"]))
 
 
-def cic_paint(positions, box_size, mesh, grid=None):
-    """Add particles (N, 3) in the box's units to a periodic (mesh, mesh, mesh) float64 cube by CIC
-    (a new one when grid is None); callers with many particles pass them in chunks."""
-    grid = np.zeros(mesh ** 3) if grid is None else grid.reshape(-1)
-    scaled = np.asarray(positions, np.float64) * (mesh / box_size)
-    lower = np.floor(scaled)
-    upper_weight = scaled - lower
-    lower = lower.astype(np.int64) % mesh
-    for corner in itertools.product((0, 1), repeat=3):
-        weight = np.prod([upper_weight[:, a] if c else 1 - upper_weight[:, a] for a, c in enumerate(corner)], axis=0)
-        index = (lower + corner) % mesh
-        grid += np.bincount((index[:, 0] * mesh + index[:, 1]) * mesh + index[:, 2], weights=weight, minlength=mesh ** 3)
-    return grid.reshape(mesh, mesh, mesh)
-
-
 def read_snapshot(path, mesh):
     """The CIC density cube (mesh^3, particles per node) of a Gadget HDF5 snapshot and its box size in
     Mpc/h; raises FieldError naming the file for anything that is not one."""
     import h5py
 
-    from cosmodiff.fields import FieldError
-
-    grid, box_size = np.zeros(mesh ** 3), None
+    counts, box_size = torch.zeros(mesh ** 3, dtype=torch.float64), None
     for part in snapshot_parts(path):
         try:
             with h5py.File(part, "r") as snapshot:
@@ -69,9 +55,10 @@ def read_snapshot(path, mesh):
                 box_size = float(np.ravel(header["BoxSize"])[0]) * to_mpc
                 positions = snapshot["PartType1/Coordinates"]
                 for start in range(0, len(positions), CHUNK):
-                    cic_paint(positions[start:start + CHUNK] * to_mpc, box_size, mesh, grid)
+                    chunk = torch.from_numpy(np.asarray(positions[start:start + CHUNK], np.float64).T * to_mpc)
+                    deposit(cic_weights(chunk, mesh, box_size), counts)
         except OSError as error:
             raise FieldError(f"{part}: cannot read the HDF5 file (corrupt or truncated: {error})") from None
         except KeyError as error:
             raise FieldError(f"{part}: the snapshot header lacks {error}") from None
-    return grid.reshape(mesh, mesh, mesh), box_size
+    return counts.view(mesh, mesh, mesh).numpy(), box_size

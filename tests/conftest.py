@@ -1,6 +1,12 @@
+import contextlib
 import csv
+import gc
+import io
+import os
+import runpy
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +42,47 @@ def tiny_data(tmp_path_factory):
 def train_command(data, results, *extra):
     """train.py on data with a tiny model's flags, writing under results."""
     return [sys.executable, str(ROOT / "train.py"), "--data_path", str(data), "--results_dir", str(results), *TINY, *extra]
+
+
+def run_in_process(command, cwd=None, env=None):
+    """A script's command line ([python, script, *argv] or [python, -m, module, *argv]) run as __main__
+    in this process, in cwd with env, its output captured: subprocess.run's CompletedProcess without
+    an interpreter's start-up. Processes stay where they are the point: signals, kill -9, several
+    processes. An uncaught exception is exit status 1 with its traceback on stderr, as in a process."""
+    command = [str(part) for part in command]
+    assert command[0] == sys.executable, command
+    module = command[2] if command[1] == "-m" else None
+    argv = [module, *command[3:]] if module else command[1:]
+    saved = os.getcwd(), dict(os.environ), sys.argv, list(sys.path)
+    stdout, stderr, status = io.StringIO(), io.StringIO(), 0
+    try:
+        os.chdir(cwd or saved[0])
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        sys.argv = argv
+        if not module:
+            sys.path.insert(0, str(Path(argv[0]).resolve().parent))  # as python puts the script's folder first
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                if module:
+                    runpy.run_module(module, run_name="__main__", alter_sys=True)
+                else:
+                    runpy.run_path(argv[0], run_name="__main__")
+            except SystemExit as exit_status:
+                status = exit_status.code if isinstance(exit_status.code, int) else int(exit_status.code is not None)
+                if isinstance(exit_status.code, str):
+                    print(exit_status.code, file=sys.stderr)
+            except Exception:
+                traceback.print_exc()
+                status = 1
+    finally:
+        os.chdir(saved[0])
+        os.environ.clear()
+        os.environ.update(saved[1])
+        sys.argv, sys.path[:] = saved[2], saved[3]
+        gc.collect()  # a finished run's DataLoader workers are shut down now, not in a later test
+    return subprocess.CompletedProcess(command, status, stdout.getvalue(), stderr.getvalue())
 
 
 def losses(run_dir):

@@ -5,11 +5,19 @@ import subprocess
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from conftest import train_command
 from cosmodiff.condition import join_params
 from cosmodiff.fields import FieldError, load_fields
-from cosmodiff.snapshots import cic_paint, read_snapshot
+from cosmodiff.nbody import cic_weights, deposit
+from cosmodiff.snapshots import read_snapshot
+
+
+def cic_paint(positions, box_size, mesh):
+    """The package's CIC painter on particles (N, 3): particles per node, (mesh, mesh, mesh)."""
+    pairs = cic_weights(torch.from_numpy(positions.T.copy()), mesh, box_size)
+    return deposit(pairs, torch.zeros(mesh ** 3, dtype=torch.float64)).view(mesh, mesh, mesh).numpy()
 
 
 def loop_cic(positions, box_size, mesh):
