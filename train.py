@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from cosmodiff import plots
 from cosmodiff.checkpoint import (CheckpointError, latest_run, load_training_state, lock_run, new_run_dir, read_config,
-                                  read_log, save_checkpoint, training_state)
+                                  read_log, release_runs, save_checkpoint, training_state)
 from cosmodiff.cli import ArgumentParser, COUNT, FINITE, FRACTION, INDEX, Number, POSITIVE, writable_folder
 from cosmodiff.diffusion import FORMULATIONS, SAMPLERS, sample
 from cosmodiff.fields import DEFAULT_MESH, FieldError
@@ -303,7 +303,14 @@ def checkpoint(accelerator, run, log, stopping):
 
 
 def train(args, accelerator):
-    run = setup(args, accelerator)
+    try:
+        return train_loop(accelerator, setup(args, accelerator))
+    finally:
+        release_runs()
+
+
+def train_loop(accelerator, run):
+    """Steps from the run's step to --train_steps, logging and checkpointing; returns the exit status."""
     args, config = run.args, run.config
     start_step = config["step"]
     log = TrainingLog(accelerator, run.run_dir / "log.csv", start_step)

@@ -61,6 +61,12 @@ def lock_run(run_dir):
     HELD_LOCKS[run_dir] = handle
 
 
+def release_runs():
+    """Give up every run folder this process holds (training in-process, a caller's process goes on)."""
+    while HELD_LOCKS:
+        HELD_LOCKS.popitem()[1].close()
+
+
 def read_config(run_dir):
     path = Path(run_dir) / "config.json"
     if not Path(run_dir).is_dir():

@@ -7,6 +7,7 @@ import runpy
 import subprocess
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,10 @@ def run_in_process(command, cwd=None, env=None):
         sys.argv = argv
         if not module:
             sys.path.insert(0, str(Path(argv[0]).resolve().parent))  # as python puts the script's folder first
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), warnings.catch_warnings():
+            warnings.simplefilter("always")  # shown on stderr, as a fresh process shows them
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+                warnings.formatwarning(message, category, filename, lineno, line))
             try:
                 if module:
                     runpy.run_module(module, run_name="__main__", alter_sys=True)
@@ -107,8 +111,7 @@ def conditional_run(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("conditional")
     save_fields(folder / "lh.npz", make_mock_set(2, grid=32, image_size=32, latin_hypercube=True, seed=3, progress=False))
-    result = subprocess.run(train_command(folder / "lh.npz", folder / "results", "--train_steps", "2", "--timesteps",
-                                          "100", "--run_name", "run", "--condition", "Omega_m,sigma_8"),
-                            cwd=folder, capture_output=True, text=True)
+    result = run_in_process(train_command(folder / "lh.npz", folder / "results", "--train_steps", "2", "--timesteps",
+                                          "100", "--run_name", "run", "--condition", "Omega_m,sigma_8"), cwd=folder)
     assert result.returncode == 0, result.stderr
     return folder

@@ -1,14 +1,13 @@
 """Conditioning on cosmology: parameter parsing and tables, the join to simulations, conditional
 networks and guidance, the conditional data set, and train/generate with a condition end to end."""
 import json
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, train_command
+from conftest import ROOT, run_in_process, train_command
 from cosmodiff.condition import DEFAULT_GUIDANCE, Condition, join_params, parse_params, read_params_table
 from cosmodiff.diffusion import build_formulation, sample
 from cosmodiff.fields import FieldError, FieldSet, load_fields, save_fields
@@ -132,7 +131,7 @@ def test_conditional_mocks_are_deterministic_for_a_seed_and_carry_their_cosmolog
 
 
 def generate(cwd, *args):
-    return subprocess.run([sys.executable, GENERATE, *map(str, args)], cwd=cwd, capture_output=True, text=True)
+    return run_in_process([sys.executable, GENERATE, *map(str, args)], cwd=cwd)
 
 
 def test_conditional_training_stores_the_condition(conditional_run):
@@ -174,8 +173,7 @@ def test_conditional_errors(conditional_run, tiny_data, tmp_path):
     result = generate(conditional_run, "--checkpoint", run, "--num_samples", "1", "--steps", "2", "--params",
                       "Omega_m=0.9,sigma_8=0.8", "--out", tmp_path / "outside")
     assert result.returncode == 0 and "outside the training range" in result.stderr
-    result = subprocess.run(train_command(tiny_data, tmp_path / "results", "--train_steps", "1", "--condition", "w0"),
-                            capture_output=True, text=True)
+    result = run_in_process(train_command(tiny_data, tmp_path / "results", "--train_steps", "1", "--condition", "w0"))
     assert result.returncode == 2 and "--condition w0: w0 not in the data, which carries Omega_m" in result.stderr
     assert not (tmp_path / "results").exists()
 
@@ -189,9 +187,9 @@ def test_cosmology_evaluation_per_point_with_response_and_derivatives(conditiona
     save_fields(tmp_path / "test.npz", at([{"Omega_m": 0.2}, {"Omega_m": 0.3175}], 0))
     save_fields(tmp_path / "derivatives.npz", at([{"Omega_m": 0.2675}, {"Omega_m": 0.3675},
                                                   {"sigma_8": 0.784}, {"sigma_8": 0.884}], 9))
-    result = subprocess.run([sys.executable, str(ROOT / "evaluate" / "cosmology.py"), str(conditional_run / "results" / "run"),
+    result = run_in_process([sys.executable, str(ROOT / "evaluate" / "cosmology.py"), str(conditional_run / "results" / "run"),
                              "--test", str(tmp_path / "test.npz"), "--num_samples", "3", "--steps", "2",
-                             "--out", str(tmp_path / "out")], capture_output=True, text=True)
+                             "--out", str(tmp_path / "out")])
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "out" / "cosmology.json").read_text())
     assert [row["point"] for row in summary["points"]] == [{"Omega_m": 0.2, "sigma_8": 0.834},
@@ -203,6 +201,5 @@ def test_cosmology_evaluation_per_point_with_response_and_derivatives(conditiona
     derivative = summary["derivatives"]["sigma_8"]
     assert np.median(np.asarray(derivative["real"])[:4]) == pytest.approx(2 / 0.834, rel=0.15)
     assert (tmp_path / "out" / "conditional_response.png").exists() and (tmp_path / "out" / "conditional_derivatives.png").exists()
-    unconditional = subprocess.run([sys.executable, str(ROOT / "evaluate" / "cosmology.py"), str(tmp_path)],
-                                   capture_output=True, text=True)
+    unconditional = run_in_process([sys.executable, str(ROOT / "evaluate" / "cosmology.py"), str(tmp_path)])
     assert unconditional.returncode == 2 and "config.json" in unconditional.stderr

@@ -1,12 +1,11 @@
 import json
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, run_in_process
 from cosmodiff.diffusion import build_formulation
 from cosmodiff.fields import save_fields
 from cosmodiff.mock import make_mock_set
@@ -65,14 +64,14 @@ def test_tiny_dit_loss_falls_through_every_formulation(formulation):
 
 def test_dit_run_folder_trains_and_samples(tmp_path):
     save_fields(tmp_path / "tiny.npz", make_mock_set(1, grid=32, image_size=32, progress=False))
-    train = subprocess.run([sys.executable, str(ROOT / "train.py"), "--model", "dit-xs/4", "--data_path",
+    train = run_in_process([sys.executable, str(ROOT / "train.py"), "--model", "dit-xs/4", "--data_path",
                             str(tmp_path / "tiny.npz"), "--image_size", "32", "--batch_size", "4", "--train_steps", "3",
-                            "--sampling_timesteps", "2", "--run_name", "dit"], cwd=tmp_path, capture_output=True, text=True)
+                            "--sampling_timesteps", "2", "--run_name", "dit"], cwd=tmp_path)
     assert train.returncode == 0, train.stderr
     config = json.loads((tmp_path / "results" / "dit" / "config.json").read_text())
     assert config["model"] == {"name": "dit-xs/4", "kwargs": dict(model_kwargs("dit-xs/4", 32))}
-    generate = subprocess.run([sys.executable, str(ROOT / "UNet-DDPM" / "generate_images.py"), "--num_samples", "2",
-                               "--sampler", "dpm++", "--steps", "3"], cwd=tmp_path, capture_output=True, text=True)
+    generate = run_in_process([sys.executable, str(ROOT / "UNet-DDPM" / "generate_images.py"), "--num_samples", "2",
+                               "--sampler", "dpm++", "--steps", "3"], cwd=tmp_path)
     assert generate.returncode == 0, generate.stderr
     samples = np.load(tmp_path / "results" / "dit" / "samples" / "samples.npy")
     assert samples.shape == (2, 32, 32) and np.isfinite(samples).all()

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, TINY, shared_path
+from conftest import ROOT, TINY, run_in_process, shared_path
 from cosmodiff.fields import save_fields
 from cosmodiff.mock import make_mock_set
 
@@ -22,16 +22,15 @@ GENERATE = str(ROOT / "UNet-DDPM" / "generate_images.py")
 def trained_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gen")
     save_fields(folder / "tiny.npz", make_mock_set(1, grid=32, image_size=32, progress=False))
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data_path", str(folder / "tiny.npz"),
+    result = run_in_process([sys.executable, str(ROOT / "train.py"), "--data_path", str(folder / "tiny.npz"),
                              "--image_size", "32", "--batch_size", "4", "--train_steps", "2", "--timesteps", "100",
-                             "--sampling_timesteps", "2", "--results_dir", str(folder / "results"), "--run_name", "run"],
-                            cwd=folder, capture_output=True, text=True)
+                             "--sampling_timesteps", "2", "--results_dir", str(folder / "results"), "--run_name", "run"], cwd=folder)
     assert result.returncode == 0, result.stderr
     return folder
 
 
 def generate(cwd, *args, env=None):
-    return subprocess.run([sys.executable, GENERATE, *map(str, args)], cwd=cwd, capture_output=True, text=True, env=env)
+    return run_in_process([sys.executable, GENERATE, *map(str, args)], cwd=cwd, env=env)
 
 
 def test_generate_writes_physical_samples_previews_and_record(trained_run):

@@ -1,7 +1,6 @@
 """Parameter inference: the ELBO posterior against an analytic one, the power-spectrum baseline, and
 evaluate/infer.py end to end."""
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -9,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import ROOT, noise_level
+from conftest import ROOT, noise_level, run_in_process
 from cosmodiff.diffusion import build_formulation
 from cosmodiff.fields import load_fields
 from cosmodiff.inference import (PowerSpectrumLikelihood, grid_draws, grid_posterior, mcmc_samples, negative_elbo,
@@ -113,8 +112,8 @@ def test_infer_writes_both_posteriors_per_field_and_jointly(conditional_run, tmp
     run, data = conditional_run / "results" / "run", conditional_run / "lh.npz"
 
     def infer(*args):
-        return subprocess.run([sys.executable, str(ROOT / "evaluate" / "infer.py"), str(data), "--checkpoint", str(run),
-                               "--grid", "5", "--n_levels", "2", *map(str, args)], capture_output=True, text=True)
+        return run_in_process([sys.executable, str(ROOT / "evaluate" / "infer.py"), str(data), "--checkpoint", str(run),
+                               "--grid", "5", "--n_levels", "2", *map(str, args)])
     result = infer("--indices", "0,30", "--out", tmp_path / "each")
     assert result.returncode == 0, result.stderr
     record = json.loads((tmp_path / "each" / "posterior.json").read_text())

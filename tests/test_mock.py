@@ -1,9 +1,8 @@
-import subprocess
 import sys
 
 import numpy as np
 
-from conftest import ROOT
+from conftest import ROOT, run_in_process
 from cosmodiff.fields import block_average, load_fields
 from cosmodiff.mock import QUIJOTE_FIDUCIAL, linear_power, lpt_density, make_mock_set, wavenumbers
 from cosmodiff.stats import seam_score
@@ -70,8 +69,8 @@ def test_latin_hypercube_draws_one_cosmology_per_simulation_in_quijote_ranges():
 
 def test_command_line_writes_a_set_load_fields_reads(tmp_path):
     out = tmp_path / "m.npz"
-    subprocess.run([sys.executable, "-m", "cosmodiff.mock", "--out", str(out), "--n_sims", "2", "--grid", "64"],
-                   cwd=ROOT, check=True, capture_output=True)
+    result = run_in_process([sys.executable, "-m", "cosmodiff.mock", "--out", out, "--n_sims", 2, "--grid", 64], cwd=ROOT)
+    assert result.returncode == 0, result.stderr
     fieldset = load_fields(out)
     assert fieldset.fields.shape == (2 * 3 * 16, 64, 64) and fieldset.box_size == 250.0
     np.testing.assert_array_equal(np.unique(np.load(out)["sim_index"]), [0, 1])

@@ -18,7 +18,7 @@ from ema_pytorch import EMA
 from safetensors.torch import load_file
 
 import cosmodiff.checkpoint as checkpoint
-from conftest import ROOT, losses, train_command
+from conftest import ROOT, losses, run_in_process, train_command
 from cosmodiff.checkpoint import CheckpointError, load_run, load_training_state, save_checkpoint
 from cosmodiff.models import build_model
 
@@ -62,8 +62,8 @@ def assert_same_run(run, reference):
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_data, tmp_path_factory):
     results = tmp_path_factory.mktemp("whole")
-    result = subprocess.run(train_command(tiny_data, results, *SEED, "--train_steps", "24", "--save_every", "1",
-                                          "--run_name", "whole"), cwd=results, capture_output=True, text=True)
+    result = run_in_process(train_command(tiny_data, results, *SEED, "--train_steps", "24", "--save_every", "1",
+                                          "--run_name", "whole"), cwd=results)
     assert result.returncode == 0, result.stderr
     return results / "whole"
 
@@ -83,7 +83,7 @@ def test_preemption_signal_checkpoints_exits_75_and_resumes_on_the_same_trajecto
     assert 5 <= stopped < 24 and f"stopped after step {stopped} with its checkpoint written" in stderr
     assert [step for step, _ in losses(run)] == list(range(1, stopped + 1))
     assert_consistent(run)
-    resumed = subprocess.run(resume_command(run), cwd=tmp_path, capture_output=True, text=True)
+    resumed = run_in_process(resume_command(run), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(run, uninterrupted)
 
@@ -105,7 +105,7 @@ def test_kill_9_at_random_moments_always_resumes_from_one_whole_step(tiny_data, 
         kills += 1
         assert_consistent(run)
     assert kills == 10
-    resumed = subprocess.run(resume_command(run), cwd=tmp_path, capture_output=True, text=True)
+    resumed = run_in_process(resume_command(run), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(run, uninterrupted)
 
@@ -178,9 +178,8 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(uninterrupted, tm
 
 
 def test_a_diverging_loss_stops_with_its_step_and_keeps_the_last_finite_checkpoint(tiny_data, tmp_path):
-    result = subprocess.run(train_command(tiny_data, tmp_path, *SEED, "--train_steps", "6", "--save_every", "1",
-                                          "--lr", "1e30", "--warmup_steps", "1", "--run_name", "nan"),
-                            cwd=tmp_path, capture_output=True, text=True)
+    result = run_in_process(train_command(tiny_data, tmp_path, *SEED, "--train_steps", "6", "--save_every", "1",
+                                          "--lr", "1e30", "--warmup_steps", "1", "--run_name", "nan"), cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.count("error: ") == 1, result.stderr
     error = result.stderr.split("error: ")[1].splitlines()[0]
     assert "the loss is" in error and "gradients are not finite" in error
@@ -199,8 +198,7 @@ def test_a_run_folder_in_use_is_refused(tiny_data, tmp_path, uninterrupted):
         handle.truncate(0)
         handle.write("pid 4242")
         handle.flush()
-        result = subprocess.run(resume_command(run) + ["--train_steps", "30"], cwd=tmp_path, capture_output=True,
-                                text=True)
+        result = run_in_process(resume_command(run) + ["--train_steps", "30"], cwd=tmp_path)
     assert result.returncode == 2 and f"{run}: in use by another training run (pid 4242)" in result.stderr
     assert committed_step(run) == 24
 
@@ -209,5 +207,5 @@ def test_resume_without_its_state_folder_is_refused(tmp_path, uninterrupted):
     run = tmp_path / "stateless"
     shutil.copytree(uninterrupted, run)
     shutil.rmtree(run / json.loads((run / "config.json").read_text())["state"])
-    result = subprocess.run(resume_command(run) + ["--train_steps", "30"], cwd=tmp_path, capture_output=True, text=True)
+    result = run_in_process(resume_command(run) + ["--train_steps", "30"], cwd=tmp_path)
     assert result.returncode == 2 and "the training state config.json names is missing or incomplete" in result.stderr

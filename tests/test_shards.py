@@ -1,21 +1,19 @@
 """Shard sets: cosmodiff.prepare converts any field set, resumes after a kill, and training streams
 the shards to the same losses as the fields held in memory."""
 import json
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import losses, train_command
+from conftest import losses, run_in_process, train_command
 from cosmodiff.condition import join_params
 from cosmodiff.fields import FieldError, load_fields
 from cosmodiff.shards import StepBatches, open_shards
 
 
 def prepare(src, out, *args):
-    return subprocess.run([sys.executable, "-m", "cosmodiff.prepare", str(src), "--out", str(out), *map(str, args)],
-                          capture_output=True, text=True)
+    return run_in_process([sys.executable, "-m", "cosmodiff.prepare", str(src), "--out", str(out), *map(str, args)])
 
 
 @pytest.fixture
@@ -74,9 +72,8 @@ def test_training_streams_shards_to_the_losses_of_fields_in_memory(quijote_tree)
     tree = quijote_tree
     assert prepare(tree / "LH", tree / "shards", "--shard_size", "4").returncode == 0
     for name, data, workers in (("memory", tree / "LH", "0"), ("streamed", tree / "shards", "2")):
-        result = subprocess.run(train_command(data, tree / "results", "--train_steps", "3", "--run_name", name,
-                                              "--num_workers", workers, "--val_samples", "0"),
-                                capture_output=True, text=True)
+        result = run_in_process(train_command(data, tree / "results", "--train_steps", "3", "--run_name", name,
+                                              "--num_workers", workers, "--val_samples", "0"))
         assert result.returncode == 0, result.stderr
     assert losses(tree / "results" / "streamed") == losses(tree / "results" / "memory")
     config = json.loads((tree / "results" / "streamed" / "config.json").read_text())

@@ -1,13 +1,12 @@
 """Gadget HDF5 snapshots: CIC painting against a particle-by-particle reference and analytic
 placements, Quijote's multi-file layout, the parameter join and training on them."""
-import subprocess
 
 import h5py
 import numpy as np
 import pytest
 import torch
 
-from conftest import train_command
+from conftest import run_in_process, train_command
 from cosmodiff.condition import join_params
 from cosmodiff.fields import FieldError, load_fields
 from cosmodiff.nbody import cic_weights, deposit
@@ -73,9 +72,9 @@ def test_quijote_snapshot_folders_become_fields_with_box_and_parameters(tmp_path
     joined = join_params(fields, tmp_path / "params.txt")
     assert joined.params[:, [0, 4]].tolist() == [[0.2, 0.7]] * 12 + [[0.4, 0.9]] * 12
 
-    result = subprocess.run(train_command(tmp_path / "LH", tmp_path / "results", "--slab_thickness", "8", "--mesh", "32",
+    result = run_in_process(train_command(tmp_path / "LH", tmp_path / "results", "--slab_thickness", "8", "--mesh", "32",
                                           "--params_file", tmp_path / "params.txt", "--condition", "Omega_m,sigma_8",
-                                          "--train_steps", "2", "--run_name", "run"), capture_output=True, text=True)
+                                          "--train_steps", "2", "--run_name", "run"))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "results" / "run" / "model.safetensors").exists()
 

@@ -1,11 +1,10 @@
 import json
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, shared_path
+from conftest import ROOT, run_in_process, shared_path
 from cosmodiff.stats import (mafd, mafd_floor, minkowski_functionals, nearest_distances, power_spectrum,
                              seam_score)
 
@@ -130,8 +129,7 @@ def test_nearest_distance_finds_shifted_copies_and_its_ratio_ignores_smoothness(
 
 
 def run_evaluate(*args):
-    return subprocess.run([sys.executable, "evaluate/power_spectrum.py", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True)
+    return run_in_process([sys.executable, "evaluate/power_spectrum.py", *map(str, args)], cwd=ROOT)
 
 
 def test_evaluate_script_shared_pngs_against_themselves_and_disjoint_halves(tmp_path):
@@ -186,8 +184,7 @@ def test_evaluate_without_arguments_takes_the_latest_runs_newest_samples_and_its
     np.save(run / "samples" / "samples.npy", rng.random((8, 16, 16)) + 0.5)
 
     def evaluate(*args):
-        return subprocess.run([sys.executable, ROOT / "evaluate" / "power_spectrum.py", *args], cwd=tmp_path,
-                              capture_output=True, text=True)
+        return run_in_process([sys.executable, ROOT / "evaluate" / "power_spectrum.py", *args], cwd=tmp_path)
     result = evaluate()
     assert result.returncode == 0, result.stderr
     assert f"real: {data / 'test.npz'}\ngenerated: results/run/samples/samples.npy" in result.stdout

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, losses, shared_path, train_command
+from conftest import ROOT, losses, run_in_process, shared_path, train_command
 from cosmodiff.models import build_model, model_kwargs
 
 def test_unet_is_exactly_equivariant_to_periodic_shifts():
@@ -30,8 +30,7 @@ def test_unet_is_exactly_equivariant_to_periodic_shifts():
 
 
 def test_training_writes_a_complete_run_folder(tiny_data, tmp_path):
-    result = subprocess.run(train_command(tiny_data, tmp_path, "--train_steps", "4", "--save_every", "2", "--run_name", "run"),
-                            cwd=tmp_path, capture_output=True, text=True)
+    result = run_in_process(train_command(tiny_data, tmp_path, "--train_steps", "4", "--save_every", "2", "--run_name", "run"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     run = tmp_path / "run"
     config = json.loads((run / "config.json").read_text())
@@ -47,8 +46,7 @@ def test_training_writes_a_complete_run_folder(tiny_data, tmp_path):
 
 def test_killed_run_resumes_from_its_last_checkpoint_with_the_same_losses(tiny_data, tmp_path):
     steps = ["--train_steps", "8", "--save_every", "1", "--seed", "3"]
-    reference = subprocess.run(train_command(tiny_data, tmp_path, *steps, "--run_name", "whole"), cwd=tmp_path,
-                               capture_output=True, text=True)
+    reference = run_in_process(train_command(tiny_data, tmp_path, *steps, "--run_name", "whole"), cwd=tmp_path)
     assert reference.returncode == 0, reference.stderr
     process = subprocess.Popen(train_command(tiny_data, tmp_path, *steps, "--run_name", "killed"), cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -61,8 +59,7 @@ def test_killed_run_resumes_from_its_last_checkpoint_with_the_same_losses(tiny_d
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     killed_at = json.loads(config_path.read_text())["step"]
-    resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(tmp_path / "killed")],
-                             cwd=tmp_path, capture_output=True, text=True)
+    resumed = run_in_process([sys.executable, str(ROOT / "train.py"), "--resume", str(tmp_path / "killed")], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert killed_at >= 3
     whole, again = losses(tmp_path / "whole"), losses(tmp_path / "killed")
@@ -75,8 +72,8 @@ def test_killed_run_resumes_from_its_last_checkpoint_with_the_same_losses(tiny_d
 
 
 def test_time_budget_fixes_the_step_count_and_completes_the_schedule(tiny_data, tmp_path):
-    result = subprocess.run(train_command(tiny_data, tmp_path, "--train_minutes", "0.05", "--save_every", "1000",
-                                          "--run_name", "run"), cwd=tmp_path, capture_output=True, text=True)
+    result = run_in_process(train_command(tiny_data, tmp_path, "--train_minutes", "0.05", "--save_every", "1000",
+                                          "--run_name", "run"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     steps = config["train_args"]["train_steps"]
@@ -100,19 +97,16 @@ def test_two_process_data_parallel_run_on_cpu(tiny_data, tmp_path):
 
 
 def test_bad_data_and_sizes_are_refused_with_one_sentence(tiny_data, tmp_path):
-    result = subprocess.run(train_command(tmp_path / "nothing.npz", tmp_path, "--train_steps", "1"), cwd=tmp_path,
-                            capture_output=True, text=True)
+    result = run_in_process(train_command(tmp_path / "nothing.npz", tmp_path, "--train_steps", "1"), cwd=tmp_path)
     assert result.returncode == 2 and "nothing.npz: no such file or folder" in result.stderr
-    result = subprocess.run(train_command(tiny_data, tmp_path, "--train_steps", "1", "--image_size", "64"),
-                            cwd=tmp_path, capture_output=True, text=True)
+    result = run_in_process(train_command(tiny_data, tmp_path, "--train_steps", "1", "--image_size", "64"), cwd=tmp_path)
     assert result.returncode == 2 and "fields of 32x32 cannot be block-averaged to --image_size 64" in result.stderr
     assert not list(tmp_path.iterdir())  # no run folder is made for data that cannot train
 
 
 def test_resume_of_a_run_folder_from_before_formulations_is_refused_without_writing(tmp_path):
     folder = shared_path("run-folders/vp-run")
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(folder)], cwd=tmp_path,
-                            capture_output=True, text=True)
+    result = run_in_process([sys.executable, str(ROOT / "train.py"), "--resume", str(folder)], cwd=tmp_path)
     assert result.returncode == 2
     assert "written by an earlier version whose training state this one cannot resume" in result.stderr
     assert sorted(path.name for path in folder.iterdir()) == ["config.json", "model.safetensors"]
@@ -130,18 +124,17 @@ def test_earlier_work_flags_keep_their_meaning():
 
 @pytest.mark.parametrize("formulation", ["edm", "flow"])
 def test_each_formulation_trains_and_samples_through_the_commands(tiny_data, tmp_path, formulation):
-    result = subprocess.run(train_command(tiny_data, tmp_path, "--train_steps", "2", "--save_every", "2",
-                                          "--formulation", formulation, "--run_name", "run"),
-                            cwd=tmp_path, capture_output=True, text=True)
+    result = run_in_process(train_command(tiny_data, tmp_path, "--train_steps", "2", "--save_every", "2",
+                                          "--formulation", formulation, "--run_name", "run"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["diffusion"]["formulation"] == formulation and config["format"] == 2
     if formulation == "edm":
         assert config["diffusion"]["sigma_data"] == 0.5  # the model space's spread
     for sampler in ("heun", "dpm++", "euler"):
-        generate = subprocess.run([sys.executable, str(ROOT / "UNet-DDPM" / "generate_images.py"), "--checkpoint",
+        generate = run_in_process([sys.executable, str(ROOT / "UNet-DDPM" / "generate_images.py"), "--checkpoint",
                                    str(tmp_path / "run"), "--num_samples", "2", "--sampler", sampler, "--steps", "3",
-                                   "--out", str(tmp_path / sampler)], cwd=tmp_path, capture_output=True, text=True)
+                                   "--out", str(tmp_path / sampler)], cwd=tmp_path)
         assert generate.returncode == 0, generate.stderr
         record = json.loads((tmp_path / sampler / "samples.json").read_text())
         assert record["formulation"] == formulation and record["network_evaluations"] == (5 if sampler == "heun" else 3)
@@ -150,8 +143,7 @@ def test_each_formulation_trains_and_samples_through_the_commands(tiny_data, tmp
 
 
 def test_resume_refuses_flags_it_would_ignore(tiny_data, tmp_path):
-    result = subprocess.run(train_command(tiny_data, tmp_path, "--resume", str(tmp_path / "run"), "--lr", "0.01"),
-                            cwd=tmp_path, capture_output=True, text=True)
+    result = run_in_process(train_command(tiny_data, tmp_path, "--resume", str(tmp_path / "run"), "--lr", "0.01"), cwd=tmp_path)
     assert result.returncode == 2
     assert "--resume continues a run with its own settings; --data_path, --image_size, --sampling_timesteps, " \
         "--batch_size, --lr, --warmup_steps, --log_every cannot change them" in result.stderr, result.stderr
@@ -159,16 +151,16 @@ def test_resume_refuses_flags_it_would_ignore(tiny_data, tmp_path):
 
 def test_resume_of_a_run_saved_before_newer_flags_takes_their_defaults(tiny_data, tmp_path):
     """A run folder written before --condition, --cond_drop_prob and --params_file existed resumes."""
-    first = subprocess.run(train_command(tiny_data, tmp_path / "results", "--train_steps", "1", "--timesteps", "50",
-                                         "--run_name", "run"), cwd=tmp_path, capture_output=True, text=True)
+    first = run_in_process(train_command(tiny_data, tmp_path / "results", "--train_steps", "1", "--timesteps", "50",
+                                         "--run_name", "run"), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     config_path = tmp_path / "results" / "run" / "config.json"
     config = json.loads(config_path.read_text())
     for newer in ("condition", "cond_drop_prob", "params_file"):
         del config["train_args"][newer]
     config_path.write_text(json.dumps(config))
-    resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", str(tmp_path / "results" / "run"),
-                              "--train_steps", "2"], cwd=tmp_path, capture_output=True, text=True)
+    resumed = run_in_process([sys.executable, str(ROOT / "train.py"), "--resume", str(tmp_path / "results" / "run"),
+                              "--train_steps", "2"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(config_path.read_text())["step"] == 2
 
@@ -180,20 +172,19 @@ def test_fidelity_while_training_is_the_mafd_of_the_samples_the_commands_make(tm
     data = tmp_path / "data"
     save_fields(data / "train.npz", make_mock_set(1, grid=32, image_size=32, progress=False))
     save_fields(data / "test.npz", make_mock_set(1, grid=32, image_size=32, seed=9, progress=False))
-    result = subprocess.run(train_command(data, tmp_path / "results", "--train_steps", "4", "--save_every", "2",
+    result = run_in_process(train_command(data, tmp_path / "results", "--train_steps", "4", "--save_every", "2",
                                           "--log_every", "3", "--val_samples", "6", "--val_steps", "4", "--run_name",
-                                          "run", "--report_to", "tensorboard"), capture_output=True, text=True)
+                                          "run", "--report_to", "tensorboard"))
     assert result.returncode == 0, result.stderr
     run = tmp_path / "results" / "run"
     rows = list(csv.DictReader((run / "log.csv").open()))
     assert [row["step"] for row in rows] == ["2", "3", "4"] and rows[1]["val_mafd"] == ""  # a row at every check
     assert (run / "validation.png").stat().st_size > 1000
-    sampled = subprocess.run([sys.executable, ROOT / "UNet-DDPM" / "generate_images.py", "--checkpoint", run,
+    sampled = run_in_process([sys.executable, ROOT / "UNet-DDPM" / "generate_images.py", "--checkpoint", run,
                               "--num_samples", "6", "--seed", "0", "--sampler", "dpm++", "--steps", "4", "--out",
-                              tmp_path / "samples"], capture_output=True, text=True)
-    evaluated = subprocess.run([sys.executable, ROOT / "evaluate" / "power_spectrum.py", data / "test.npz",
-                                tmp_path / "samples" / "samples.npy", "--out", tmp_path / "evaluation"],
-                               capture_output=True, text=True)
+                              tmp_path / "samples"])
+    evaluated = run_in_process([sys.executable, ROOT / "evaluate" / "power_spectrum.py", data / "test.npz",
+                                tmp_path / "samples" / "samples.npy", "--out", tmp_path / "evaluation"])
     assert sampled.returncode == 0 and evaluated.returncode == 0, sampled.stderr + evaluated.stderr
     report = json.loads((tmp_path / "evaluation" / "report.json").read_text())
     assert float(rows[2]["val_mafd"]) == pytest.approx(report["mafd"], rel=1e-4)
