@@ -5,7 +5,7 @@ response to the parameters and its derivatives at the fiducial point.
                                      [--sampler dpm++ --steps 20 --grid log] [--guidance 1] [--out RUN/cosmology]
 
 Each test point is the set of test fields that share the run's parameter values. At every point the
-run samples --num_samples fields with UNet-DDPM/generate_images.py, all points with the same seed, so
+run samples --num_samples fields (cosmodiff.sampling, as generate_images.py), all points with the same seed, so
 they share their noise (common random numbers) and differences between points are the model's
 response, not noise. Per point: MAFD next to its own sample-variance floor, the pixel-PDF KS distance,
 Minkowski functionals and seams (cosmodiff.stats.compare). The response P(k; theta) / P(k; fiducial)
@@ -17,7 +17,6 @@ conditional_response.png and conditional_derivatives.png to --out (and --figures
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,7 +28,9 @@ from cosmodiff.cli import ArgumentParser, COUNT, GUIDANCE, INDEX, finite_json, w
 from cosmodiff.condition import DEFAULT_GUIDANCE, fields_by_point
 from cosmodiff.diffusion import SAMPLERS
 from cosmodiff.fields import FieldError, load_fields
+from cosmodiff.launch import accelerated
 from cosmodiff.mock import QUIJOTE_FIDUCIAL
+from cosmodiff.sampling import build_parser as sampling_parser, sample_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,19 +39,17 @@ def label(names, point):
     return ",".join(f"{name}={value:g}" for name, value in zip(names, point))
 
 
-def generated_at(args, run_dir, names, point, out):
+def generated_at(args, accelerator, run_dir, names, point, out):
     """--num_samples fields sampled at one parameter point (reused when already there)."""
     folder = out / "samples" / label(names, point).replace(",", "_")
     record = folder / "samples.json"
     wanted = dict(num_samples=args.num_samples, sampler=args.sampler, steps=args.steps, guidance=args.guidance,
                   grid=args.grid or SAMPLERS[args.sampler][0], seed=args.seed, step=read_config(run_dir)["step"])
     if not (record.exists() and all(json.loads(record.read_text()).get(key) == value for key, value in wanted.items())):
-        command = [sys.executable, str(ROOT / "UNet-DDPM" / "generate_images.py"), "--checkpoint", str(run_dir),
-                   "--params", label(names, point), "--num_samples", str(args.num_samples), "--sampler", args.sampler,
-                   "--steps", str(args.steps), "--guidance", str(args.guidance), "--seed", str(args.seed),
-                   "--batch_size", str(args.batch_size), "--out", str(folder),
-                   *(["--grid", args.grid] if args.grid else [])]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        settings = ["--checkpoint", run_dir, "--params", label(names, point), "--num_samples", args.num_samples,
+                    "--sampler", args.sampler, "--steps", args.steps, "--guidance", args.guidance, "--seed", args.seed,
+                    "--batch_size", args.batch_size, "--out", folder, *(["--grid", args.grid] if args.grid else [])]
+        sample_fields(sampling_parser().parse_args(list(map(str, settings))), accelerator)
     return np.load(folder / "samples.npy")
 
 
@@ -59,12 +58,12 @@ def spectrum(fields, box_size):
     return k, pk.mean(axis=0)
 
 
-def fidelity_rows(args, run_dir, names, test, out):
+def fidelity_rows(args, accelerator, run_dir, names, test, out):
     """Per test point: the comparison report's headline numbers and both mean spectra."""
     rows = []
     for point, indices in fields_by_point(test, names, args.test).items():
         real = test.fields[indices]
-        generated = generated_at(args, run_dir, names, point, out)
+        generated = generated_at(args, accelerator, run_dir, names, point, out)
         report = stats.compare(real, generated, test.box_size, progress=False)
         row = dict(point=dict(zip(names, point)), n_real=len(real), n_generated=len(generated),
                    mafd=report["mafd"], floor=report["floor"]["median"], mafd_over_floor=report["mafd_over_floor"],
@@ -80,7 +79,7 @@ def fidelity_rows(args, run_dir, names, test, out):
     return rows
 
 
-def derivatives(args, run_dir, names, out):
+def derivatives(args, accelerator, run_dir, names, out):
     """d ln P / d theta at the fiducial point, real (paired derivative simulations) and generated (samples at
     the same parameters with common noise), per parameter the derivative set varies."""
     path = Path(args.derivatives) if args.derivatives else Path(args.test).with_name("derivatives.npz")
@@ -100,8 +99,8 @@ def derivatives(args, run_dir, names, out):
         step = pair[1][names.index(varied)] - pair[0][names.index(varied)]
         k, low_real = spectrum(fields.fields[points[pair[0]]], fields.box_size)
         _, high_real = spectrum(fields.fields[points[pair[1]]], fields.box_size)
-        _, low_generated = spectrum(generated_at(args, run_dir, names, pair[0], out), fields.box_size)
-        _, high_generated = spectrum(generated_at(args, run_dir, names, pair[1], out), fields.box_size)
+        _, low_generated = spectrum(generated_at(args, accelerator, run_dir, names, pair[0], out), fields.box_size)
+        _, high_generated = spectrum(generated_at(args, accelerator, run_dir, names, pair[1], out), fields.box_size)
         real = (np.log(high_real) - np.log(low_real)) / step
         generated = (np.log(high_generated) - np.log(low_generated)) / step
         k_fundamental = 2 * np.pi / fields.box_size
@@ -185,8 +184,9 @@ def main(args):
     out = Path(args.out) if args.out else run_dir / "cosmology"
     writable_folder(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
-    rows = fidelity_rows(args, run_dir, names, test, out)
-    derivative = derivatives(args, run_dir, names, out)
+    with accelerated() as accelerator:
+        rows = fidelity_rows(args, accelerator, run_dir, names, test, out)
+        derivative = derivatives(args, accelerator, run_dir, names, out)
     ratios = [row["mafd_over_floor"] for row in rows]
     summary = dict(run=str(run_dir), step=config["step"], sampler=args.sampler, steps=args.steps, grid=args.grid,
                    guidance=args.guidance, num_samples=args.num_samples, points=rows, derivatives=derivative,
@@ -230,6 +230,6 @@ def build_parser():
 if __name__ == "__main__":
     try:
         main(build_parser().parse_args())
-    except (CheckpointError, FieldError, ValueError, subprocess.CalledProcessError) as error:
+    except (CheckpointError, FieldError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

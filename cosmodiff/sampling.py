@@ -1,0 +1,183 @@
+"""Sampling a run folder into fields in physical units: what generate_images.py does, in the package
+so that other scripts (evaluate/cosmology.py) sample in-process. Sample i's noise is seeded from
+(seed, i); processes take turns at the batches and write each to OUT/parts as it is done; an
+interrupted call with the same settings keeps those; the main process merges them into samples.npy
+and writes samples.json (settings, timing, box size, every sample's parameters)."""
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cosmodiff import plots
+from cosmodiff.checkpoint import latest_run, load_run
+from cosmodiff.cli import ArgumentParser, COUNT, GUIDANCE, INDEX, NON_NEGATIVE, writable_folder
+from cosmodiff.condition import DEFAULT_GUIDANCE, Condition, parse_params, read_params_table
+from cosmodiff.diffusion import GRIDS, SAMPLERS, network_evaluations, sample, sampler_steps
+from cosmodiff.fields import render_colormap
+from cosmodiff.transforms import LogTransform
+
+
+def write_previews(fields, out, colormap, count=16):
+    """The first fields as colormapped PNGs (log density scaled to [0, 1] over the set) and one grid."""
+    from PIL import Image
+
+    logs = np.log(np.maximum(fields[:count], 1e-3 * fields.mean()) / fields.mean())
+    low, high = np.percentile(logs, [0.5, 99.5])
+    for i, field in enumerate(logs):
+        Image.fromarray(render_colormap((field - low) / (high - low), colormap)).save(out / f"sample_{i:04d}.png")
+    plots.field_grid(fields[:count], out / "samples_grid.png", cmap=colormap)
+
+
+def sample_fields(args, accelerator):
+    run_dir = Path(args.checkpoint) if args.checkpoint else latest_run(args.results_dir)
+    network, formulation, config = load_run(run_dir)
+    network.to(accelerator.device)
+    steps = sampler_steps(formulation, args.sampler, args.steps)
+    shape = (1, config["image_size"], config["image_size"])
+    transform = LogTransform.from_dict(config["transform"])
+    condition, points = parameter_points(args, config)
+    guidance = (DEFAULT_GUIDANCE if args.guidance is None else args.guidance) if condition else 1.0
+    total = args.num_samples * (len(points) if condition else 1)
+    out = Path(args.out) if args.out else run_dir / "samples"
+    writable_folder(out, "--out")
+    settings = dict(checkpoint=str(run_dir), step=config["step"], seed=args.seed, sampler=args.sampler, steps=steps,
+                    grid=args.grid or SAMPLERS[args.sampler][0], churn=args.churn, guidance=guidance,
+                    num_samples=total, batch_size=args.batch_size)
+    conds = None
+    if args.unconditional:
+        settings.update(unconditional=True)
+    if condition:
+        settings.update(param_names=condition.names, points=points.tolist())
+        conds = condition.standardise(points).repeat_interleave(args.num_samples, dim=0).to(accelerator.device)
+    parts = start_parts(out / "parts", settings, accelerator)
+    try:
+        seconds = sample_batches(args, accelerator, network, formulation, transform, shape, parts, total, steps,
+                                 conds, guidance)
+    except ValueError:  # a non-finite sample: nothing of this call stays behind
+        if accelerator.is_main_process:
+            shutil.rmtree(parts, ignore_errors=True)
+            if out.exists() and not any(out.iterdir()):
+                out.rmdir()
+        raise
+    if accelerator.is_main_process:
+        write_samples(args, out, parts, settings, config, seconds, accelerator)
+
+
+def sample_batches(args, accelerator, network, formulation, transform, shape, parts, total, steps, conds, guidance):
+    """This process's share of the batches, each written to parts as it is done; returns the seconds."""
+    started = time.time()
+    starts = list(range(0, total, args.batch_size))[accelerator.process_index::accelerator.num_processes]
+    with tqdm(total=total, desc=f"{args.sampler} {steps} steps", unit="sample",
+              disable=not accelerator.is_main_process) as progress:
+        for start in starts:
+            batch = list(range(start, min(start + args.batch_size, total)))
+            part = parts / f"{start:09d}.npy"
+            if not part.exists():  # an interrupted run's finished batches are kept
+                with accelerator.autocast():
+                    model_space = sample(formulation, network, shape, batch, args.seed, transform.x0_range,
+                                         args.sampler, steps, cond=None if conds is None else conds[batch],
+                                         churn=args.churn, grid=args.grid, guidance=guidance)
+                np.save(parts / f"{start:09d}.tmp.npy", transform.inverse(model_space[:, 0].float().cpu().numpy()))
+                (parts / f"{start:09d}.tmp.npy").replace(part)
+            progress.update(len(batch) * accelerator.num_processes)
+    accelerator.wait_for_everyone()
+    return time.time() - started
+
+
+def parameter_points(args, config):
+    """A conditional run's Condition and its parameter points (R, P) from --params or --params_file;
+    (None, None) for an unconditional run, which takes neither."""
+    given = args.params or args.params_file
+    if config.get("condition") is None:
+        if given or args.guidance is not None or args.unconditional:
+            raise ValueError("this run is unconditional; it takes no --params, --params_file, --guidance or "
+                             "--unconditional")
+        return None, None
+    condition = Condition.from_dict(config["condition"])
+    if args.unconditional:
+        if given or args.guidance is not None:
+            raise ValueError("--unconditional samples without parameters; it takes no --params, --params_file "
+                             "or --guidance")
+        return None, None
+    if not given:
+        raise ValueError(f"this run is conditioned on {', '.join(condition.names)}: give --params "
+                         f"{','.join(f'{name}=VALUE' for name in condition.names)} or --params_file")
+    if args.params and args.params_file:
+        raise ValueError("give --params or --params_file, not both")
+    names, values = parse_params(args.params) if args.params else read_params_table(args.params_file)
+    return condition, condition.points(names, values, "--params" if args.params else args.params_file)
+
+
+def start_parts(parts, settings, accelerator):
+    """The folder of finished batches, one .npy each: kept from an interrupted run with the same
+    settings, emptied otherwise."""
+    if accelerator.is_main_process:
+        record = parts / "settings.json"
+        if not record.exists() or json.loads(record.read_text()) != settings:
+            shutil.rmtree(parts, ignore_errors=True)
+            parts.mkdir(parents=True)
+            record.write_text(json.dumps(settings))
+    accelerator.wait_for_everyone()
+    return parts
+
+
+def write_samples(args, out, parts, settings, config, seconds, accelerator):
+    """samples.npy merged from the batches one at a time into a memory-mapped file (memory is one
+    batch, whatever --num_samples), previews, samples.json; then the batches go."""
+    size = config["image_size"]
+    total = settings["num_samples"]
+    merged = np.lib.format.open_memmap(out / "samples.tmp.npy", mode="w+", dtype=np.float32,
+                                       shape=(total, size, size))
+    for start in range(0, total, args.batch_size):
+        batch = np.load(parts / f"{start:09d}.npy")
+        merged[start:start + len(batch)] = batch
+    merged.flush()
+    del merged
+    (out / "samples.tmp.npy").replace(out / "samples.npy")
+    fields = np.load(out / "samples.npy", mmap_mode="r")
+    write_previews(np.array(fields[:16]), out, args.colormap)
+    record = dict(settings, model=config["model"]["name"], formulation=config["diffusion"].get("formulation", "vp"),
+                  network_evaluations=network_evaluations(args.sampler, settings["steps"], settings["guidance"]),
+                  num_processes=accelerator.num_processes, seconds=seconds,
+                  seconds_per_sample=seconds / total, box_size=config["box_size"],
+                  device=str(accelerator.device), mixed_precision=accelerator.mixed_precision)
+    if "points" in settings:  # every sample's parameters, in the order of samples.npy
+        record["params"] = [point for point in settings["points"] for _ in range(args.num_samples)]
+    (out / "samples.json").write_text(json.dumps(record, indent=1))
+    shutil.rmtree(parts)
+    print(f"{total} fields of {size}x{size} in {seconds:.1f} s "
+          f"({record['seconds_per_sample']:.3f} s/sample) -> {out / 'samples.npy'}")
+
+
+def build_parser(description=None):
+    """generate_images.py's flags: what sample_fields takes."""
+    parser = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=None, help="run folder (default: the latest under --results_dir)")
+    parser.add_argument("--results_dir", default="results")
+    parser.add_argument("--num_samples", type=COUNT, default=20, help="fields (a conditional run: per parameter point)")
+    parser.add_argument("--params", default=None, help="a conditional run's parameters, e.g. Omega_m=0.3,sigma_8=0.8")
+    parser.add_argument("--params_file", default=None,
+                        help="parameter points, one per row: a table with a '#' header naming the columns, or "
+                             "Quijote's latin_hypercube_params.txt")
+    parser.add_argument("--guidance", type=GUIDANCE, default=None,
+                        help=f"classifier-free guidance weight W of a conditional run (default {DEFAULT_GUIDANCE:g}; "
+                             "1: the conditional model alone)")
+    parser.add_argument("--unconditional", action="store_true",
+                        help="a conditional run's unconditional fields (its null condition, what guidance contrasts "
+                             "with), without --params")
+    parser.add_argument("--seed", type=INDEX, default=42)
+    parser.add_argument("--sampler", default="ddim", choices=list(SAMPLERS))
+    parser.add_argument("--steps", type=COUNT, default=None,
+                        help="sampler steps (ddim and euler 50, dpm++ 20, heun 18; vp's ddpm runs all)")
+    parser.add_argument("--grid", default=None, choices=GRIDS[:-1],
+                        help="noise-level grid (default: the sampler's; log keeps small-scale power best, "
+                             "benchmarks/sampler_accuracy.py)")
+    parser.add_argument("--churn", type=NON_NEGATIVE, default=0.0, help="heun: EDM's S_churn, noise added back per step")
+    parser.add_argument("--batch_size", type=COUNT, default=16)
+    parser.add_argument("--colormap", default="gnuplot", help="matplotlib colormap of the PNG previews")
+    parser.add_argument("--out", default=None, help="output folder (default: RUN/samples)")
+    return parser
