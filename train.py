@@ -377,6 +377,8 @@ def build_parser():
     model.add_argument("--timesteps", type=TIMESTEPS, default=1000, help="vp: training timesteps")
     model.add_argument("--objective", default="pred_v", choices=["pred_v", "pred_noise", "pred_x0"], help="vp")
     model.add_argument("--beta_schedule", default="sigmoid", choices=["sigmoid", "cosine", "linear"], help="vp")
+    model.add_argument("--min_snr_gamma", type=POSITIVE, default=None,
+                       help="vp: Min-SNR-gamma loss weighting, the x0-space weight clipped at gamma (e.g. 5)")
     model.add_argument("--p_mean", type=FINITE, default=-1.2, help="edm: mean of ln sigma in training")
     model.add_argument("--p_std", type=POSITIVE, default=1.2, help="edm: spread of ln sigma in training")
     model.add_argument("--logit_mean", type=FINITE, default=0.0, help="flow: location of logit(t) in training")

@@ -117,7 +117,7 @@ def evaluate(args, run_dir, out, n_samples, train_steps, sampler, steps, grid, t
                    train_steps=train_steps, train_minutes=train_seconds / 60,
                    train_cpu_minutes=train_cpu_seconds / 60,
                    threads=int(os.environ.get("COSMODIFF_THREADS", 0)) or os.cpu_count(),
-                   train_args=config["train_args"], sampler=sampler, steps=steps, grid=timing.get("grid", SAMPLERS[sampler][0]),
+                   train_args=config["train_args"], sampler=sampler, steps=steps, grid=timing.get("grid", SAMPLERS[sampler].grid),
                    network_evaluations=network_evaluations(sampler, steps),
                    seconds_per_sample=timing["seconds_per_sample"], n_generated=n_samples,
                    n_real=report["sizes"]["real"], mafd=report["mafd"], floor=report["floor"],

@@ -83,7 +83,7 @@ def plot(rows, args):
     formulations = sorted({row["formulation"] for row in rows})
     figure, ax = plt.subplots(figsize=(6, 4))
     sampler, steps, grid = (args.compute_sampler + ":").split(":")[:3]
-    grid = grid or SAMPLERS[sampler][0]
+    grid = grid or SAMPLERS[sampler].grid
     for formulation in formulations:
         points = sorted((row["train_cpu_minutes"], row["mafd_over_floor"]) for row in rows if row["formulation"] == formulation
                         and (row["sampler"], row["steps"], row["grid"]) == (sampler, int(steps), grid))

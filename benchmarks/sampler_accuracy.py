@@ -21,7 +21,7 @@ from cosmodiff.diffusion.samplers import SAMPLERS, per_sample_noise
 
 
 def power_error(formulation, sampler, steps, grid, spread, n_fields=256):
-    _, loop, settings, _, _ = SAMPLERS[sampler]
+    loop, settings = SAMPLERS[sampler].loop, SAMPLERS[sampler].settings
     sigmas = noise_levels(formulation, sampler, steps, grid)
     generators = [torch.Generator().manual_seed(i) for i in range(n_fields)]
     shape = (1, 16, 16)
@@ -47,7 +47,7 @@ def main(args):
             if sampler == "ddpm" and name != "vp":
                 continue
             errors = [power_error(formulation, sampler, int(steps), grid or None, spread) for spread in spreads]
-            print(f"| {name} | {sampler} {steps} ({grid or SAMPLERS[sampler][0]}) | {network_evaluations(sampler, int(steps))} | "
+            print(f"| {name} | {sampler} {steps} ({grid or SAMPLERS[sampler].grid}) | {network_evaluations(sampler, int(steps))} | "
                   + " | ".join(f"{100 * error:+.1f}%" for error in errors) + " |", flush=True)
 
 

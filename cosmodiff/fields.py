@@ -6,6 +6,7 @@ folders of them (one per simulation, as Quijote's LH/<index>/, snapshots in LH/<
 Quijote 3D density cubes and Gadget HDF5 snapshots (painted on a mesh, cosmodiff.snapshots) sliced
 into 2D slabs. Every problem is raised as a FieldError whose message is one sentence naming the file.
 """
+import json
 import re
 import zipfile
 from dataclasses import dataclass, field as dataclass_field
@@ -245,7 +246,20 @@ def read_file(path, colormap=None, slab_thickness=None, mesh=DEFAULT_MESH):
         return read_png(path, colormap), None
     if suffix in SNAPSHOT_SUFFIXES:
         return read_snapshot_slabs(path, slab_thickness, mesh)
-    return read_npy(path, slab_thickness), None
+    return read_npy(path, slab_thickness), recorded_box_size(path)
+
+
+def recorded_box_size(path):
+    """The box size (Mpc/h) that the record beside a .npy states (generate_images.py's samples.json
+    beside samples.npy), else None."""
+    record = Path(path).with_suffix(".json")
+    if not record.exists():
+        return None
+    try:
+        box_size = json.loads(record.read_text()).get("box_size")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise FieldError(f"{record}: not a readable JSON record of {Path(path).name} (corrupt or truncated)") from None
+    return float(box_size) if isinstance(box_size, (int, float)) and box_size > 0 else None
 
 
 def field_files(folder):

@@ -56,7 +56,8 @@ def validation_set(args, transform, condition):
 
 def formulation_from_args(args):
     """The formulation a new run trains with, from its flags (edm's sigma_data is the model space's spread)."""
-    options = {"vp": dict(timesteps=args.timesteps, objective=args.objective, beta_schedule=args.beta_schedule),
+    options = {"vp": dict(timesteps=args.timesteps, objective=args.objective, beta_schedule=args.beta_schedule,
+                          min_snr_gamma=args.min_snr_gamma),
                "edm": dict(sigma_data=args.data_std, p_mean=args.p_mean, p_std=args.p_std),
                "flow": dict(logit_mean=args.logit_mean, logit_std=args.logit_std)}[args.formulation]
     return build_formulation(dict(formulation=args.formulation, **options))

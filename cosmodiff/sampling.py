@@ -45,7 +45,7 @@ def sample_fields(args, accelerator):
     out = Path(args.out) if args.out else run_dir / "samples"
     writable_folder(out, "--out")
     settings = dict(checkpoint=str(run_dir), step=config["step"], seed=args.seed, sampler=args.sampler, steps=steps,
-                    grid=args.grid or SAMPLERS[args.sampler][0], churn=args.churn, guidance=guidance,
+                    grid=args.grid or SAMPLERS[args.sampler].grid, churn=args.churn, guidance=guidance,
                     num_samples=total, batch_size=args.batch_size)
     conds = None
     if args.unconditional:

@@ -44,7 +44,7 @@ def generated_at(args, accelerator, run_dir, names, point, out):
     folder = out / "samples" / label(names, point).replace(",", "_")
     record = folder / "samples.json"
     wanted = dict(num_samples=args.num_samples, sampler=args.sampler, steps=args.steps, guidance=args.guidance,
-                  grid=args.grid or SAMPLERS[args.sampler][0], seed=args.seed, step=read_config(run_dir)["step"])
+                  grid=args.grid or SAMPLERS[args.sampler].grid, seed=args.seed, step=read_config(run_dir)["step"])
     if not (record.exists() and all(json.loads(record.read_text()).get(key) == value for key, value in wanted.items())):
         settings = ["--checkpoint", run_dir, "--params", label(names, point), "--num_samples", args.num_samples,
                     "--sampler", args.sampler, "--steps", args.steps, "--guidance", args.guidance, "--seed", args.seed,

@@ -99,7 +99,7 @@ def main(args):
         generated = load_fields(args.generated, colormap=args.colormap, box_size=args.box_size)
         train = load_fields(args.train, colormap=args.colormap, box_size=args.box_size) if args.train else None
         if generated.box_size_assumed and not real.box_size_assumed:
-            generated.box_size = real.box_size  # a sampler's samples.npy carries no box: the real set's
+            generated.box_size = real.box_size  # fields without a box (no samples.json beside them): the real set's
         if real.box_size != generated.box_size:
             raise FieldError(f"{args.generated}: box size {generated.box_size} Mpc/h differs from {real.box_size} "
                              f"Mpc/h of {args.real}; pass --box_size if both are the same box")

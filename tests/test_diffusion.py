@@ -109,12 +109,15 @@ class TimedConv(nn.Module):
 
 
 @pytest.mark.parametrize("objective", ["pred_v", "pred_noise", "pred_x0"])
-def test_vp_denoiser_and_loss_weight_are_denoising_diffusion_pytorchs(objective):
-    """vp reproduces the library's GaussianDiffusion it replaced: clean-field predictions and loss weights."""
+@pytest.mark.parametrize("min_snr_gamma", [None, 5.0])
+def test_vp_denoiser_and_loss_weight_are_denoising_diffusion_pytorchs(objective, min_snr_gamma):
+    """vp reproduces the library's GaussianDiffusion it replaced: clean-field predictions and loss weights,
+    with and without Min-SNR weighting."""
     torch.manual_seed(0)
     network = TimedConv()
-    library = GaussianDiffusion(network, image_size=8, timesteps=1000, objective=objective, auto_normalize=False)
-    ours = VP(objective=objective)
+    library = GaussianDiffusion(network, image_size=8, timesteps=1000, objective=objective, auto_normalize=False,
+                                min_snr_loss_weight=min_snr_gamma is not None, min_snr_gamma=min_snr_gamma or 5)
+    ours = VP(objective=objective, min_snr_gamma=min_snr_gamma)
     x, t = torch.randn(3, 1, 8, 8), torch.tensor([5, 400, 990])
     sigma = ours.sigmas[t]
     with torch.no_grad():
@@ -122,6 +125,8 @@ def test_vp_denoiser_and_loss_weight_are_denoising_diffusion_pytorchs(objective)
         denoised = ours.denoise(network, x * (1 + sigma ** 2).sqrt().float().view(-1, 1, 1, 1), sigma)
     torch.testing.assert_close(denoised, expected, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(ours.loss_weights.float()[t], library.loss_weight[t])
+    assert ("min_snr_gamma" in ours.settings()) == (min_snr_gamma is not None)
+    assert build_formulation(ours.settings()).loss_weights.equal(ours.loss_weights)
 
 
 class WildDenoiser(nn.Module):

@@ -1,3 +1,4 @@
+import json
 import pickle
 
 import numpy as np
@@ -182,3 +183,15 @@ def test_pngs_in_another_colormap_are_refused_not_misread(tmp_path):
     with pytest.raises(FieldError, match=r"viridis.png: \d+\.\d% of its pixels have colours that are not in the "
                                          r"colormap \(e.g. RGB \(\d+, \d+, \d+\)\); pass the colormap"):
         load_fields(tmp_path / "viridis.png", colormap="gnuplot")
+
+
+def test_a_npy_takes_the_box_size_its_record_states_and_a_corrupt_record_is_refused(tmp_path):
+    np.save(tmp_path / "samples.npy", np.ones((2, 16, 16), np.float32))
+    assert load_fields(tmp_path / "samples.npy").box_size_assumed
+    (tmp_path / "samples.json").write_text(json.dumps({"box_size": 250.0, "sampler": "ddim"}))
+    fieldset = load_fields(tmp_path / "samples.npy")
+    assert fieldset.box_size == 250.0 and not fieldset.box_size_assumed
+    assert load_fields(tmp_path / "samples.npy", box_size=1000).box_size == 1000.0  # the caller's box wins
+    (tmp_path / "samples.json").write_text('{"box_size": 25')
+    with pytest.raises(FieldError, match=r"samples.json: not a readable JSON record of samples.npy"):
+        load_fields(tmp_path / "samples.npy")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, TINY, run_in_process, shared_path
-from cosmodiff.fields import save_fields
+from cosmodiff.fields import load_fields, save_fields
 from cosmodiff.mock import make_mock_set
 
 GENERATE = str(ROOT / "UNet-DDPM" / "generate_images.py")
@@ -41,7 +41,9 @@ def test_generate_writes_physical_samples_previews_and_record(trained_run):
     assert fields.shape == (3, 32, 32) and fields.dtype == np.float32 and (fields >= 0).all()
     record = json.loads((out / "samples.json").read_text())
     assert record["sampler"] == "ddim" and record["grid"] == "ddim" and record["steps"] == 4 and record["seed"] == 42
-    assert record["seconds_per_sample"] > 0
+    assert record["seconds_per_sample"] > 0 and record["box_size"] == 250.0
+    samples = load_fields(out / "samples.npy")  # the evaluation reads the box from samples.json
+    assert samples.box_size == 250.0 and not samples.box_size_assumed
     assert len(list(out.glob("sample_*.png"))) == 3 and (out / "samples_grid.png").exists()
 
 

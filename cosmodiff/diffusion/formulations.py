@@ -111,22 +111,29 @@ class Formulation:
 class VP(Formulation):
     name = "vp"
 
-    def __init__(self, timesteps=1000, objective="pred_v", beta_schedule="sigmoid"):
+    def __init__(self, timesteps=1000, objective="pred_v", beta_schedule="sigmoid", min_snr_gamma=None):
         if beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"unknown beta schedule '{beta_schedule}'; choose one of {', '.join(BETA_SCHEDULES)}")
         if objective not in ("pred_v", "pred_noise", "pred_x0"):
             raise ValueError(f"unknown objective '{objective}'; choose pred_v, pred_noise or pred_x0")
         self.timesteps, self.objective, self.beta_schedule = timesteps, objective, beta_schedule
+        self.min_snr_gamma = min_snr_gamma
         alphas_cumprod = torch.cumprod(1 - BETA_SCHEDULES[beta_schedule](timesteps), dim=0)
         self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt()  # float64, increasing with the timestep
         self.log_sigmas = self.sigmas.log()
         snr = 1 / self.sigmas ** 2
-        self.loss_weights = {"pred_noise": torch.ones_like(snr), "pred_x0": snr, "pred_v": snr / (snr + 1)}[objective]
+        # Min-SNR-gamma (Hang et al. 2023): the x0-space weight snr clipped at gamma, so the low-noise
+        # levels, easy to denoise, stop dominating the gradient (the library's min_snr_loss_weight)
+        clipped = snr.clamp(max=min_snr_gamma) if min_snr_gamma else snr
+        self.loss_weights = {"pred_noise": clipped / snr, "pred_x0": clipped, "pred_v": clipped / (snr + 1)}[objective]
         self.sigma_min, self.sigma_max = self.sigmas[0].item(), self.sigmas[-1].item()
 
     def settings(self):
-        return dict(formulation=self.name, timesteps=self.timesteps, objective=self.objective,
-                    beta_schedule=self.beta_schedule)
+        settings = dict(formulation=self.name, timesteps=self.timesteps, objective=self.objective,
+                        beta_schedule=self.beta_schedule)
+        if self.min_snr_gamma:  # stored only when set: runs without it keep their config as it was
+            settings["min_snr_gamma"] = self.min_snr_gamma
+        return settings
 
     def timestep(self, sigma):
         """The fractional training timestep of a noise level: linear in ln sigma between table entries

@@ -21,6 +21,7 @@ Sample i's noise comes from a generator seeded with (seed, i) alone, so a seed g
 fields for any batch size or number of processes.
 """
 import math
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -97,15 +98,25 @@ def heun(denoiser, y, sigmas, draw, churn=0.0, churn_range=(0.05, 50.0)):
 
 GRIDS = ("time", "ddim", "karras", "log", "every")  # Formulation.<name>_grid; vp's `every` is DDPM's chain
 
-# name -> (default grid, loop, its keyword arguments, default steps, network evaluations per step)
+
+class Sampler(NamedTuple):
+    """A sampler: the loop that solves from noise and its keyword arguments, the grid and step count
+    it takes when none is named, and how many network evaluations each step costs."""
+    grid: str
+    loop: Callable
+    settings: dict
+    default_steps: Optional[int]  # None: every training timestep (ddpm)
+    evaluations_per_step: int
+
+
 SAMPLERS = {
-    "ddpm": ("every", multistep, dict(update=ancestral, order=1), None, 1),
-    "ddim": ("ddim", multistep, dict(update=deterministic, order=1), 50, 1),
-    "euler": ("karras", multistep, dict(update=deterministic, order=1), 50, 1),
-    "heun": ("karras", heun, {}, 18, 2),
-    "dpm++": ("time", multistep, dict(update=deterministic, order=2), 20, 1),
-    "dpm++sde": ("time", multistep, dict(update=ancestral, order=2), 20, 1),
-    "dpm++3m": ("log", multistep, dict(update=deterministic, order=3), 20, 1),
+    "ddpm": Sampler("every", multistep, dict(update=ancestral, order=1), None, 1),
+    "ddim": Sampler("ddim", multistep, dict(update=deterministic, order=1), 50, 1),
+    "euler": Sampler("karras", multistep, dict(update=deterministic, order=1), 50, 1),
+    "heun": Sampler("karras", heun, {}, 18, 2),
+    "dpm++": Sampler("time", multistep, dict(update=deterministic, order=2), 20, 1),
+    "dpm++sde": Sampler("time", multistep, dict(update=ancestral, order=2), 20, 1),
+    "dpm++3m": Sampler("log", multistep, dict(update=deterministic, order=3), 20, 1),
 }
 
 
@@ -113,7 +124,7 @@ def noise_levels(formulation, sampler, steps, grid=None):
     """The sampler's grid of `steps` noise levels (its default grid unless one is named), then 0."""
     if sampler == "ddpm" and grid not in (None, "every"):
         raise ValueError("ddpm steps through every training timestep; it takes no grid")
-    grid = grid or SAMPLERS[sampler][0]
+    grid = grid or SAMPLERS[sampler].grid
     if grid not in GRIDS or (grid == "every" and sampler != "ddpm"):
         raise ValueError(f"unknown grid '{grid}'; choose one of {', '.join(GRIDS[:-1])}")
     return getattr(formulation, f"{grid}_grid")(steps)
@@ -129,7 +140,7 @@ def sampler_steps(formulation, sampler, steps):
         if steps not in (None, formulation.timesteps):
             raise ValueError(f"ddpm runs all {formulation.timesteps} training timesteps; use ddim or dpm++ for {steps} steps")
         return formulation.timesteps
-    steps = steps or SAMPLERS[sampler][3]
+    steps = steps or SAMPLERS[sampler].default_steps
     limit = formulation.timesteps if isinstance(formulation, VP) else 10000
     if not 1 <= steps <= limit:
         raise ValueError(f"steps must be between 1 and {limit}, got {steps}")
@@ -138,7 +149,8 @@ def sampler_steps(formulation, sampler, steps):
 
 def network_evaluations(sampler, steps, guidance=1.0):
     """Network evaluations per sample: Heun's last step is a single Euler step; guidance doubles each."""
-    return (steps * SAMPLERS[sampler][4] - (SAMPLERS[sampler][4] - 1)) * (1 if guidance == 1 else 2)
+    per_step = SAMPLERS[sampler].evaluations_per_step
+    return (steps * per_step - (per_step - 1)) * (1 if guidance == 1 else 2)
 
 
 def per_sample_noise(generators, shape, device):
@@ -164,7 +176,7 @@ def sample(formulation, network, shape, sample_indices, seed, x0_range, sampler=
         raise ValueError("a condition holds NaN or infinity; a conditional sample takes finite parameters (the "
                          "null condition is chosen by sampling without one)")
     options = dict(churn=churn) if sampler == "heun" else {}
-    _, loop, settings, _, _ = SAMPLERS[sampler]
+    loop, settings = SAMPLERS[sampler].loop, SAMPLERS[sampler].settings
     sigmas = noise_levels(formulation, sampler, steps, grid)
     generators = [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
                   for i in sample_indices]
