@@ -349,23 +349,8 @@ def train_loop(accelerator, run):
     return 0
 
 
-def build_parser():
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = parser.add_argument_group("data")
-    data.add_argument("--data_path", default=str(DEFAULT_DATA), help="field set (any format load_fields reads, or a "
-                      "shard set from cosmodiff.prepare, streamed from disk); a folder with train.npz trains on it; "
-                      "the default data is generated on first use")
-    data.add_argument("--num_workers", type=INDEX, default=1, help="DataLoader worker processes reading fields ahead")
-    data.add_argument("--colormap", default=None, help="invert colormapped PNGs, e.g. gnuplot (the earlier work's images)")
-    data.add_argument("--slab_thickness", type=COUNT, default=None, help="slices per 2D slab for 3D density cubes")
-    data.add_argument("--mesh", type=COUNT, default=DEFAULT_MESH, help="nodes per side Gadget HDF5 snapshots are "
-                      "painted on (CIC) before slicing")
-    data.add_argument("--box_size", type=POSITIVE, default=None, help="Mpc/h (default: from the data, else 1000)")
-    data.add_argument("--image_size", type=COUNT, default=64, help="model resolution; larger fields are block-averaged")
-    data.add_argument("--params_file", default=None, help="parameter table joined to the data's simulations, e.g. "
-                      "Quijote's latin_hypercube_params.txt (row = simulation index)")
-    data.add_argument("--data_std", type=POSITIVE, default=DATA_STD, help="spread of the standardised log density in model space")
-    model = parser.add_argument_group("model and diffusion")
+def add_model_flags(model):
+    """The network and diffusion formulation flags (what a run's config.json stores)."""
     model.add_argument("--model", default="unet", choices=list(MODELS))
     model.add_argument("--formulation", default="vp", choices=list(FORMULATIONS),
                        help="vp: DDPM, v-prediction; edm: Karras et al. 2022; flow: rectified flow")
@@ -383,6 +368,25 @@ def build_parser():
     model.add_argument("--p_std", type=POSITIVE, default=1.2, help="edm: spread of ln sigma in training")
     model.add_argument("--logit_mean", type=FINITE, default=0.0, help="flow: location of logit(t) in training")
     model.add_argument("--logit_std", type=POSITIVE, default=1.0, help="flow: spread of logit(t) in training")
+
+
+def build_parser():
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--data_path", default=str(DEFAULT_DATA), help="field set (any format load_fields reads, or a "
+                      "shard set from cosmodiff.prepare, streamed from disk); a folder with train.npz trains on it; "
+                      "the default data is generated on first use")
+    data.add_argument("--num_workers", type=INDEX, default=1, help="DataLoader worker processes reading fields ahead")
+    data.add_argument("--colormap", default=None, help="invert colormapped PNGs, e.g. gnuplot (the earlier work's images)")
+    data.add_argument("--slab_thickness", type=COUNT, default=None, help="slices per 2D slab for 3D density cubes")
+    data.add_argument("--mesh", type=COUNT, default=DEFAULT_MESH, help="nodes per side Gadget HDF5 snapshots are "
+                      "painted on (CIC) before slicing")
+    data.add_argument("--box_size", type=POSITIVE, default=None, help="Mpc/h (default: from the data, else 1000)")
+    data.add_argument("--image_size", type=COUNT, default=64, help="model resolution; larger fields are block-averaged")
+    data.add_argument("--params_file", default=None, help="parameter table joined to the data's simulations, e.g. "
+                      "Quijote's latin_hypercube_params.txt (row = simulation index)")
+    data.add_argument("--data_std", type=POSITIVE, default=DATA_STD, help="spread of the standardised log density in model space")
+    add_model_flags(parser.add_argument_group("model and diffusion"))
     train = parser.add_argument_group("training")
     length = train.add_mutually_exclusive_group()
     length.add_argument("--train_steps", type=COUNT, default=None, help="optimizer steps (default 400; on resume, the run's)")

@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 
@@ -104,3 +105,12 @@ def finite_json(value, what):
         return json.dumps(value, indent=1, allow_nan=False)
     except ValueError:
         raise ValueError(f"{what} holds NaN or infinity; nothing was written") from None
+
+
+def exit_on(errors, main, args):
+    """main(args), with an error of the given kinds as one line `error: ...` on stderr and exit status 2."""
+    try:
+        return main(args)
+    except errors as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -17,14 +17,13 @@ conditional_response.png and conditional_derivatives.png to --out (and --figures
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from cosmodiff import stats
 from cosmodiff.checkpoint import CheckpointError, read_config
-from cosmodiff.cli import ArgumentParser, COUNT, GUIDANCE, INDEX, finite_json, writable_folder
+from cosmodiff.cli import ArgumentParser, COUNT, GUIDANCE, INDEX, exit_on, finite_json, writable_folder
 from cosmodiff.condition import DEFAULT_GUIDANCE, fields_by_point
 from cosmodiff.diffusion import SAMPLERS
 from cosmodiff.fields import FieldError, load_fields
@@ -228,8 +227,4 @@ def build_parser():
 
 
 if __name__ == "__main__":
-    try:
-        main(build_parser().parse_args())
-    except (CheckpointError, FieldError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    exit_on((CheckpointError, FieldError, ValueError), main, build_parser().parse_args())

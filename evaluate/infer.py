@@ -17,7 +17,6 @@ method: mean, std, 68% and 95% intervals, the true value where FIELDS carries it
 posterior.png (contours of both methods).
 """
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 from cosmodiff.checkpoint import CheckpointError, load_run
-from cosmodiff.cli import ArgumentParser, COUNT, INDEX, Number, finite_json, writable_folder
+from cosmodiff.cli import ArgumentParser, COUNT, INDEX, Number, exit_on, finite_json, writable_folder
 from cosmodiff.condition import Condition, parameter_values
 from cosmodiff.fields import FieldError, fit_image_size, load_fields
 from cosmodiff.inference import (PowerSpectrumLikelihood, grid_draws, grid_posterior, mcmc_samples,
@@ -186,8 +185,4 @@ def build_parser():
 
 
 if __name__ == "__main__":
-    try:
-        main(build_parser().parse_args())
-    except (CheckpointError, FieldError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    exit_on((CheckpointError, FieldError, ValueError), main, build_parser().parse_args())
