@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 from cosmodiff import plots
-from cosmodiff.checkpoint import atomic_write_text, load_run, read_config, read_log
+from cosmodiff.atomic import atomic_write_text
+from cosmodiff.checkpoint import load_run, read_config, read_log
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX
 from cosmodiff.diffusion import build_formulation, network_evaluations, noise_levels, sample
 from cosmodiff.fields import load_fields

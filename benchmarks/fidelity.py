@@ -20,6 +20,7 @@ from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE
 from cosmodiff.diffusion import SAMPLERS, network_evaluations
 from cosmodiff.fields import load_fields
 from cosmodiff.mock import SPLITS, ensure_split
+from cosmodiff.sampling import samples_match
 
 ROOT = Path(__file__).resolve().parents[1]
 K_BANDS = {"k < 0.1": (0, 0.1), "0.1-0.4": (0.1, 0.4), "0.4-Nyquist": (0.4, float("inf"))}  # h/Mpc
@@ -43,11 +44,9 @@ def trained(run_dir, train_flags):
 
 
 def sample_stage(args, run_dir, n_samples, out, train_steps, sampler, steps, grid):
-    record = out / "samples.json"
-    if record.exists():
-        done = json.loads(record.read_text())
-        if (done["num_samples"], done["sampler"], done["steps"], done["step"]) == (n_samples, sampler, steps, train_steps):
-            return
+    if samples_match(out, dict(num_samples=n_samples, sampler=sampler, steps=steps, step=train_steps,
+                               grid=grid or SAMPLERS[sampler].grid)):
+        return
     run([sys.executable, ROOT / "UNet-DDPM" / "generate_images.py", "--checkpoint", run_dir, "--num_samples", n_samples,
          "--sampler", sampler, "--steps", steps, *(["--grid", grid] if grid else []), "--seed", args.seed,
          "--batch_size", args.batch_size, "--out", out])

@@ -19,6 +19,7 @@ from cosmodiff.checkpoint import read_config
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX
 from cosmodiff.fields import load_fields
 from cosmodiff.mock import ensure_default_data
+from cosmodiff.sampling import samples_match
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS = "ddpm:1000 ddim:250 ddim:100 ddim:50 ddim:20 ddim:10 dpm++:50 dpm++:20 dpm++:10 dpm++:5"
@@ -28,13 +29,11 @@ def samples_for(args, wanted, sampler, steps):
     """samples.npy and its record for one sampler setting, made once per `wanted` checkpoint, step,
     seed and sample count."""
     out = Path(args.out) / f"{sampler}-{steps}"
-    record = out / "samples.json"
-    done = json.loads(record.read_text()) if record.exists() else {}
-    if any(done.get(key) != value for key, value in wanted.items()):
+    if not samples_match(out, wanted):
         subprocess.run([sys.executable, str(ROOT / "UNet-DDPM" / "generate_images.py"), "--checkpoint", wanted["checkpoint"],
                         "--num_samples", str(args.num_samples), "--sampler", sampler, "--steps", str(steps),
                         "--seed", str(args.seed), "--batch_size", str(args.batch_size), "--out", str(out)], check=True)
-    return np.load(out / "samples.npy"), json.loads(record.read_text())
+    return np.load(out / "samples.npy"), json.loads((out / "samples.json").read_text())
 
 
 def plot(rows, reference, floor, path):

@@ -19,6 +19,7 @@ from pathlib import Path
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from cosmodiff.atomic import atomic_path, atomic_write_text
 from cosmodiff.diffusion import build_formulation
 from cosmodiff.models import build_model
 
@@ -28,12 +29,6 @@ FORMAT = 2  # 1: before formulations (vp settings without a name); 2: config["di
 
 class CheckpointError(ValueError):
     """A folder that is not a usable run: the message names it and the problem."""
-
-
-def atomic_write_text(path, text):
-    temporary = Path(f"{path}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def new_run_dir(results_dir, run_name, model_name):
@@ -126,7 +121,7 @@ def save_checkpoint(run_dir, accelerator, ema, config):
 
 
 def remove_partial_saves(run_dir):
-    for partial in run_dir.glob("*.tmp"):
+    for partial in [*run_dir.glob("*.tmp"), *run_dir.glob("*.tmp.*")]:
         shutil.rmtree(partial) if partial.is_dir() else partial.unlink()
 
 
@@ -134,8 +129,8 @@ def commit(run_dir, ema, config, state_name, temporary_state):
     save_file(tensors(ema), str(temporary_state / "ema.safetensors"))
     shutil.rmtree(run_dir / state_name, ignore_errors=True)  # an uncommitted one, from a killed save
     os.replace(temporary_state, run_dir / state_name)
-    save_file(tensors(ema.ema_model), str(run_dir / "model.safetensors.tmp"), metadata={"step": str(config["step"])})
-    os.replace(run_dir / "model.safetensors.tmp", run_dir / "model.safetensors")
+    with atomic_path(run_dir / "model.safetensors") as temporary:
+        save_file(tensors(ema.ema_model), str(temporary), metadata={"step": str(config["step"])})
     atomic_write_text(run_dir / "config.json", json.dumps(dict(config, state=state_name), indent=1))
     for old in run_dir.glob("state-*"):
         if old.name != state_name:

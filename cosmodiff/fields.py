@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cosmodiff.atomic import atomic_path
 from cosmodiff.errors import FieldError  # noqa: F401 (the readers' error, imported from here by callers)
 
 DEFAULT_BOX_SIZE = 1000.0  # Mpc/h, Quijote's box
@@ -330,9 +331,8 @@ def save_fields(path, fieldset):
         arrays["param_names"] = np.asarray(fieldset.param_names, dtype=str)
     if fieldset.sim_index is not None:
         arrays["sim_index"] = np.asarray(fieldset.sim_index)
-    temporary = path.with_name(path.name + ".tmp.npz")
-    np.savez(temporary, **arrays)
-    temporary.replace(path)
+    with atomic_path(path) as temporary:
+        np.savez(temporary, **arrays)
 
 
 def fit_image_size(fieldset, image_size):

@@ -13,6 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cosmodiff import plots
+from cosmodiff.atomic import atomic_path
 from cosmodiff.checkpoint import latest_run, load_run
 from cosmodiff.cli import ArgumentParser, COUNT, GUIDANCE, INDEX, NON_NEGATIVE, writable_folder
 from cosmodiff.condition import DEFAULT_GUIDANCE, Condition, parse_params, read_params_table
@@ -81,8 +82,8 @@ def sample_batches(args, accelerator, network, formulation, transform, shape, pa
                     model_space = sample(formulation, network, shape, batch, args.seed, transform.x0_range,
                                          args.sampler, steps, cond=None if conds is None else conds[batch],
                                          churn=args.churn, grid=args.grid, guidance=guidance)
-                np.save(parts / f"{start:09d}.tmp.npy", transform.inverse(model_space[:, 0].float().cpu().numpy()))
-                (parts / f"{start:09d}.tmp.npy").replace(part)
+                with atomic_path(part) as temporary:
+                    np.save(temporary, transform.inverse(model_space[:, 0].float().cpu().numpy()))
             progress.update(len(batch) * accelerator.num_processes)
     accelerator.wait_for_everyone()
     return time.time() - started
@@ -112,6 +113,16 @@ def parameter_points(args, config):
     return condition, condition.points(names, values, "--params" if args.params else args.params_file)
 
 
+def samples_match(folder, wanted):
+    """Whether folder already holds samples.npy from the settings in wanted (every key equal in its
+    samples.json): the one rule by which a script reuses samples instead of sampling again."""
+    folder = Path(folder)
+    if not ((folder / "samples.npy").exists() and (folder / "samples.json").exists()):
+        return False
+    recorded = json.loads((folder / "samples.json").read_text())
+    return all(recorded.get(key) == value for key, value in wanted.items())
+
+
 def start_parts(parts, settings, accelerator):
     """The folder of finished batches, one .npy each: kept from an interrupted run with the same
     settings, emptied otherwise."""
@@ -130,14 +141,13 @@ def write_samples(args, out, parts, settings, config, seconds, accelerator):
     batch, whatever --num_samples), previews, samples.json; then the batches go."""
     size = config["image_size"]
     total = settings["num_samples"]
-    merged = np.lib.format.open_memmap(out / "samples.tmp.npy", mode="w+", dtype=np.float32,
-                                       shape=(total, size, size))
-    for start in range(0, total, args.batch_size):
-        batch = np.load(parts / f"{start:09d}.npy")
-        merged[start:start + len(batch)] = batch
-    merged.flush()
-    del merged
-    (out / "samples.tmp.npy").replace(out / "samples.npy")
+    with atomic_path(out / "samples.npy") as temporary:
+        merged = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=(total, size, size))
+        for start in range(0, total, args.batch_size):
+            batch = np.load(parts / f"{start:09d}.npy")
+            merged[start:start + len(batch)] = batch
+        merged.flush()
+        del merged
     fields = np.load(out / "samples.npy", mmap_mode="r")
     write_previews(np.array(fields[:16]), out, args.colormap)
     record = dict(settings, model=config["model"]["name"], formulation=config["diffusion"].get("formulation", "vp"),

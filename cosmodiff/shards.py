@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cosmodiff.atomic import atomic_path, atomic_write_text
 from cosmodiff.fields import DEFAULT_BOX_SIZE, FieldError, FieldSet, block_average
 
 INDEX = "index.json"
@@ -41,21 +42,18 @@ def read_index(folder):
 
 def write_index(folder, index):
     """index.json, atomically: the shards it lists are complete."""
-    temporary = Path(folder) / (INDEX + ".tmp")
-    temporary.write_text(json.dumps(index, indent=1))
-    temporary.replace(Path(folder) / INDEX)
+    atomic_write_text(Path(folder) / INDEX, json.dumps(index, indent=1))
 
 
 def write_shard(folder, number, fields, runs, params=None, sim_index=None):
     """One shard, its fields (N, H, W) and metadata each written to a temporary name first; returns its
     index entry. runs: [source name, number of fields] in order."""
     name, folder = f"shard-{number:05d}", Path(folder)
-    np.save(folder / f"{name}.tmp.npy", np.asarray(fields, np.float32))
-    np.savez(folder / f"{name}.meta.tmp.npz",
-             params=np.zeros((len(fields), 0)) if params is None else np.asarray(params, np.float64),
-             sim_index=np.full(len(fields), -1) if sim_index is None else np.asarray(sim_index, np.int64))
-    (folder / f"{name}.tmp.npy").replace(folder / f"{name}.npy")
-    (folder / f"{name}.meta.tmp.npz").replace(folder / f"{name}.meta.npz")
+    with atomic_path(folder / f"{name}.npy") as temporary:
+        np.save(temporary, np.asarray(fields, np.float32))
+    with atomic_path(folder / f"{name}.meta.npz") as temporary:
+        np.savez(temporary, params=np.zeros((len(fields), 0)) if params is None else np.asarray(params, np.float64),
+                 sim_index=np.full(len(fields), -1) if sim_index is None else np.asarray(sim_index, np.int64))
     return dict(file=f"{name}.npy", n_fields=len(fields), sources=[[str(source), int(count)] for source, count in runs])
 
 

@@ -15,7 +15,6 @@ differences, on the paired derivative simulations of --derivatives (default: der
 conditional_response.png and conditional_derivatives.png to --out (and --figures).
 """
 import argparse
-import json
 import shutil
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from cosmodiff.diffusion import SAMPLERS
 from cosmodiff.fields import FieldError, load_fields
 from cosmodiff.launch import accelerated
 from cosmodiff.mock import QUIJOTE_FIDUCIAL
-from cosmodiff.sampling import build_parser as sampling_parser, sample_fields
+from cosmodiff.sampling import build_parser as sampling_parser, sample_fields, samples_match
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,10 +40,9 @@ def label(names, point):
 def generated_at(args, accelerator, run_dir, names, point, out):
     """--num_samples fields sampled at one parameter point (reused when already there)."""
     folder = out / "samples" / label(names, point).replace(",", "_")
-    record = folder / "samples.json"
     wanted = dict(num_samples=args.num_samples, sampler=args.sampler, steps=args.steps, guidance=args.guidance,
                   grid=args.grid or SAMPLERS[args.sampler].grid, seed=args.seed, step=read_config(run_dir)["step"])
-    if not (record.exists() and all(json.loads(record.read_text()).get(key) == value for key, value in wanted.items())):
+    if not samples_match(folder, wanted):
         settings = ["--checkpoint", run_dir, "--params", label(names, point), "--num_samples", args.num_samples,
                     "--sampler", args.sampler, "--steps", args.steps, "--guidance", args.guidance, "--seed", args.seed,
                     "--batch_size", args.batch_size, "--out", folder, *(["--grid", args.grid] if args.grid else [])]

@@ -174,7 +174,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(uninterrupted, tm
                                               r"the previous checkpoint \(step 24\) is intact"):
         save_checkpoint(run, accelerator, ema, config)
     monkeypatch.undo()
-    assert not list(run.glob("*.tmp")) and assert_consistent(run) == 24
+    assert not list(run.glob("*.tmp*")) and assert_consistent(run) == 24
 
 
 def test_a_diverging_loss_stops_with_its_step_and_keeps_the_last_finite_checkpoint(tiny_data, tmp_path):

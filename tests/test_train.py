@@ -36,7 +36,7 @@ def test_training_writes_a_complete_run_folder(tiny_data, tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["step"] == 4 and config["image_size"] == 32 and config["box_size"] == 250.0
     assert config["model"]["name"] == "unet" and config["transform"]["name"] == "log"
-    assert (run / config["state"]).is_dir() and not list(run.glob("*.tmp"))
+    assert (run / config["state"]).is_dir() and not list(run.glob("*.tmp*"))
     weights = load_file(str(run / "model.safetensors"))
     network = build_model("unet", config["model"]["kwargs"])
     network.load_state_dict(weights)
