@@ -32,10 +32,10 @@ from cosmodiff.cli import ArgumentParser, COUNT, FINITE, FRACTION, INDEX, Number
 from cosmodiff.diffusion import FORMULATIONS, SAMPLERS, sample
 from cosmodiff.fields import DEFAULT_MESH, FieldError
 from cosmodiff.launch import Preemption, accelerated
+from cosmodiff.loader import FieldDataset, StepBatches, fitting_sample, training_batches
 from cosmodiff.mock import DEFAULT_DATA
 from cosmodiff.models import MODELS
 from cosmodiff.run import build_training, training_condition, training_fields, validation_set
-from cosmodiff.shards import FieldDataset, StepBatches, fitting_sample, training_batches
 from cosmodiff.transforms import DATA_STD, LogTransform, augment_periodic
 
 # elapsed_s: wall-clock training seconds; cpu_s: the main process's CPU seconds (all its threads), the

@@ -16,8 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 from cosmodiff.cli import ArgumentParser, COUNT
-from cosmodiff.mock import (DEFAULT_SEED, DEFAULTS, QUIJOTE_FIDUCIAL, lpt_density, particle_mesh_density,
-                            wavenumbers)
+from cosmodiff.mock import DEFAULT_SEED, DEFAULTS, lpt_density, particle_mesh_density, wavenumbers
+from cosmodiff.parameters import QUIJOTE_FIDUCIAL
 from cosmodiff.plots import plt, save
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from cosmodiff.fields import FieldError, FieldSet
-from cosmodiff.mock import PARAM_NAMES
+from cosmodiff.parameters import PARAM_NAMES
 
 QUIJOTE_COLUMNS = PARAM_NAMES  # latin_hypercube_params.txt column order
 # Classifier-free guidance of conditional sampling unless --guidance says otherwise: the lowest median

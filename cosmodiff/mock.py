@@ -28,10 +28,7 @@ from tqdm import tqdm
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, REDSHIFT, writable_file, writable_folder
 from cosmodiff.fields import FieldSet, block_average, cube_to_slabs, save_fields
 from cosmodiff.nbody import Growth, cic_weights, evolve, lpt_initial_conditions, paint
-
-PARAM_NAMES = ["Omega_m", "Omega_b", "h", "n_s", "sigma_8"]
-QUIJOTE_FIDUCIAL = {"Omega_m": 0.3175, "Omega_b": 0.049, "h": 0.6711, "n_s": 0.9624, "sigma_8": 0.834}
-LATIN_HYPERCUBE_RANGES = {"Omega_m": (0.1, 0.5), "sigma_8": (0.6, 1.0)}  # Quijote's latin hypercube
+from cosmodiff.parameters import LATIN_HYPERCUBE_RANGES, PARAM_NAMES, QUIJOTE_FIDUCIAL
 
 # Defaults that make a visible cosmic web at 64x64: 128^3 particles in a 250 Mpc/h box, slabs of 4
 # cells (7.8 Mpc/h) along each axis, block-averaged from 128 to 64 pixels (3.9 Mpc/h each).

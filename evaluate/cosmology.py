@@ -27,7 +27,7 @@ from cosmodiff.condition import DEFAULT_GUIDANCE, fields_by_point
 from cosmodiff.diffusion import SAMPLERS
 from cosmodiff.fields import FieldError, load_fields
 from cosmodiff.launch import accelerated
-from cosmodiff.mock import QUIJOTE_FIDUCIAL
+from cosmodiff.parameters import QUIJOTE_FIDUCIAL
 from cosmodiff.sampling import build_parser as sampling_parser, sample_fields, samples_match
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,9 +21,8 @@ from cosmodiff import plots, stats
 from cosmodiff.checkpoint import CheckpointError, latest_run, read_config
 from cosmodiff.cli import ArgumentParser, POSITIVE, finite_json, writable_folder
 from cosmodiff.fields import FieldError, load_fields
-from cosmodiff.mock import ensure_default_data
+from cosmodiff.mock import DEFAULT_DATA, ensure_default_data
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / "train_data"
 
 
 def write_report(report, generated_fields, out):

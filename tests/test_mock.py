@@ -4,7 +4,8 @@ import numpy as np
 
 from conftest import ROOT, run_in_process
 from cosmodiff.fields import block_average, load_fields
-from cosmodiff.mock import QUIJOTE_FIDUCIAL, linear_power, lpt_density, make_mock_set, wavenumbers
+from cosmodiff.mock import linear_power, lpt_density, make_mock_set, wavenumbers
+from cosmodiff.parameters import QUIJOTE_FIDUCIAL
 from cosmodiff.stats import seam_score
 
 

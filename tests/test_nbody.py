@@ -5,7 +5,8 @@ import math
 import numpy as np
 import torch
 
-from cosmodiff.mock import QUIJOTE_FIDUCIAL, colossus_cosmology
+from cosmodiff.mock import colossus_cosmology
+from cosmodiff.parameters import QUIJOTE_FIDUCIAL
 from cosmodiff.nbody import Growth, evolve, forces, lpt_initial_conditions
 
 BOX, GRID = 100.0, 16

@@ -9,7 +9,8 @@ import pytest
 from conftest import losses, run_in_process, train_command
 from cosmodiff.condition import join_params
 from cosmodiff.fields import FieldError, load_fields
-from cosmodiff.shards import StepBatches, open_shards
+from cosmodiff.loader import StepBatches
+from cosmodiff.shards import open_shards
 
 
 def prepare(src, out, *args):
