@@ -178,9 +178,9 @@ def fidelity_rows(report, recipe, cpu_minutes):
     return rows
 
 
-def record_rows(path, rows):
-    """Add rows to a results file, replacing those of the same run, step and sampler setting."""
-    key = ("run", "step", "solve", "sampler", "steps", "grid")
+def record_rows(path, rows, key=("run", "step", "solve", "sampler", "steps", "grid")):
+    """Add rows to a results file, replacing those with the same key (by default: the same run, step
+    and sampler setting)."""
     kept = json.loads(path.read_text()) if path.exists() else []
     new_keys = {tuple(row[name] for name in key) for row in rows}
     kept = [row for row in kept if tuple(row.get(name) for name in key) not in new_keys]

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import error_budget  # benchmarks/, this script's folder
 from cosmodiff.checkpoint import read_config, read_log
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE
 from cosmodiff.diffusion import SAMPLERS, network_evaluations
@@ -112,7 +113,7 @@ def evaluate(args, run_dir, out, n_samples, train_steps, sampler, steps, grid, t
     train_seconds, train_cpu_seconds = last["elapsed_s"], last["cpu_s"]
     rows = verdicts(report)
     config = read_config(run_dir)
-    summary = dict(data=args.data, model=args.model, formulation=config["diffusion"].get("formulation", "vp"),
+    summary = dict(name=out.name, data=args.data, model=args.model, formulation=config["diffusion"].get("formulation", "vp"),
                    train_steps=train_steps, train_minutes=train_seconds / 60,
                    train_cpu_minutes=train_cpu_seconds / 60,
                    threads=int(os.environ.get("COSMODIFF_THREADS", 0)) or os.cpu_count(),
@@ -129,6 +130,8 @@ def evaluate(args, run_dir, out, n_samples, train_steps, sampler, steps, grid, t
                    seam_median=report["seam"]["generated"]["median"],
                    targets=[dict(name=n, measured=m, target=t, met=bool(ok)) for n, m, t, ok in rows])
     (samples / "fidelity.json").write_text(json.dumps(summary, indent=1))
+    if args.results:
+        error_budget.record_rows(Path(args.results), [summary], key=("name", "sampler", "steps", "grid"))
     print(f"\n{args.model} ({summary['formulation']}), {train_steps} steps ({train_seconds / 60:.1f} min), "
           f"{sampler} {steps} steps ({summary['grid']} grid), {n_samples} generated vs {report['sizes']['real']} test fields")
     print(f"MAFD {100 * report['mafd']:.2f}%  floor {100 * report['floor']['median']:.2f}% "
@@ -179,5 +182,7 @@ if __name__ == "__main__":
     parser.add_argument("--name", default=None, help="the experiment's folder under --out (default: <model>-<length>)")
     parser.add_argument("--no_memorisation", action="store_true",
                         help="skip the nearest-training-field search (2 minutes per evaluation on 2 cores)")
+    parser.add_argument("--results", default=None, help="also add the summary to this file, e.g. "
+                        "benchmarks/results/fidelity_by_data.json")
     parser.add_argument("--figures", default=None, help="also copy the figures here, e.g. images")
     main(parser.parse_args())
