@@ -29,13 +29,14 @@ from cosmodiff import plots
 from cosmodiff.checkpoint import (CheckpointError, latest_run, load_training_state, lock_run, new_run_dir, read_config,
                                   read_log, release_runs, save_checkpoint, training_state)
 from cosmodiff.cli import ArgumentParser, COUNT, FINITE, FRACTION, INDEX, Number, POSITIVE, writable_folder
-from cosmodiff.diffusion import FORMULATIONS, SAMPLERS, sample
+from cosmodiff.diffusion import FORMULATIONS, SAMPLERS
 from cosmodiff.fields import DEFAULT_MESH, FieldError
 from cosmodiff.launch import Preemption, accelerated
 from cosmodiff.loader import FieldDataset, StepBatches, fitting_sample, training_batches
 from cosmodiff.mock import DEFAULT_DATA
 from cosmodiff.models import MODELS
 from cosmodiff.run import build_training, training_condition, training_fields, validation_set
+from cosmodiff.sampling import physical_fields
 from cosmodiff.transforms import DATA_STD, LogTransform, augment_periodic
 
 # elapsed_s: wall-clock training seconds; cpu_s: the main process's CPU seconds (all its threads), the
@@ -120,9 +121,8 @@ def sample_grid(ema_network, formulation, config, path, n_samples=16):
     device = next(ema_network.parameters()).device
     cond = None if config["condition"] is None else torch.zeros(n_samples, len(config["condition"]["names"]),
                                                                    device=device)
-    model_space = sample(formulation, ema_network, (1, size, size), range(n_samples), seed=0,
-                         x0_range=transform.x0_range, sampler="ddim", steps=config["sampling_timesteps"], cond=cond)
-    fields = transform.inverse(model_space[:, 0].float().cpu().numpy())
+    fields = physical_fields(formulation, ema_network, transform, size, range(n_samples), 0, "ddim",
+                             config["sampling_timesteps"], cond=cond)
     plots.field_grid(fields, path, columns=8, title=f"step {config['step']}, DDIM {config['sampling_timesteps']} steps")
 
 

@@ -26,7 +26,8 @@ from cosmodiff import plots
 from cosmodiff.atomic import atomic_write_text
 from cosmodiff.checkpoint import load_run, read_config, read_log
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX
-from cosmodiff.diffusion import build_formulation, network_evaluations, noise_levels, sample
+from cosmodiff.diffusion import build_formulation, network_evaluations, noise_levels
+from cosmodiff.sampling import physical_fields
 from cosmodiff.fields import load_fields
 from cosmodiff.launch import accelerated
 from cosmodiff.stats import log_density, mafd, mafd_floor, nyquist_mask, overdensity, power_spectrum
@@ -59,9 +60,7 @@ def solved(run_dir, setting, n_samples, seed, batch_size, out, device):
     batches = []
     for start in range(0, n_samples, batch_size):
         indices = range(start, min(start + batch_size, n_samples))
-        model_space = sample(formulation, network, (1, size, size), indices, seed, transform.x0_range, sampler, steps,
-                             grid=grid)
-        batches.append(transform.inverse(model_space[:, 0].float().cpu().numpy()))
+        batches.append(physical_fields(formulation, network, transform, size, indices, seed, sampler, steps, grid=grid))
     fields = np.concatenate(batches)
     np.save(path, fields)
     path.with_suffix(".json").write_text(json.dumps(record))

@@ -111,9 +111,7 @@ def pixel_pdf(report, path):
     centres = 0.5 * (edges[1:] + edges[:-1])
     figure, ax = plt.subplots(figsize=(6, 4))
     real_band_and_generated(ax, centres, pdf)
-    ax.set_xlabel("ln(1 + delta)")
-    ax.set_ylabel("pixel PDF")
-    ax.set_title(f"KS distance {pdf['distance']:.3f}")
+    ax.set(xlabel="ln(1 + delta)", ylabel="pixel PDF", title=f"KS distance {pdf['distance']:.3f}")
     ax.legend()
     save(figure, path)
 

@@ -22,6 +22,15 @@ from cosmodiff.fields import render_colormap
 from cosmodiff.transforms import LogTransform
 
 
+def physical_fields(formulation, network, transform, size, indices, seed, sampler, steps, **options):
+    """Fields (N, size, size) in physical units: sample i of `indices` solved from noise seeded with
+    (seed, i) by the sampler (options: cond, grid, churn, guidance) and inverted by the run's
+    transform. Every caller that turns a network into fields goes through here."""
+    model_space = sample(formulation, network, (1, size, size), indices, seed, transform.x0_range, sampler, steps,
+                         **options)
+    return transform.inverse(model_space[:, 0].float().cpu().numpy())
+
+
 def write_previews(fields, out, colormap, count=16):
     """The first fields as colormapped PNGs (log density scaled to [0, 1] over the set) and one grid."""
     from PIL import Image
@@ -38,7 +47,6 @@ def sample_fields(args, accelerator):
     network, formulation, config = load_run(run_dir)
     network.to(accelerator.device)
     steps = sampler_steps(formulation, args.sampler, args.steps)
-    shape = (1, config["image_size"], config["image_size"])
     transform = LogTransform.from_dict(config["transform"])
     condition, points = parameter_points(args, config)
     guidance = (DEFAULT_GUIDANCE if args.guidance is None else args.guidance) if condition else 1.0
@@ -56,7 +64,8 @@ def sample_fields(args, accelerator):
         conds = condition.standardise(points).repeat_interleave(args.num_samples, dim=0).to(accelerator.device)
     parts = start_parts(out / "parts", settings, accelerator)
     try:
-        seconds = sample_batches(args, accelerator, network, formulation, transform, shape, parts, total, steps,
+        seconds = sample_batches(args, accelerator, network, formulation, transform, config["image_size"], parts,
+                                 total, steps,
                                  conds, guidance)
     except ValueError:  # a non-finite sample: nothing of this call stays behind
         if accelerator.is_main_process:
@@ -68,7 +77,7 @@ def sample_fields(args, accelerator):
         write_samples(args, out, parts, settings, config, seconds, accelerator)
 
 
-def sample_batches(args, accelerator, network, formulation, transform, shape, parts, total, steps, conds, guidance):
+def sample_batches(args, accelerator, network, formulation, transform, size, parts, total, steps, conds, guidance):
     """This process's share of the batches, each written to parts as it is done; returns the seconds."""
     started = time.time()
     starts = list(range(0, total, args.batch_size))[accelerator.process_index::accelerator.num_processes]
@@ -79,11 +88,11 @@ def sample_batches(args, accelerator, network, formulation, transform, shape, pa
             part = parts / f"{start:09d}.npy"
             if not part.exists():  # an interrupted run's finished batches are kept
                 with accelerator.autocast():
-                    model_space = sample(formulation, network, shape, batch, args.seed, transform.x0_range,
-                                         args.sampler, steps, cond=None if conds is None else conds[batch],
-                                         churn=args.churn, grid=args.grid, guidance=guidance)
+                    fields = physical_fields(formulation, network, transform, size, batch, args.seed, args.sampler,
+                                             steps, cond=None if conds is None else conds[batch], churn=args.churn,
+                                             grid=args.grid, guidance=guidance)
                 with atomic_path(part) as temporary:
-                    np.save(temporary, transform.inverse(model_space[:, 0].float().cpu().numpy()))
+                    np.save(temporary, fields)
             progress.update(len(batch) * accelerator.num_processes)
     accelerator.wait_for_everyone()
     return time.time() - started

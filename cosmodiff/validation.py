@@ -7,7 +7,7 @@ changes between checks are the network's, not the sampler's noise.
 import numpy as np
 
 from cosmodiff import stats
-from cosmodiff.diffusion import sample
+from cosmodiff.sampling import physical_fields
 
 
 class Validation:
@@ -25,9 +25,7 @@ class Validation:
     def __call__(self, network, formulation):
         """MAFD and floor of n_samples fields from the network, and the fields (physical units)."""
         device = next(network.parameters()).device
-        model_space = sample(formulation, network, (1, self.size, self.size), range(self.n_samples), self.seed,
-                             self.transform.x0_range, self.sampler, self.steps,
-                             cond=None if self.cond is None else self.cond.to(device))
-        fields = self.transform.inverse(model_space[:, 0].float().cpu().numpy())
+        fields = physical_fields(formulation, network, self.transform, self.size, range(self.n_samples), self.seed,
+                                 self.sampler, self.steps, cond=None if self.cond is None else self.cond.to(device))
         _, pk, _ = stats.power_spectrum(fields, self.box_size)
         return dict(val_mafd=stats.mafd(pk, self.pk_real, self.mask), val_floor=self.floor), fields
