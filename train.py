@@ -28,7 +28,7 @@ from tqdm import tqdm
 from cosmodiff import plots
 from cosmodiff.checkpoint import (CheckpointError, latest_run, load_training_state, lock_run, new_run_dir, read_config,
                                   read_log, release_runs, save_checkpoint, training_state)
-from cosmodiff.cli import ArgumentParser, COUNT, FINITE, FRACTION, INDEX, Number, POSITIVE, writable_folder
+from cosmodiff.cli import ArgumentParser, COUNT, FRACTION, INDEX, POSITIVE, writable_folder
 from cosmodiff.diffusion import FORMULATIONS, SAMPLERS
 from cosmodiff.fields import DEFAULT_MESH, FieldError
 from cosmodiff.launch import Preemption, accelerated
@@ -45,7 +45,6 @@ from cosmodiff.transforms import DATA_STD, LogTransform, augment_periodic
 LOG_COLUMNS = ["step", "loss", "lr", "images_per_s", "elapsed_s", "cpu_s", "val_mafd", "val_floor"]
 RESUME_FLAGS = {"resume", "train_steps", "results_dir"}  # what --resume may be given; the rest is the run's
 TIMING_STEPS = 20  # --train_minutes: steps timed before the step count is fixed (inside the warm-up)
-TIMESTEPS = Number(int, 2, 10000)  # vp's discrete schedule: at least a start and an end
 PREEMPTED = 75  # exit status after SIGTERM/SIGUSR1: checkpoint written, resume with --resume (sysexits' EX_TEMPFAIL)
 
 
@@ -359,15 +358,9 @@ def add_model_flags(model):
     model.add_argument("--cond_drop_prob", type=FRACTION, default=0.1,
                        help="share of training fields without their condition, for classifier-free guidance")
     model.add_argument("--sampling_timesteps", type=COUNT, default=50, help="DDIM steps of the sample grids")
-    model.add_argument("--timesteps", type=TIMESTEPS, default=1000, help="vp: training timesteps")
-    model.add_argument("--objective", default="pred_v", choices=["pred_v", "pred_noise", "pred_x0"], help="vp")
-    model.add_argument("--beta_schedule", default="sigmoid", choices=["sigmoid", "cosine", "linear"], help="vp")
-    model.add_argument("--min_snr_gamma", type=POSITIVE, default=None,
-                       help="vp: Min-SNR-gamma loss weighting, the x0-space weight clipped at gamma (e.g. 5)")
-    model.add_argument("--p_mean", type=FINITE, default=-1.2, help="edm: mean of ln sigma in training")
-    model.add_argument("--p_std", type=POSITIVE, default=1.2, help="edm: spread of ln sigma in training")
-    model.add_argument("--logit_mean", type=FINITE, default=0.0, help="flow: location of logit(t) in training")
-    model.add_argument("--logit_std", type=POSITIVE, default=1.0, help="flow: spread of logit(t) in training")
+    for formulation in FORMULATIONS.values():  # each formulation's own flags (cosmodiff/diffusion/formulations.py)
+        for flag, options in formulation.flags.items():
+            model.add_argument(f"--{flag}", **dict(options, help=f"{formulation.name}: {options['help']}"))
 
 
 def build_parser():

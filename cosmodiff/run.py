@@ -8,7 +8,7 @@ from ema_pytorch import EMA
 
 from cosmodiff.checkpoint import FORMAT
 from cosmodiff.condition import Condition, join_params
-from cosmodiff.diffusion import build_formulation
+from cosmodiff.diffusion import FORMULATIONS, build_formulation
 from cosmodiff.fields import fit_image_size, load_fields
 from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
 from cosmodiff.models import build_model, model_kwargs
@@ -55,12 +55,8 @@ def validation_set(args, transform, condition):
 
 
 def formulation_from_args(args):
-    """The formulation a new run trains with, from its flags (edm's sigma_data is the model space's spread)."""
-    options = {"vp": dict(timesteps=args.timesteps, objective=args.objective, beta_schedule=args.beta_schedule,
-                          min_snr_gamma=args.min_snr_gamma),
-               "edm": dict(sigma_data=args.data_std, p_mean=args.p_mean, p_std=args.p_std),
-               "flow": dict(logit_mean=args.logit_mean, logit_std=args.logit_std)}[args.formulation]
-    return build_formulation(dict(formulation=args.formulation, **options))
+    """The formulation a new run trains with, from its flags (each formulation reads its own)."""
+    return FORMULATIONS[args.formulation].from_flags(args)
 
 
 def build_training(args, accelerator, resumed, fieldset, condition, transform):

@@ -30,6 +30,8 @@ import torch
 from denoising_diffusion_pytorch.denoising_diffusion_pytorch import (cosine_beta_schedule, linear_beta_schedule,
                                                                      sigmoid_beta_schedule)
 
+from cosmodiff.cli import FINITE, POSITIVE, Number
+
 BETA_SCHEDULES = {"sigmoid": sigmoid_beta_schedule, "cosine": cosine_beta_schedule, "linear": linear_beta_schedule}
 
 
@@ -45,6 +47,14 @@ class Formulation:
     """What every formulation provides; subclasses set the coefficients and the training noise levels."""
 
     name = None
+    flags = {}  # train.py's flags of the formulation: name -> argparse options (help says what it sets)
+    chain_steps = None  # the training timesteps of a discrete chain (vp), which DDPM steps through
+    max_steps = 10000  # the most steps a sampler may take
+
+    @classmethod
+    def from_flags(cls, args):
+        """The formulation a new run trains with, from train.py's parsed flags."""
+        return cls(**{name: getattr(args, name) for name in cls.flags})
 
     def settings(self):
         """The constructor's arguments and the name: what config.json stores to rebuild it."""
@@ -110,6 +120,11 @@ class Formulation:
 
 class VP(Formulation):
     name = "vp"
+    flags = {"timesteps": dict(type=Number(int, 2, 10000), default=1000, help="training timesteps"),
+             "objective": dict(default="pred_v", choices=["pred_v", "pred_noise", "pred_x0"], help="the target"),
+             "beta_schedule": dict(default="sigmoid", choices=list(BETA_SCHEDULES), help="the noise schedule"),
+             "min_snr_gamma": dict(type=POSITIVE, default=None,
+                                   help="Min-SNR-gamma loss weighting, the x0-space weight clipped at gamma (e.g. 5)")}
 
     def __init__(self, timesteps=1000, objective="pred_v", beta_schedule="sigmoid", min_snr_gamma=None):
         if beta_schedule not in BETA_SCHEDULES:
@@ -127,6 +142,7 @@ class VP(Formulation):
         clipped = snr.clamp(max=min_snr_gamma) if min_snr_gamma else snr
         self.loss_weights = {"pred_noise": clipped / snr, "pred_x0": clipped, "pred_v": clipped / (snr + 1)}[objective]
         self.sigma_min, self.sigma_max = self.sigmas[0].item(), self.sigmas[-1].item()
+        self.chain_steps = self.max_steps = timesteps  # a grid snaps to the training timesteps
 
     def settings(self):
         settings = dict(formulation=self.name, timesteps=self.timesteps, objective=self.objective,
@@ -182,10 +198,17 @@ class VP(Formulation):
 
 class EDM(Formulation):
     name = "edm"
+    flags = {"p_mean": dict(type=FINITE, default=-1.2, help="mean of ln sigma in training"),
+             "p_std": dict(type=POSITIVE, default=1.2, help="spread of ln sigma in training")}
 
     def __init__(self, sigma_data=0.5, p_mean=-1.2, p_std=1.2, sigma_min=0.002, sigma_max=80.0):
         self.sigma_data, self.p_mean, self.p_std = sigma_data, p_mean, p_std
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
+
+    @classmethod
+    def from_flags(cls, args):
+        """sigma_data is the model space's spread, --data_std."""
+        return cls(sigma_data=args.data_std, **{name: getattr(args, name) for name in cls.flags})
 
     def settings(self):
         return dict(formulation=self.name, sigma_data=self.sigma_data, p_mean=self.p_mean, p_std=self.p_std,
@@ -208,6 +231,8 @@ class EDM(Formulation):
 
 class Flow(Formulation):
     name = "flow"
+    flags = {"logit_mean": dict(type=FINITE, default=0.0, help="location of logit(t) in training"),
+             "logit_std": dict(type=POSITIVE, default=1.0, help="spread of logit(t) in training")}
     T_MAX = 0.999  # sampling starts here: t = 1 is sigma = infinity, where the noise-level view has no field
 
     def __init__(self, logit_mean=0.0, logit_std=1.0):

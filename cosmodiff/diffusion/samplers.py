@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cosmodiff.diffusion.formulations import VP
 
 
 def deterministic(y, denoised, sigma, sigma_next, noise):
@@ -107,13 +106,15 @@ class Sampler(NamedTuple):
     settings: dict
     default_steps: Optional[int]  # None: every training timestep (ddpm)
     evaluations_per_step: int
+    whole_chain: bool = False  # steps through every training timestep: a formulation with a chain (vp)
+    takes_churn: bool = False  # EDM's S_churn, noise added back per step
 
 
 SAMPLERS = {
-    "ddpm": Sampler("every", multistep, dict(update=ancestral, order=1), None, 1),
+    "ddpm": Sampler("every", multistep, dict(update=ancestral, order=1), None, 1, whole_chain=True),
     "ddim": Sampler("ddim", multistep, dict(update=deterministic, order=1), 50, 1),
     "euler": Sampler("karras", multistep, dict(update=deterministic, order=1), 50, 1),
-    "heun": Sampler("karras", heun, {}, 18, 2),
+    "heun": Sampler("karras", heun, {}, 18, 2, takes_churn=True),
     "dpm++": Sampler("time", multistep, dict(update=deterministic, order=2), 20, 1),
     "dpm++sde": Sampler("time", multistep, dict(update=ancestral, order=2), 20, 1),
     "dpm++3m": Sampler("log", multistep, dict(update=deterministic, order=3), 20, 1),
@@ -122,28 +123,29 @@ SAMPLERS = {
 
 def noise_levels(formulation, sampler, steps, grid=None):
     """The sampler's grid of `steps` noise levels (its default grid unless one is named), then 0."""
-    if sampler == "ddpm" and grid not in (None, "every"):
-        raise ValueError("ddpm steps through every training timestep; it takes no grid")
+    whole_chain = SAMPLERS[sampler].whole_chain
+    if whole_chain and grid not in (None, "every"):
+        raise ValueError(f"{sampler} steps through every training timestep; it takes no grid")
     grid = grid or SAMPLERS[sampler].grid
-    if grid not in GRIDS or (grid == "every" and sampler != "ddpm"):
+    if grid not in GRIDS or (grid == "every" and not whole_chain):
         raise ValueError(f"unknown grid '{grid}'; choose one of {', '.join(GRIDS[:-1])}")
     return getattr(formulation, f"{grid}_grid")(steps)
 
 
 def sampler_steps(formulation, sampler, steps):
-    """The number of steps a sampler runs; vp's DDPM always runs every training timestep."""
+    """The number of steps a sampler runs; a whole-chain sampler (vp's DDPM) runs every training timestep."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler '{sampler}'; choose one of {', '.join(SAMPLERS)}")
-    if sampler == "ddpm":
-        if not isinstance(formulation, VP):
-            raise ValueError(f"ddpm is vp's sampler; for {formulation.name} use dpm++sde (ancestral) or heun")
-        if steps not in (None, formulation.timesteps):
-            raise ValueError(f"ddpm runs all {formulation.timesteps} training timesteps; use ddim or dpm++ for {steps} steps")
-        return formulation.timesteps
+    if SAMPLERS[sampler].whole_chain:
+        if formulation.chain_steps is None:
+            raise ValueError(f"{sampler} is vp's sampler; for {formulation.name} use dpm++sde (ancestral) or heun")
+        if steps not in (None, formulation.chain_steps):
+            raise ValueError(f"{sampler} runs all {formulation.chain_steps} training timesteps; use ddim or dpm++ "
+                             f"for {steps} steps")
+        return formulation.chain_steps
     steps = steps or SAMPLERS[sampler].default_steps
-    limit = formulation.timesteps if isinstance(formulation, VP) else 10000
-    if not 1 <= steps <= limit:
-        raise ValueError(f"steps must be between 1 and {limit}, got {steps}")
+    if not 1 <= steps <= formulation.max_steps:
+        raise ValueError(f"steps must be between 1 and {formulation.max_steps}, got {steps}")
     return steps
 
 
@@ -170,12 +172,12 @@ def sample(formulation, network, shape, sample_indices, seed, x0_range, sampler=
     steps = sampler_steps(formulation, sampler, steps)
     if guidance != 1 and cond is None:
         raise ValueError("guidance needs a condition; give the parameters to sample at")
-    if churn and sampler != "heun":
+    if churn and not SAMPLERS[sampler].takes_churn:
         raise ValueError(f"churn is heun's; {sampler} takes none")
     if cond is not None and not torch.isfinite(cond).all():
         raise ValueError("a condition holds NaN or infinity; a conditional sample takes finite parameters (the "
                          "null condition is chosen by sampling without one)")
-    options = dict(churn=churn) if sampler == "heun" else {}
+    options = dict(churn=churn) if SAMPLERS[sampler].takes_churn else {}
     loop, settings = SAMPLERS[sampler].loop, SAMPLERS[sampler].settings
     sigmas = noise_levels(formulation, sampler, steps, grid)
     generators = [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
