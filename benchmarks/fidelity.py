@@ -85,7 +85,24 @@ def verdicts(report):
     return rows
 
 
+def report(path):
+    """A markdown table of the summaries in a results file (--results), one row each."""
+    print("| experiment | data | steps | train CPU-min | sampler (NFE) | MAFD | floor | MAFD / floor | pixel PDF KS | "
+          "PDF bins in 1-sigma | Minkowski V0 / V1 / V2 in 1-sigma |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for row in json.loads(Path(path).read_text()):
+        minkowski = " / ".join(f"{100 * row['minkowski_within_1sigma'][name]:.0f}%" for name in ("v0", "v1", "v2"))
+        pdf_bins = next(target["measured"] for target in row["targets"] if target["name"].startswith("pixel PDF"))
+        print(f"| {row['name']} | {row['data']} | {row['train_steps']} | {row['train_cpu_minutes']:.1f} | "
+              f"{row['sampler']} {row['steps']} {row['grid']} ({row['network_evaluations']}) | "
+              f"{100 * row['mafd']:.2f}% | {100 * row['floor']['median']:.2f}% | {row['mafd_over_floor']:.2f} | "
+              f"{row['pixel_pdf_ks']:.3f} | {pdf_bins} | {minkowski} |")
+
+
 def main(args):
+    if args.report:
+        report(args.report)
+        return
     folder = ROOT / "train_data" / ("" if args.data == "default" else args.data)
     train_path, test_path = ensure_split(folder, args.data)
     n_samples = args.num_samples or max(256, len(load_fields(test_path)))
@@ -184,5 +201,6 @@ if __name__ == "__main__":
                         help="skip the nearest-training-field search (2 minutes per evaluation on 2 cores)")
     parser.add_argument("--results", default=None, help="also add the summary to this file, e.g. "
                         "benchmarks/results/fidelity_by_data.json")
+    parser.add_argument("--report", default=None, help="print the table of a --results file instead of running")
     parser.add_argument("--figures", default=None, help="also copy the figures here, e.g. images")
     main(parser.parse_args())
