@@ -125,7 +125,7 @@ def sample_grid(ema_network, formulation, config, path, n_samples=16):
     plots.field_grid(fields, path, columns=8, title=f"step {config['step']}, DDIM {config['sampling_timesteps']} steps")
 
 
-def validate(accelerator, validation, ema_network, formulation, config, row, run_dir):
+def fidelity_check(accelerator, validation, ema_network, formulation, config, row, run_dir):
     """The fidelity check into this step's log row, the trackers (with its samples) and validation.png."""
     try:
         scores, fields = validation(ema_network, formulation)
@@ -290,7 +290,7 @@ def checkpoint(accelerator, run, log, stopping):
     config = run.config
     if run.validation and not stopping:
         with log.paused():
-            validate(accelerator, run.validation, run.ema.ema_model, run.formulation, config, log.rows[-1], run.run_dir)
+            fidelity_check(accelerator, run.validation, run.ema.ema_model, run.formulation, config, log.rows[-1], run.run_dir)
     log.write()  # the log first: a kill between the two must not lose rows
     save_checkpoint(run.run_dir, accelerator, run.ema, config)
     if accelerator.is_main_process and not stopping:
