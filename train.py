@@ -290,7 +290,8 @@ def checkpoint(accelerator, run, log, stopping):
     config = run.config
     if run.validation and not stopping:
         with log.paused():
-            fidelity_check(accelerator, run.validation, run.ema.ema_model, run.formulation, config, log.rows[-1], run.run_dir)
+            fidelity_check(accelerator, run.validation, run.ema.ema_model, run.formulation, config, log.rows[-1],
+                           run.run_dir)
     log.write()  # the log first: a kill between the two must not lose rows
     save_checkpoint(run.run_dir, accelerator, run.ema, config)
     if accelerator.is_main_process and not stopping:
