@@ -105,11 +105,12 @@ def report(args):
 
 def print_levers(rows):
     """The model error (reference solve) of each recipe's budgets, overall and per k band."""
-    print("| recipe | CPU-min | model error / floor, delta | per k band (< 0.1, 0.1-0.4, 0.4-Nyquist) | log space |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| recipe | steps | CPU-min | model error / floor, delta | per k band (< 0.1, 0.1-0.4, 0.4-Nyquist) | "
+          "log space |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for row in sorted(rows, key=lambda row: (row["recipe"], row["cpu_minutes"])):
         bands = ", ".join(f"{value:.1f}" for value in row["band_mafd_over_floor"].values())
-        print(f"| {row['recipe']} | {row['cpu_minutes']:.1f} | {row['mafd_over_floor']:.2f} | {bands} | "
+        print(f"| {row['recipe']} | {row['step']} | {row['cpu_minutes']:.1f} | {row['mafd_over_floor']:.2f} | {bands} | "
               f"{row['log_mafd_over_floor']:.2f} |")
 
 
