@@ -43,6 +43,7 @@ from cosmodiff.transforms import DATA_STD, LogTransform, augment_periodic
 # compute a run used whatever else shared the machine
 # val_mafd, val_floor: the in-training fidelity check's MAFD and its floor, at each --save_every step
 LOG_COLUMNS = ["step", "loss", "lr", "images_per_s", "elapsed_s", "cpu_s", "val_mafd", "val_floor"]
+DEFAULTS_BEFORE_THE_FLAG = {"lr_schedule": "cosine"}  # a run folder from before --lr_schedule resumes as it trained
 RESUME_FLAGS = {"resume", "train_steps", "results_dir"}  # what --resume may be given; the rest is the run's
 TIMING_STEPS = 20  # --train_minutes: steps timed before the step count is fixed (inside the warm-up)
 PREEMPTED = 75  # exit status after SIGTERM/SIGUSR1: checkpoint written, resume with --resume (sysexits' EX_TEMPFAIL)
@@ -99,7 +100,8 @@ def start_or_resume(args, accelerator):
         raise CheckpointError(f"{run_dir}: written by an earlier version whose training state this one cannot "
                               "resume; it samples as before, but training must start a new run")
     training_state(run_dir, config)
-    saved = argparse.Namespace(**{**vars(PARSER.parse_args([])), **config["train_args"]})  # flags newer than the run: defaults
+    # flags newer than the run: their defaults, or what runs trained with before the flag existed
+    saved = argparse.Namespace(**{**vars(PARSER.parse_args([])), **DEFAULTS_BEFORE_THE_FLAG, **config["train_args"]})
     saved.train_steps = args.train_steps or saved.train_steps
     saved.resume = str(run_dir)
     return run_dir, saved, config
@@ -388,9 +390,10 @@ def build_parser():
                        help="as many steps as fit these minutes of training, at the speed of the first 20 steps")
     train.add_argument("--batch_size", type=COUNT, default=16, help="global batch, split over processes")
     train.add_argument("--grad_accum", type=COUNT, default=1)
-    train.add_argument("--lr", type=POSITIVE, default=1e-3)
-    train.add_argument("--lr_schedule", default="cosine", choices=["cosine", "constant"],
-                       help="after the warm-up: cosine decay to 10%% at --train_steps, or constant")
+    train.add_argument("--lr", type=POSITIVE, default=2e-3, help="peak learning rate (before session 7's study: 1e-3)")
+    train.add_argument("--lr_schedule", default="constant", choices=["cosine", "constant"],
+                       help="after the warm-up: constant (the EMA anneals), or cosine decay to 10%% at --train_steps "
+                            "(the default before session 7's study)")
     train.add_argument("--warmup_steps", type=COUNT, default=50)
     train.add_argument("--max_grad_norm", type=POSITIVE, default=1.0)
     train.add_argument("--ema_decay", type=FRACTION, default=0.995)

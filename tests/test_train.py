@@ -74,7 +74,7 @@ def test_killed_run_resumes_from_its_last_checkpoint_with_the_same_losses(tiny_d
 
 def test_time_budget_fixes_the_step_count_and_completes_the_schedule(tiny_data, tmp_path):
     result = run_in_process(train_command(tiny_data, tmp_path, "--train_minutes", "0.05", "--save_every", "1000",
-                                          "--run_name", "run"), cwd=tmp_path)
+                                          "--lr_schedule", "cosine", "--lr", "1e-3", "--run_name", "run"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     steps = config["train_args"]["train_steps"]
@@ -151,19 +151,21 @@ def test_resume_refuses_flags_it_would_ignore(tiny_data, tmp_path):
 
 
 def test_resume_of_a_run_saved_before_newer_flags_takes_their_defaults(tiny_data, tmp_path):
-    """A run folder written before --condition, --cond_drop_prob and --params_file existed resumes."""
+    """A run folder written before --condition, --cond_drop_prob, --params_file and --lr_schedule existed
+    resumes, with the cosine schedule it trained with (the default then)."""
     first = run_in_process(train_command(tiny_data, tmp_path / "results", "--train_steps", "1", "--timesteps", "50",
                                          "--run_name", "run"), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     config_path = tmp_path / "results" / "run" / "config.json"
     config = json.loads(config_path.read_text())
-    for newer in ("condition", "cond_drop_prob", "params_file"):
+    for newer in ("condition", "cond_drop_prob", "params_file", "lr_schedule"):
         del config["train_args"][newer]
     config_path.write_text(json.dumps(config))
     resumed = run_in_process([sys.executable, str(ROOT / "train.py"), "--resume", str(tmp_path / "results" / "run"),
                               "--train_steps", "2"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads(config_path.read_text())["step"] == 2
+    resumed_config = json.loads(config_path.read_text())
+    assert resumed_config["step"] == 2 and resumed_config["train_args"]["lr_schedule"] == "cosine"
 
 
 def test_fidelity_while_training_is_the_mafd_of_the_samples_the_commands_make(tmp_path):
