@@ -27,6 +27,7 @@ from cosmodiff.atomic import atomic_write_text
 from cosmodiff.checkpoint import load_run, read_config, read_log
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX
 from cosmodiff.diffusion import build_formulation, network_evaluations, noise_levels
+from cosmodiff.run import test_split_of
 from cosmodiff.sampling import physical_fields
 from cosmodiff.fields import load_fields
 from cosmodiff.launch import accelerated
@@ -119,7 +120,7 @@ def main(args):
     run_dir = Path(args.run)
     out = Path(args.out) if args.out else run_dir / "error_budget"
     out.mkdir(parents=True, exist_ok=True)
-    test_path = Path(args.test) if args.test else ROOT / "train_data" / "test.npz"
+    test_path = Path(args.test) if args.test else test_split_of(read_config(run_dir)) or ROOT / "train_data" / "test.npz"
     real_set = load_fields(test_path)
     n_samples = args.num_samples or len(real_set)
     with accelerated() as accelerator:
@@ -217,7 +218,8 @@ def parse_args(argv=None):
     parser.add_argument("--check_reference", action="store_true", help="also solve at twice the reference's steps")
     parser.add_argument("--check_samples", type=COUNT, default=None,
                         help="fields the doubled reference solves (the first of the reference's; default: all)")
-    parser.add_argument("--test", default=None, help="real fields (default: the default test split)")
+    parser.add_argument("--test", default=None, help="real fields (default: the test.npz next to the run's "
+                        "training data, else the default test split)")
     parser.add_argument("--num_samples", type=COUNT, default=None, help="default: as many as the real fields")
     parser.add_argument("--seed", type=INDEX, default=0)
     parser.add_argument("--batch_size", type=COUNT, default=64)

@@ -80,3 +80,11 @@ def build_training(args, accelerator, resumed, fieldset, condition, transform):
                   n_parameters=sum(p.numel() for p in network.parameters()), mixed_precision=accelerator.mixed_precision,
                   num_processes=accelerator.num_processes, train_args=vars(args), step=0)
     return network, formulation, ema, model, optimizer, config
+
+
+def test_split_of(config):
+    """The held-out fields next to a run's training data (its split's test.npz), or None: what the
+    evaluation compares a run with when not told otherwise."""
+    data_path = config.get("data", {}).get("path")
+    path = Path(data_path) / "test.npz" if data_path else None
+    return path if path and path.is_file() else None

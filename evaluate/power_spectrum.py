@@ -22,6 +22,7 @@ from cosmodiff.checkpoint import CheckpointError, latest_run, read_config
 from cosmodiff.cli import ArgumentParser, POSITIVE, finite_json, writable_folder
 from cosmodiff.fields import FieldError, load_fields
 from cosmodiff.mock import DEFAULT_DATA, ensure_default_data
+from cosmodiff.run import test_split_of
 
 
 
@@ -82,9 +83,7 @@ def fill_inputs(args):
     if args.generated is None:
         run_dir = latest_run(args.results_dir)
         args.generated = newest_samples(run_dir)
-        data_path = read_config(run_dir).get("data", {}).get("path")
-        run_test = Path(data_path) / "test.npz" if data_path else None
-        args.real = run_test if run_test and run_test.is_file() else None
+        args.real = test_split_of(read_config(run_dir))
     if args.real is None:
         _, args.real = ensure_default_data(DEFAULT_DATA)
     print(f"real: {args.real}\ngenerated: {args.generated}")
