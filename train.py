@@ -28,7 +28,7 @@ from tqdm import tqdm
 from cosmodiff import plots
 from cosmodiff.checkpoint import (CheckpointError, latest_run, load_training_state, lock_run, new_run_dir, read_config,
                                   read_log, release_runs, save_checkpoint, training_state)
-from cosmodiff.cli import ArgumentParser, COUNT, FRACTION, INDEX, POSITIVE, writable_folder
+from cosmodiff.cli import ArgumentParser, COUNT, FRACTION, INDEX, POSITIVE, exit_on, writable_folder
 from cosmodiff.diffusion import FORMULATIONS, SAMPLERS
 from cosmodiff.fields import DEFAULT_MESH, FieldError
 from cosmodiff.launch import Preemption, accelerated
@@ -51,12 +51,6 @@ PREEMPTED = 75  # exit status after SIGTERM/SIGUSR1: checkpoint written, resume 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a non-finite loss); the message names the step."""
-
-
-
-
-
-
 
 
 def tracker_settings(args):
@@ -110,8 +104,6 @@ def start_or_resume(args, accelerator):
 def broadcast(accelerator, value):
     """The main process's value of a picklable object, on every process."""
     return broadcast_object_list([value])[0] if accelerator.num_processes > 1 else value
-
-
 
 
 def sample_grid(ema_network, formulation, config, path, n_samples=16):
@@ -188,8 +180,6 @@ def main(args):
     """Trains; returns the exit status: 0 when done, PREEMPTED when a signal stopped it at a checkpoint."""
     with accelerated(gradient_accumulation_steps=args.grad_accum, **tracker_settings(args)) as accelerator:
         return train(args, accelerator)
-
-
 
 
 def optimizer_step(accelerator, model, optimizer, formulation, batches, condition, args, step):
@@ -422,8 +412,4 @@ def parse_args(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(parse_args()))
-    except (FieldError, CheckpointError, TrainingError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(exit_on((FieldError, CheckpointError, TrainingError, ValueError), main, parse_args()))

@@ -14,9 +14,9 @@ number of processes. Processes take turns at the batches and write each to OUT/p
 an interrupted call, run again with the same arguments, keeps those and samples the rest; the main
 process merges them into samples.npy one batch at a time, so memory never holds all the samples.
 """
-import sys
 
 from cosmodiff.checkpoint import CheckpointError
+from cosmodiff.cli import exit_on
 from cosmodiff.fields import FieldError
 from cosmodiff.launch import accelerated
 from cosmodiff.sampling import build_parser, sample_fields
@@ -32,8 +32,4 @@ def parse_args(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except (CheckpointError, FieldError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    exit_on((CheckpointError, FieldError, ValueError), main, parse_args())

@@ -3,7 +3,7 @@ the run folder copied at each (config.json, model.safetensors, log.csv), then ea
 budget (benchmarks/error_budget.py) as a row of benchmarks/results/fidelity.json.
 
     python benchmarks/convergence.py --name large-constant --budgets "200 600 1200 2400 4800" \
-        --train_args "--data_path train_data/large --lr_schedule constant --ema_decay 0.999"
+        --train_args "--data_path train_data/large --lr 1e-3 --lr_schedule constant --ema_decay 0.999"
     python benchmarks/convergence.py --name large-constant --evaluate --sampler dpm++3m:20:log
     python benchmarks/convergence.py --name large-constant --report    # table, fitted rate, figure
 

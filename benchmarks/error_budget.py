@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from cosmodiff import plots
-from cosmodiff.atomic import atomic_write_text
+from cosmodiff.atomic import atomic_path, atomic_write_text
 from cosmodiff.checkpoint import load_run, read_config, read_log
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX
 from cosmodiff.diffusion import build_formulation, network_evaluations, noise_levels
@@ -63,8 +63,9 @@ def solved(run_dir, setting, n_samples, seed, batch_size, out, device):
         indices = range(start, min(start + batch_size, n_samples))
         batches.append(physical_fields(formulation, network, transform, size, indices, seed, sampler, steps, grid=grid))
     fields = np.concatenate(batches)
-    np.save(path, fields)
-    path.with_suffix(".json").write_text(json.dumps(record))
+    with atomic_path(path) as temporary:
+        np.save(temporary, fields)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(record))
     return fields
 
 

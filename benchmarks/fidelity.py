@@ -1,5 +1,6 @@
 """Fidelity benchmark: train a model on a mock split's train fields (the default 2LPT data, or
---data nonlinear: particle-mesh), sample as many fields as the test split holds with one or more samplers, and evaluate them against the test split (MAFD next
+--data nonlinear: particle-mesh), sample as many fields as the test split holds with one or more
+samplers, and evaluate them against the test split (MAFD next
 to its floor and in k bands, pixel PDF, Minkowski functionals, seams, memorisation against the train split).
 
     python benchmarks/fidelity.py [--model unet] [--formulation vp] [--train_minutes 15 | --train_steps 1500]
@@ -20,7 +21,7 @@ from cosmodiff.checkpoint import read_config, read_log
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE
 from cosmodiff.diffusion import SAMPLERS, network_evaluations
 from cosmodiff.fields import load_fields
-from cosmodiff.mock import SPLITS, ensure_split
+from cosmodiff.mock import SPLIT_FOLDERS, SPLITS, ensure_split
 from cosmodiff.sampling import samples_match
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +104,7 @@ def main(args):
     if args.report:
         report(args.report)
         return
-    folder = ROOT / "train_data" / ("" if args.data == "default" else args.data)
+    folder = SPLIT_FOLDERS[args.data]
     train_path, test_path = ensure_split(folder, args.data)
     n_samples = args.num_samples or max(256, len(load_fields(test_path)))
     length = f"{args.train_minutes:g}min" if args.train_minutes else str(args.train_steps)

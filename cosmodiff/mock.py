@@ -16,7 +16,6 @@ fiducial point), several per point so each point has its own sample-variance flo
 """
 import argparse
 import itertools
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, REDSHIFT, writable_file, writable_folder
+from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, REDSHIFT, exit_on, writable_file, writable_folder
 from cosmodiff.fields import FieldSet, block_average, cube_to_slabs, save_fields
 from cosmodiff.nbody import Growth, cic_weights, evolve, lpt_initial_conditions, paint
 from cosmodiff.parameters import LATIN_HYPERCUBE_RANGES, PARAM_NAMES, QUIJOTE_FIDUCIAL
@@ -285,8 +284,4 @@ def build_parser():
 
 
 if __name__ == "__main__":
-    try:
-        main(build_parser().parse_args())
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    exit_on(ValueError, main, build_parser().parse_args())

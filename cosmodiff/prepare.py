@@ -10,13 +10,12 @@ complete shards only: run the same command again after a kill and it goes on fro
 no shard holds. Then `accelerate launch train.py --data_path DIR`.
 """
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from cosmodiff.cli import ArgumentParser, COUNT, POSITIVE, writable_folder
+from cosmodiff.cli import ArgumentParser, COUNT, POSITIVE, exit_on, writable_folder
 from cosmodiff.condition import join_params, simulation_of
 from cosmodiff.fields import DEFAULT_MESH, FieldError, field_files, load_fields
 from cosmodiff.shards import FORMAT, is_shard_set, read_index, write_index, write_shard
@@ -103,8 +102,4 @@ def build_parser():
 
 
 if __name__ == "__main__":
-    try:
-        main(build_parser().parse_args())
-    except (FieldError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    exit_on((FieldError, ValueError), main, build_parser().parse_args())

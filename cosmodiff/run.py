@@ -47,16 +47,11 @@ def training_condition(args, resumed, fieldset):
 def validation_set(args, transform, condition):
     """The in-training fidelity check against --val_path, else the test split next to the training
     data; None with --val_samples 0 or no such split."""
-    path = Path(args.val_path) if args.val_path else Path(args.data_path) / "test.npz"
-    if not args.val_samples or not (args.val_path or path.exists()):
+    path = Path(args.val_path) if args.val_path else split_test(args.data_path)
+    if not args.val_samples or path is None:
         return None
     fieldset = fit_image_size(load_fields(path, box_size=args.box_size), args.image_size)
     return Validation(fieldset, args.val_samples, args.val_sampler, args.val_steps, transform, condition)
-
-
-def formulation_from_args(args):
-    """The formulation a new run trains with, from its flags (each formulation reads its own)."""
-    return FORMULATIONS[args.formulation].from_flags(args)
 
 
 def build_training(args, accelerator, resumed, fieldset, condition, transform):
@@ -66,7 +61,8 @@ def build_training(args, accelerator, resumed, fieldset, condition, transform):
     if condition and not resumed:
         kwargs["cond_dim"] = len(condition.names)
     network = build_model(args.model, kwargs)
-    formulation = build_formulation(resumed["diffusion"]) if resumed else formulation_from_args(args)
+    formulation = (build_formulation(resumed["diffusion"]) if resumed else
+                   FORMULATIONS[args.formulation].from_flags(args))  # each formulation reads its own flags
     ema = EMA(network, beta=args.ema_decay, update_after_step=10, update_every=1, include_online_model=False,
               param_or_buffer_names_no_ema={name for name, _ in network.named_buffers()})
     ema.to(accelerator.device)
@@ -82,9 +78,13 @@ def build_training(args, accelerator, resumed, fieldset, condition, transform):
     return network, formulation, ema, model, optimizer, config
 
 
+def split_test(data_path):
+    """The held-out fields next to training data (its split's test.npz), or None."""
+    path = Path(data_path) / "test.npz"
+    return path if path.is_file() else None
+
+
 def test_split_of(config):
-    """The held-out fields next to a run's training data (its split's test.npz), or None: what the
-    evaluation compares a run with when not told otherwise."""
+    """A run's split_test: what the evaluation compares a run with when not told otherwise."""
     data_path = config.get("data", {}).get("path")
-    path = Path(data_path) / "test.npz" if data_path else None
-    return path if path and path.is_file() else None
+    return split_test(data_path) if data_path else None

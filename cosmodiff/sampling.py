@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cosmodiff import plots
-from cosmodiff.atomic import atomic_path
+from cosmodiff.atomic import atomic_path, atomic_write_text
 from cosmodiff.checkpoint import latest_run, load_run
 from cosmodiff.cli import ArgumentParser, COUNT, GUIDANCE, INDEX, NON_NEGATIVE, writable_folder
 from cosmodiff.condition import DEFAULT_GUIDANCE, Condition, parse_params, read_params_table
@@ -65,8 +65,7 @@ def sample_fields(args, accelerator):
     parts = start_parts(out / "parts", settings, accelerator)
     try:
         seconds = sample_batches(args, accelerator, network, formulation, transform, config["image_size"], parts,
-                                 total, steps,
-                                 conds, guidance)
+                                 total, steps, conds, guidance)
     except ValueError:  # a non-finite sample: nothing of this call stays behind
         if accelerator.is_main_process:
             shutil.rmtree(parts, ignore_errors=True)
@@ -166,7 +165,7 @@ def write_samples(args, out, parts, settings, config, seconds, accelerator):
                   device=str(accelerator.device), mixed_precision=accelerator.mixed_precision)
     if "points" in settings:  # every sample's parameters, in the order of samples.npy
         record["params"] = [point for point in settings["points"] for _ in range(args.num_samples)]
-    (out / "samples.json").write_text(json.dumps(record, indent=1))
+    atomic_write_text(out / "samples.json", json.dumps(record, indent=1))
     shutil.rmtree(parts)
     print(f"{total} fields of {size}x{size} in {seconds:.1f} s "
           f"({record['seconds_per_sample']:.3f} s/sample) -> {out / 'samples.npy'}")
