@@ -30,12 +30,11 @@ from cosmodiff.checkpoint import (CheckpointError, latest_run, load_training_sta
                                   read_log, release_runs, save_checkpoint, training_state)
 from cosmodiff.cli import ArgumentParser, COUNT, FRACTION, INDEX, POSITIVE, exit_on, writable_folder
 from cosmodiff.diffusion import FORMULATIONS, SAMPLERS
-from cosmodiff.fields import DEFAULT_MESH, FieldError
+from cosmodiff.fields import FieldError
 from cosmodiff.launch import Preemption, accelerated
 from cosmodiff.loader import FieldDataset, StepBatches, fitting_sample, training_batches
-from cosmodiff.mock import DEFAULT_DATA
 from cosmodiff.models import MODELS
-from cosmodiff.run import build_training, training_condition, training_fields, validation_set
+from cosmodiff.run import add_data_flags, build_training, training_condition, training_fields, validation_set
 from cosmodiff.sampling import physical_fields
 from cosmodiff.transforms import DATA_STD, LogTransform, augment_periodic
 
@@ -359,18 +358,8 @@ def add_model_flags(model):
 def build_parser():
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
-    data.add_argument("--data_path", default=str(DEFAULT_DATA), help="field set (any format load_fields reads, or a "
-                      "shard set from cosmodiff.prepare, streamed from disk); a folder with train.npz trains on it; "
-                      "the default data is generated on first use")
+    add_data_flags(data)
     data.add_argument("--num_workers", type=INDEX, default=1, help="DataLoader worker processes reading fields ahead")
-    data.add_argument("--colormap", default=None, help="invert colormapped PNGs, e.g. gnuplot (the earlier work's images)")
-    data.add_argument("--slab_thickness", type=COUNT, default=None, help="slices per 2D slab for 3D density cubes")
-    data.add_argument("--mesh", type=COUNT, default=DEFAULT_MESH, help="nodes per side Gadget HDF5 snapshots are "
-                      "painted on (CIC) before slicing")
-    data.add_argument("--box_size", type=POSITIVE, default=None, help="Mpc/h (default: from the data, else 1000)")
-    data.add_argument("--image_size", type=COUNT, default=64, help="model resolution; larger fields are block-averaged")
-    data.add_argument("--params_file", default=None, help="parameter table joined to the data's simulations, e.g. "
-                      "Quijote's latin_hypercube_params.txt (row = simulation index)")
     data.add_argument("--data_std", type=POSITIVE, default=DATA_STD, help="spread of the standardised log density in model space")
     add_model_flags(parser.add_argument_group("model and diffusion"))
     train = parser.add_argument_group("training")

@@ -38,6 +38,10 @@ LARGE_TRAIN_SIMS = 96  # the large split: the default's training simulations and
 # (384 fields) at each of 10 test points; its own seed, so no simulation shares the default's phases.
 CONDITIONAL_TRAIN_SIMS, CONDITIONAL_SIMS_PER_POINT, CONDITIONAL_SEED = 48, 4, 1
 DERIVATIVE_STEPS = {"Omega_m": 0.05, "sigma_8": 0.05}  # the conditional split's finite-difference steps
+# The inference split: simulations at cosmologies drawn from the prior (their own Latin hypercubes and
+# seeds, so no phase is shared with any other split), a few far-apart slabs each: a calibration file to
+# fit corrections on and a test file to judge posteriors on.
+INFERENCE_SIMS, INFERENCE_SLABS_PER_SIM, INFERENCE_SEEDS = 64, 2, {"calibration": 2, "test": 3}
 A_START, PM_STEPS = 0.1, 10  # the particle-mesh method: 2LPT initial conditions at z = 9, then FastPM steps
 
 
@@ -147,10 +151,11 @@ def simulation_params(seed, sim, latin_hypercube, n_sims):
 def make_mock_set(n_sims, grid=DEFAULTS["grid"], box_size=DEFAULTS["box_size"],
                   slab_thickness=DEFAULTS["slab_thickness"], image_size=DEFAULTS["image_size"],
                   seed=DEFAULT_SEED, latin_hypercube=False, first_sim=0, redshift=0.0, progress=True, cosmologies=None,
-                  method="2lpt", pm_steps=PM_STEPS):
+                  method="2lpt", pm_steps=PM_STEPS, slabs_per_sim=None):
     """Fields of simulations first_sim .. first_sim + n_sims - 1; simulation i's phases depend only on
     (seed, i); cosmologies, if given, holds each simulation's parameters (else fiducial or the hypercube's).
-    method: "2lpt" (displaced once) or "pm" (particle-mesh N-body from 2LPT initial conditions)."""
+    method: "2lpt" (displaced once) or "pm" (particle-mesh N-body from 2LPT initial conditions).
+    slabs_per_sim keeps that many evenly spaced slabs of each simulation (default: all)."""
     simulate = partial(particle_mesh_density, pm_steps=pm_steps) if method == "pm" else lpt_density
     stacks, params, sim_index = [], [], []
     total_sims = first_sim + n_sims
@@ -160,6 +165,8 @@ def make_mock_set(n_sims, grid=DEFAULTS["grid"], box_size=DEFAULTS["box_size"],
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(sim,)))
         slabs = block_average(cube_to_slabs(simulate(cosmology, grid, box_size, rng, redshift), slab_thickness),
                               image_size or grid)
+        if slabs_per_sim:
+            slabs = slabs[::len(slabs) // slabs_per_sim][:slabs_per_sim]
         stacks.append(slabs / slabs.mean(axis=(1, 2), keepdims=True, dtype=np.float64))
         params += [[cosmology[name] for name in PARAM_NAMES]] * len(slabs)
         sim_index += [sim] * len(slabs)
@@ -220,6 +227,8 @@ SPLITS = {
                   "test": lambda: make_mock_set(DEFAULT_TEST_SIMS, first_sim=DEFAULT_TRAIN_SIMS, method="pm")},
     "large": {"train": large_train_set,
               "test": lambda: make_mock_set(DEFAULT_TEST_SIMS, first_sim=DEFAULT_TRAIN_SIMS)},
+    "inference": {file: partial(make_mock_set, INFERENCE_SIMS, seed=seed, latin_hypercube=True,
+                                slabs_per_sim=INFERENCE_SLABS_PER_SIM) for file, seed in INFERENCE_SEEDS.items()},
     "conditional": {"train": lambda: make_mock_set(CONDITIONAL_TRAIN_SIMS, seed=CONDITIONAL_SEED, latin_hypercube=True),
                     "test": conditional_test_set, "derivatives": derivative_set},
 }

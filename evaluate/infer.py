@@ -1,24 +1,30 @@
 """The posterior on a conditional run's parameters (e.g. Omega_m, sigma_8) of one field or several,
-from the model's likelihood (its ELBO) and, for comparison, from the power spectrum alone.
+from the diffusion model's likelihood (its ELBO), from the power spectrum alone, or from a neural
+posterior estimate on the field (NPE).
 
-    python evaluate/infer.py FIELDS --checkpoint RUN [--indices 0,1,2] [--grid 21] [--joint]
-                             [--n_levels 8] [--n_draws 1] [--mcmc STEPS] [--out evaluation/inference]
+    python evaluate/infer.py FIELDS --checkpoint RUN [--npe NPE_RUN] [--method elbo,power_spectrum,npe]
+                             [--indices 0,1,2] [--grid 21] [--joint] [--n_levels 8] [--n_draws 1]
+                             [--mcmc STEPS] [--out evaluation/inference]
 
 FIELDS is any field set load_fields reads (fields larger than the run's are block-averaged). The
 posterior is evaluated on a grid over the run's training range of every parameter (a flat prior
-there), for each field, or for the selected fields taken together with --joint. The model's ELBO
-uses common random numbers: the same --n_levels noise levels and --n_draws noise draws at every grid
-point (cosmodiff/inference.py). With --mcmc STEPS, both methods' posteriors come from emcee chains of
-that many steps (--walkers walkers started from the grid posterior), at any resolution; the figure
-bins them on the grid. The power-spectrum baseline is a Gaussian likelihood of ln P(k) whose
-mean is a quadratic in the parameters fitted over the run's training simulations (--train, default
-the run's training data) and whose covariance comes from them. Writes posterior.json (per field and
-method: mean, std, 68% and 95% intervals, the true value where FIELDS carries it, seconds) and
-posterior.png (contours of both methods).
+there), for each field, or for the selected fields taken together with --joint. The runs given fix
+the parameters and the prior: --checkpoint (a conditional diffusion run, needed by elbo) or --npe
+(a folder from evaluate/train_npe.py, needed by npe). The model's ELBO uses common random numbers:
+the same --n_levels noise levels and --n_draws noise draws at every grid point
+(cosmodiff/inference.py). The power-spectrum baseline is a Gaussian likelihood of ln P(k) whose mean
+is a quadratic in the parameters fitted over the run's training simulations (--train, default the
+run's training data) and whose covariance comes from them. NPE's density q(theta | field) is read on
+the same grid (cosmodiff/npe.py). With --mcmc STEPS, every method's posterior comes from emcee chains
+of that many steps (--walkers walkers started from the grid posterior), at any resolution; the figure
+bins them on the grid. Writes posterior.json (per field and method: mean, std, 68% and 95% intervals,
+the true value where FIELDS carries it, seconds) and posterior.png (every method's contours).
 """
 import argparse
 import time
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -29,6 +35,7 @@ from cosmodiff.condition import Condition, parameter_values
 from cosmodiff.fields import FieldError, fit_image_size, load_fields
 from cosmodiff.inference import (PowerSpectrumLikelihood, grid_draws, grid_posterior, mcmc_samples,
                                  negative_elbo, parameter_grid, sample_histogram, sample_summaries, summaries)
+from cosmodiff.npe import grid_log_posterior, load_npe
 from cosmodiff.transforms import LogTransform
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,14 +57,84 @@ def truths(fieldset, chosen, names):
     return parameter_values(fieldset, names, "")[chosen].tolist()
 
 
-def training_set(args, config):
-    path = Path(args.train or config["data"]["path"])
-    if (path / "train.npz").exists():
-        path = path / "train.npz"
-    return fit_image_size(load_fields(path), config["image_size"])
+class Space(NamedTuple):
+    """What the runs given fix: the parameters' names and flat prior, the model's field size and box,
+    and the training data the power-spectrum baseline is fitted on."""
+    names: list
+    low: list
+    high: list
+    image_size: int
+    box_size: float
+    train_path: str
 
 
-def plot(results, names, path):
+class Likelihood(NamedTuple):
+    """A method's log-likelihood at every grid point for every selected field (N, M), its seconds per
+    field, and of_points(positions, points) -> the summed log-likelihood of those fields at any points
+    (for emcee)."""
+    grid: np.ndarray
+    seconds_per_field: float
+    of_points: callable
+
+
+def parameter_space(args, diffusion_config, npe_config):
+    """The Space of the diffusion run if given, else of the NPE folder; both must share parameters."""
+    if diffusion_config is not None:
+        condition = Condition.from_dict(diffusion_config["condition"])
+        space = Space(condition.names, condition.low, condition.high, diffusion_config["image_size"],
+                      diffusion_config["box_size"], diffusion_config["data"]["path"])
+    else:
+        space = Space(npe_config["names"], npe_config["low"], npe_config["high"], npe_config["image_size"],
+                      npe_config["box_size"], npe_config["data_path"])
+    if npe_config is not None and npe_config["names"] != space.names:
+        raise CheckpointError(f"{args.npe}: infers {','.join(npe_config['names'])} but {args.checkpoint} is "
+                              f"conditioned on {','.join(space.names)}")
+    return Space(*space[:5], args.train or space.train_path)
+
+
+def elbo_likelihood(args, space, fields, points, models):
+    network, formulation, config = models["elbo"]
+    transform = LogTransform.from_dict(config["transform"])
+    model_space = torch.from_numpy(transform.forward(fields)).float()[:, None]
+    condition = Condition.from_dict(config["condition"])
+    torch.manual_seed(args.seed)
+
+    def of_points(positions, pts, progress=False):
+        return -negative_elbo(formulation, network, model_space[positions], condition.standardise(pts), args.n_levels,
+                              args.n_draws, args.seed, args.batch_size, progress=progress)
+    started = time.time()
+    grid = of_points(slice(None), points, progress=True)
+    return Likelihood(grid, (time.time() - started) / len(fields), lambda positions, pts: of_points(positions, pts).sum(0))
+
+
+def power_spectrum_likelihood(args, space, fields, points, models):
+    started = time.time()
+    path = Path(space.train_path)
+    train = fit_image_size(load_fields(path / "train.npz" if (path / "train.npz").exists() else path), space.image_size)
+    baseline = PowerSpectrumLikelihood(train.fields, parameter_values(train, space.names, train.sources[0]), space.box_size)
+    log_pk = baseline.log_spectra(fields)
+    grid = baseline.log_likelihood_of_spectra(log_pk, points)
+    return Likelihood(grid, (time.time() - started) / len(fields),
+                      lambda positions, pts: baseline.log_likelihood_of_spectra(log_pk[positions], pts).sum(0))
+
+
+def npe_likelihood(args, space, fields, points, models):
+    """NPE's posterior density under the flat prior, which is the likelihood up to a constant per field
+    (so fields combine by summing, as the other methods' do)."""
+    posterior, _ = models["npe"]
+    started = time.time()
+    grid = grid_log_posterior(posterior, fields, points)
+    return Likelihood(grid, (time.time() - started) / len(fields),
+                      lambda positions, pts: grid_log_posterior(posterior, fields[positions], pts).sum(0))
+
+
+# method -> (its label in figures and tables, what computes its likelihood)
+METHODS = {"elbo": ("diffusion ELBO", elbo_likelihood), "power_spectrum": ("P(k) only", power_spectrum_likelihood),
+           "npe": ("NPE (CNN summary)", npe_likelihood)}
+METHOD_COLOURS = {"elbo": "C3", "power_spectrum": "C0", "npe": "C2"}
+
+
+def plot(results, names, methods, path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,7 +143,8 @@ def plot(results, names, path):
     shown = results[:4]
     figure, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.8), squeeze=False)
     for ax, result in zip(axes[0], shown):
-        for method, colour in (("elbo", "C3"), ("power_spectrum", "C0")):
+        for method in methods:
+            colour = METHOD_COLOURS[method]
             posterior = np.asarray(result[method]["posterior"])
             if posterior.ndim == 2:
                 levels = np.sort(posterior.ravel())[::-1]
@@ -75,7 +153,7 @@ def plot(results, names, path):
                 ax.contour(result["axes"][1], result["axes"][0], posterior, levels=contour_levels, colors=colour)
             else:
                 ax.plot(result["axes"][0], posterior, color=colour)
-            ax.plot([], [], color=colour, label={"elbo": "diffusion ELBO", "power_spectrum": "P(k) only"}[method])
+            ax.plot([], [], color=colour, label=METHODS[method][0])
         if result["truth"] is not None and len(names) == 2:
             ax.plot(result["truth"][1], result["truth"][0], "k*", ms=10, label="truth")
         ax.set(xlabel=names[-1], ylabel=names[0] if len(names) == 2 else "posterior",
@@ -86,32 +164,46 @@ def plot(results, names, path):
     plt.close(figure)
 
 
+def chosen_methods(args):
+    methods = [name for name in args.method.split(",") if name]
+    unknown = [name for name in methods if name not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"--method {args.method}: choose from {', '.join(METHODS)} (comma-separated)")
+    if "elbo" in methods and args.checkpoint is None:
+        raise ValueError("--method elbo needs --checkpoint, a conditional diffusion run")
+    if "npe" in methods and args.npe is None:
+        raise ValueError("--method npe needs --npe, a folder made by evaluate/train_npe.py")
+    if args.checkpoint is None and args.npe is None:
+        raise ValueError("give --checkpoint (a conditional diffusion run) or --npe (an NPE folder): they fix the "
+                         "parameters and their prior")
+    return methods
+
+
+def load_models(args, methods):
+    models = {}
+    if args.checkpoint is not None:
+        models["elbo"] = load_run(args.checkpoint)
+        if models["elbo"][2].get("condition") is None:
+            raise CheckpointError(f"{args.checkpoint}: an unconditional run has no parameters to infer; train one "
+                                  "with --condition")
+    if args.npe is not None:
+        models["npe"] = load_npe(args.npe)
+    return models
+
+
 def main(args):
     writable_folder(args.out, "--out")
-    network, formulation, config = load_run(args.checkpoint)
-    if config.get("condition") is None:
-        raise CheckpointError(f"{args.checkpoint}: an unconditional run has no parameters to infer; train one "
-                              "with --condition")
-    condition = Condition.from_dict(config["condition"])
-    names = condition.names
-    fieldset = fit_image_size(load_fields(args.fields), config["image_size"])
+    methods = chosen_methods(args)
+    models = load_models(args, methods)
+    space = parameter_space(args, models["elbo"][2] if "elbo" in models else None,
+                            models["npe"][1] if "npe" in models else None)
+    names = space.names
+    fieldset = fit_image_size(load_fields(args.fields), space.image_size)
     chosen = selected(fieldset, args.indices, args.fields)
     true_values = truths(fieldset, chosen, names)
-    transform = LogTransform.from_dict(config["transform"])
-    model_space = torch.from_numpy(transform.forward(fieldset.fields[chosen])).float()[:, None]
-    axes, points = parameter_grid(condition.low, condition.high, args.grid)
-
-    torch.manual_seed(args.seed)
-    started = time.time()
-    nll = negative_elbo(formulation, network, model_space, condition.standardise(points), args.n_levels, args.n_draws,
-                        args.seed, args.batch_size)
-    elbo_seconds = (time.time() - started) / len(chosen)
-    started = time.time()
-    train = training_set(args, config)
-    baseline = PowerSpectrumLikelihood(train.fields, parameter_values(train, names, train.sources[0]), config["box_size"])
-    log_pk = baseline.log_spectra(fieldset.fields[chosen])
-    power_log_like = baseline.log_likelihood_of_spectra(log_pk, points)
-    power_seconds = (time.time() - started) / len(chosen)
+    fields = fieldset.fields[chosen]
+    axes, points = parameter_grid(space.low, space.high, args.grid)
+    likelihoods = {method: METHODS[method][1](args, space, fields, points, models) for method in methods}
 
     groups = [(f"fields {','.join(map(str, chosen))} jointly", list(range(len(chosen))))] if args.joint else [
         (f"field {index}", [position]) for position, index in enumerate(chosen)]
@@ -121,55 +213,54 @@ def main(args):
         truth = true_values[positions[0]] if shared_truth else None
         result = dict(label=label, indices=[chosen[p] for p in positions], truth=truth,
                       axes=[axis.tolist() for axis in axes])
-        likelihoods = dict(
-            elbo=lambda pts: -negative_elbo(formulation, network, model_space[positions], condition.standardise(pts),
-                                            args.n_levels, args.n_draws, args.seed, args.batch_size, progress=False).sum(0),
-            power_spectrum=lambda pts: baseline.log_likelihood_of_spectra(log_pk[positions], pts).sum(0))
-        for method, log_like, seconds in (("elbo", -nll[positions].sum(axis=0), elbo_seconds),
-                                          ("power_spectrum", power_log_like[positions].sum(axis=0), power_seconds)):
-            posterior = grid_posterior(log_like, axes)
+        for method, likelihood in likelihoods.items():
+            posterior = grid_posterior(likelihood.grid[positions].sum(axis=0), axes)
             result[method] = dict(summaries(posterior, axes, names, truth), posterior=posterior.tolist(),
-                                  seconds_per_field=seconds)
+                                  seconds_per_field=likelihood.seconds_per_field)
             if args.mcmc:
                 started = time.time()
-                samples, acceptance = mcmc_samples(likelihoods[method], condition.low, condition.high,
+                samples, acceptance = mcmc_samples(partial(likelihood.of_points, positions), space.low, space.high,
                                                    grid_draws(posterior, axes, args.walkers, args.seed), args.mcmc,
                                                    args.seed)
                 result[method] = dict(sample_summaries(samples, axes, names, truth),
                                       posterior=sample_histogram(samples, axes).tolist(), samples=samples.tolist(),
-                                      acceptance=acceptance, grid_seconds_per_field=seconds,
-                                      seconds_per_field=seconds + (time.time() - started) / len(positions))
+                                      acceptance=acceptance, grid_seconds_per_field=likelihood.seconds_per_field,
+                                      seconds_per_field=likelihood.seconds_per_field + (time.time() - started) / len(positions))
         results.append(result)
-        print_result(label, result, names, truth)
-    write_posterior(args, condition, results)
-    print(f"ELBO {elbo_seconds:.1f} s per field, power spectrum {power_seconds:.2f} s per field; "
-          f"written: {Path(args.out) / 'posterior.json'}, {Path(args.out) / 'posterior.png'}")
+        print_result(label, result, names, truth, methods)
+    write_posterior(args, space, methods, results)
+    print(", ".join(f"{METHODS[m][0]} {likelihood.seconds_per_field:.2f} s per field" for m, likelihood in likelihoods.items())
+          + f"; written: {Path(args.out) / 'posterior.json'}, {Path(args.out) / 'posterior.png'}")
 
 
-def print_result(label, result, names, truth):
+def print_result(label, result, names, truth, methods):
     print(f"{label}:" + "".join(
         f"\n  {method:>14}: " + ", ".join(
             f"{name} {result[method][name]['mean']:.4f} +- {result[method][name]['std']:.4f}"
             + (f" (true {truth[i]:.4f})" if truth else "") for i, name in enumerate(names))
-        for method in ("elbo", "power_spectrum")))
+        for method in methods))
 
 
-def write_posterior(args, condition, results):
+def write_posterior(args, space, methods, results):
     """posterior.json (settings and every result, refused if not finite) and posterior.png in --out."""
-    out, names = Path(args.out), condition.names
-    settings = dict(checkpoint=str(args.checkpoint), fields=str(args.fields), grid=args.grid, n_levels=args.n_levels,
-                    n_draws=args.n_draws, mcmc=args.mcmc, walkers=args.walkers, seed=args.seed, joint=args.joint, names=names,
-                    prior={name: [low, high] for name, low, high in zip(names, condition.low, condition.high)})
+    out, names = Path(args.out), space.names
+    settings = dict(checkpoint=str(args.checkpoint), npe=str(args.npe), methods=methods, fields=str(args.fields),
+                    grid=args.grid, n_levels=args.n_levels, n_draws=args.n_draws, mcmc=args.mcmc, walkers=args.walkers,
+                    seed=args.seed, joint=args.joint, names=names,
+                    prior={name: [low, high] for name, low, high in zip(names, space.low, space.high)})
     text = finite_json(dict(settings=settings, results=results), f"the posterior of {args.fields}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "posterior.json").write_text(text)
-    plot(results, names, out / "posterior.png")
+    plot(results, names, methods, out / "posterior.png")
 
 
 def build_parser():
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("fields", help="field set (any format load_fields reads)")
-    parser.add_argument("--checkpoint", required=True, help="a conditional run folder")
+    parser.add_argument("--method", default="elbo,power_spectrum",
+                        help=f"comma-separated, of {', '.join(METHODS)}")
+    parser.add_argument("--checkpoint", default=None, help="a conditional diffusion run folder (for elbo)")
+    parser.add_argument("--npe", default=None, help="an NPE folder from evaluate/train_npe.py (for npe)")
     parser.add_argument("--indices", default=None, help="comma-separated field indices (default: all)")
     parser.add_argument("--grid", type=GRID_POINTS, default=21, help="grid points per parameter")
     parser.add_argument("--joint", action="store_true", help="one posterior for the selected fields together")

@@ -1,0 +1,119 @@
+"""Is a posterior calibrated? Coverage diagnostics of posteriors given as samples, run by sbi's maintained
+implementations: simulation-based calibration ranks (Talts et al. 2018, `run_sbc`, with the KS test of
+their uniformity) and TARP (Lemos et al. 2023, `run_tarp`, `check_tarp`). Our part is the adapter that
+hands sbi samples we already have (a grid posterior's draws, NPE's samples), expected-coverage curves
+with bootstrap bands from the SBC ranks, and a post-hoc correction (shift, then temper) of grid
+posteriors that is fitted on a calibration split and judged on a test split.
+"""
+import warnings
+
+import numpy as np
+import torch
+from scipy import ndimage, optimize
+
+
+class SampledPosterior:
+    """What sbi's diagnostics ask of a posterior: samples for a batch of observations. The observation
+    is the field's row index (N, 1), the samples are given (S, N, P)."""
+
+    def __init__(self, samples):
+        self.samples = torch.as_tensor(samples, dtype=torch.float32)
+
+    def sample_batched(self, sample_shape, x, show_progress_bars=False):
+        if tuple(sample_shape) != (self.samples.shape[0],):
+            raise ValueError(f"{len(self.samples)} samples per field are stored, {tuple(sample_shape)} asked for")
+        return self.samples[:, torch.as_tensor(x)[:, 0].long()]
+
+
+def observation_index(count):
+    return torch.arange(count, dtype=torch.float32)[:, None]
+
+
+def sbc(samples, truths):
+    """SBC ranks (N, P) of the truths among each field's samples (S, N, P), and the KS p-value of each
+    parameter's ranks against uniform."""
+    from sbi.diagnostics import run_sbc
+    from sbi.diagnostics.sbc import check_uniformity_frequentist
+
+    count = samples.shape[0]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Number of SBC samples")
+        ranks, _ = run_sbc(torch.as_tensor(truths, dtype=torch.float32), observation_index(len(truths)),
+                           SampledPosterior(samples), num_posterior_samples=count, show_progress_bar=False)
+    return ranks.numpy(), check_uniformity_frequentist(ranks, count).numpy()
+
+
+def tarp(samples, truths, seed=0):
+    """TARP's expected coverage curve (ecp, alpha) and its check: ATC (area to the curve above alpha 0.5,
+    negative when posteriors are too narrow) and the KS p-value of ecp against alpha."""
+    from sbi.diagnostics import check_tarp, run_tarp
+
+    torch.manual_seed(seed)  # TARP's reference points are random
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Number of TARP samples")
+        ecp, alpha = run_tarp(torch.as_tensor(truths, dtype=torch.float32), observation_index(len(truths)),
+                              SampledPosterior(samples), num_posterior_samples=samples.shape[0],
+                              show_progress_bar=False)
+    atc, ks_p = check_tarp(ecp, alpha)
+    return ecp.numpy(), alpha.numpy(), float(atc), float(ks_p)
+
+
+def expected_coverage(ranks, count, levels, n_bootstrap=1000, seed=0):
+    """Per parameter, the fraction of fields whose truth lies inside the equal-tailed interval of each
+    credible level (from SBC ranks out of `count` samples), and its 16th and 84th bootstrap percentiles
+    over fields: arrays (P, L) each."""
+    rng = np.random.default_rng(seed)
+    distance = np.abs(np.asarray(ranks, np.float64) / count - 0.5)  # (N, P)
+    inside = distance[:, :, None] <= np.asarray(levels)[None, None] / 2  # (N, P, L)
+    resampled = inside[rng.integers(0, len(inside), (n_bootstrap, len(inside)))].mean(axis=1)  # (B, P, L)
+    return inside.mean(axis=0), np.percentile(resampled, 16, axis=0), np.percentile(resampled, 84, axis=0)
+
+
+def shifted(posterior, axes, shift):
+    """The grid posterior moved by -shift (one value per parameter), so a posterior whose mean sits
+    shift away from the truth on average is re-centred; mass moved past the prior's edge is lost."""
+    cells = [-s / (axis[1] - axis[0]) for s, axis in zip(shift, axes)]
+    moved = np.clip(ndimage.shift(np.asarray(posterior, np.float64), cells, order=1, mode="constant"), 0, None)
+    return moved / moved.sum() if moved.sum() > 0 else np.asarray(posterior, np.float64)
+
+
+def tempered(posterior, temperature):
+    """p^(1 / T), renormalised: T > 1 widens a posterior, T < 1 narrows it."""
+    log_post = np.log(np.maximum(np.asarray(posterior, np.float64), 1e-300)) / temperature
+    post = np.exp(log_post - log_post.max())
+    return post / post.sum()
+
+
+def log_density_at(posterior, axes, truth):
+    """ln of the grid posterior's density at the truth (linear interpolation between grid points)."""
+    cell = np.prod([axis[1] - axis[0] for axis in axes])
+    coordinates = [[np.interp(t, axis, np.arange(len(axis)))] for t, axis in zip(truth, axes)]
+    value = ndimage.map_coordinates(np.asarray(posterior, np.float64), coordinates, order=1)[0]
+    return float(np.log(max(value / cell, 1e-300)))
+
+
+class Correction:
+    """A post-hoc correction of grid posteriors, fitted on calibration fields only: the mean offset of
+    the posterior means from the truths is removed, then a temperature is chosen by the log density
+    of the truths (a proper scoring rule), so the intervals widen or narrow to match."""
+
+    def __init__(self, shift, temperature):
+        self.shift, self.temperature = np.asarray(shift, np.float64), float(temperature)
+
+    @classmethod
+    def fit(cls, posteriors, axes, truths):
+        means = np.array([[(p.sum(axis=tuple(d for d in range(p.ndim) if d != dim)) * axis).sum()
+                           for dim, axis in enumerate(axes)] for p in map(np.asarray, posteriors)])
+        shift = (means - np.asarray(truths)).mean(axis=0)
+        moved = [shifted(p, axes, shift) for p in posteriors]
+
+        def loss(log_temperature):
+            return -sum(log_density_at(tempered(p, np.exp(log_temperature)), axes, t) for p, t in zip(moved, truths))
+        best = optimize.minimize_scalar(loss, bounds=(np.log(0.1), np.log(30.0)), method="bounded")
+        return cls(shift, np.exp(best.x))
+
+    def __call__(self, posterior, axes):
+        return tempered(shifted(posterior, axes, self.shift), self.temperature)
+
+    def to_dict(self):
+        return dict(shift=self.shift.tolist(), temperature=self.temperature)

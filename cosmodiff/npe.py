@@ -1,0 +1,106 @@
+"""Neural posterior estimation (NPE) on the field: the learned field-level baseline for the diffusion
+ELBO. sbi's NPE (a masked autoregressive flow over the parameters) conditioned on a small CNN summary
+of ln(1 + delta), trained on (field, parameters) pairs of a Latin hypercube under a flat prior on its
+ranges. sbi is the maintained implementation (Greenberg et al. 2019; Tejero-Cantero et al. 2020);
+what is ours is only the folder the networks live in: config.json (what builds them, the prior, the
+input transform) and model.safetensors (their weights), like a diffusion run folder.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from cosmodiff.atomic import atomic_path, atomic_write_text
+from cosmodiff.checkpoint import CheckpointError
+
+NPE_KIND = "npe"
+# The summary CNN: four 3x3 convolutions, each halving the side by max-pooling, then two dense layers;
+# the flow: sbi's MAF. Small enough to train on one core in minutes.
+DEFAULT_NETWORK = dict(embedding=dict(out_channels_per_layer=[8, 16, 32, 32], num_conv_layers=4, kernel_size=3,
+                                      num_linear_layers=2, num_linear_units=64, output_dim=16),
+                       flow=dict(model="maf", hidden_features=50, num_transforms=5))
+
+
+def log_density(fields):
+    """The network's input: ln(rho / mean(rho)) per field, with empty pixels floored at a tenth of
+    the smallest positive value of the set (the 2D fields here are 1 + delta)."""
+    rho = np.asarray(fields, np.float64)
+    rho = rho / rho.mean(axis=(-2, -1), keepdims=True)
+    floor = 0.1 * rho[rho > 0].min()
+    return torch.from_numpy(np.log(np.maximum(rho, floor))).float()
+
+
+def prior(low, high):
+    from sbi.utils import BoxUniform
+
+    return BoxUniform(torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32))
+
+
+def density_estimator_builder(network, image_size):
+    from sbi.neural_nets import posterior_nn
+    from sbi.neural_nets.embedding_nets import CNNEmbedding
+
+    embedding = CNNEmbedding(input_shape=(image_size, image_size), **network["embedding"])
+    return posterior_nn(embedding_net=embedding, z_score_x="structured", **network["flow"])
+
+
+def train_npe(fields, theta, low, high, network=DEFAULT_NETWORK, seed=0, batch_size=128, lr=5e-4,
+              max_epochs=200, stop_after_epochs=10, progress=True):
+    """A trained sbi density estimator q(theta | field) and the number of epochs it took."""
+    from sbi.inference import NPE
+
+    torch.manual_seed(seed)
+    inference = NPE(prior=prior(low, high), density_estimator=density_estimator_builder(network, fields.shape[-1]),
+                    show_progress_bars=progress)
+    inference.append_simulations(torch.as_tensor(theta, dtype=torch.float32), log_density(fields))
+    estimator = inference.train(training_batch_size=batch_size, learning_rate=lr, max_num_epochs=max_epochs,
+                                stop_after_epochs=stop_after_epochs, show_train_summary=False)
+    return estimator, inference.summary["epochs_trained"][-1]
+
+
+def save_npe(folder, estimator, config):
+    """config.json and model.safetensors in folder, each written whole or not at all."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "model.safetensors") as path:
+        save_file({name: tensor.contiguous() for name, tensor in estimator.state_dict().items()}, str(path))
+    atomic_write_text(folder / "config.json", json.dumps(dict(config, kind=NPE_KIND), indent=1))
+
+
+def is_npe_run(folder):
+    config = Path(folder) / "config.json"
+    return config.exists() and json.loads(config.read_text()).get("kind") == NPE_KIND
+
+
+def load_npe(folder):
+    """(sbi DirectPosterior, config) of an NPE folder; a missing or mismatched file is a CheckpointError."""
+    from sbi.inference import DirectPosterior
+
+    folder = Path(folder)
+    if not is_npe_run(folder) or not (folder / "model.safetensors").exists():
+        raise CheckpointError(f"{folder}: not an NPE folder (config.json of kind '{NPE_KIND}' and model.safetensors); "
+                              "make one with evaluate/train_npe.py")
+    config = json.loads((folder / "config.json").read_text())
+    size, low, high = config["image_size"], config["low"], config["high"]
+    builder = density_estimator_builder(config["network"], size)
+    # sbi builds a network from a batch (its standardisation); the stored weights then replace everything
+    generator = torch.Generator().manual_seed(0)
+    estimator = builder(torch.rand(8, len(low), generator=generator), torch.randn(8, size, size, generator=generator))
+    try:
+        estimator.load_state_dict(load_file(str(folder / "model.safetensors")))
+    except (RuntimeError, OSError) as error:
+        raise CheckpointError(f"{folder / 'model.safetensors'}: does not match its config.json ({error})") from None
+    estimator.eval()
+    return DirectPosterior(estimator, prior(low, high)), config
+
+
+def grid_log_posterior(posterior, fields, points, batch_size=256):
+    """ln q(theta | field) at every grid point (M, P) for every field: (N, M)."""
+    x = log_density(fields)
+    theta = torch.as_tensor(points, dtype=torch.float32)
+    with torch.no_grad():
+        out = [posterior.log_prob_batched(theta[:, None].expand(-1, len(chunk), -1), x=chunk, norm_posterior=False).T
+               for chunk in torch.split(x, batch_size)]
+    return torch.cat(out).double().numpy()

@@ -1,0 +1,58 @@
+"""Train the learned field-level baseline: neural posterior estimation (sbi's NPE with a CNN summary,
+cosmodiff/npe.py) of the parameters from a field, on the same training data a conditional diffusion
+run uses, under a flat prior on the training set's ranges (the diffusion run's prior).
+
+    python evaluate/train_npe.py [--data_path train_data/conditional] [--condition Omega_m,sigma_8] \
+        [--max_epochs 200] [--out results/npe]
+    python evaluate/infer.py FIELDS --npe results/npe --method npe [--checkpoint RUN --method elbo,power_spectrum,npe]
+
+Writes config.json (the networks' settings, the prior, the data, epochs and seconds) and
+model.safetensors to --out. Early stopping holds out a random tenth of the training pairs (sbi's).
+"""
+import argparse
+import time
+
+from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, exit_on, writable_folder
+from cosmodiff.checkpoint import CheckpointError
+from cosmodiff.condition import Condition, parameter_values
+from cosmodiff.errors import FieldError
+from cosmodiff.mock import SPLIT_FOLDERS
+from cosmodiff.npe import DEFAULT_NETWORK, save_npe, train_npe
+from cosmodiff.run import add_data_flags, training_fields
+
+
+def main(args):
+    writable_folder(args.out, "--out")
+    fieldset = training_fields(args)
+    names = [name.strip() for name in args.condition.split(",") if name.strip()]
+    condition = Condition.fit(fieldset, names)
+    theta = parameter_values(fieldset, names, args.data_path)
+    started = time.time()
+    estimator, epochs = train_npe(fieldset.fields, theta, condition.low, condition.high, seed=args.seed,
+                                  batch_size=args.batch_size, lr=args.lr, max_epochs=args.max_epochs,
+                                  stop_after_epochs=args.patience)
+    seconds = time.time() - started
+    save_npe(args.out, estimator, dict(names=names, low=condition.low, high=condition.high,
+                                       image_size=fieldset.image_size, box_size=fieldset.box_size,
+                                       data_path=str(args.data_path), network=DEFAULT_NETWORK, fields=len(fieldset),
+                                       seed=args.seed, batch_size=args.batch_size, lr=args.lr, epochs=epochs,
+                                       train_seconds=seconds))
+    print(f"NPE trained on {len(fieldset)} fields for {epochs} epochs ({seconds / 60:.1f} min); written: {args.out}")
+
+
+def build_parser():
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_flags(parser)
+    parser.set_defaults(data_path=str(SPLIT_FOLDERS["conditional"]))
+    parser.add_argument("--condition", default="Omega_m,sigma_8", help="the parameters to infer (comma-separated)")
+    parser.add_argument("--max_epochs", type=COUNT, default=200)
+    parser.add_argument("--patience", type=COUNT, default=10, help="epochs without a better validation loss before stopping")
+    parser.add_argument("--batch_size", type=COUNT, default=128)
+    parser.add_argument("--lr", type=POSITIVE, default=5e-4)
+    parser.add_argument("--seed", type=INDEX, default=0)
+    parser.add_argument("--out", default="results/npe")
+    return parser
+
+
+if __name__ == "__main__":
+    exit_on((CheckpointError, FieldError, ValueError), main, build_parser().parse_args())
