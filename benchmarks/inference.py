@@ -1,16 +1,22 @@
-"""Field-level inference against the power spectrum alone: bias, interval widths, coverage and cost on
-held-out test fields of the conditional split.
+"""Calibrated parameter inference: every method's posteriors on the held-out fields of the inference
+split (simulations at cosmologies drawn from the prior), judged by coverage, SBC ranks and TARP, before
+and after a correction fitted on the calibration split only.
 
-    python benchmarks/inference.py [--run benchmarks/out/conditional/results/run] [--per_point 3] \
-        [--grid 21] [--n_levels 8] [--n_draws 1] [--out benchmarks/out/inference] [--figures images]
+    python benchmarks/inference.py [--run benchmarks/out/conditional/results/run] [--npe benchmarks/out/npe] \
+        [--methods elbo,power_spectrum,npe] [--grid 41] [--elbo_grid 13] [--n_levels 4] \
+        [--out benchmarks/out/inference] [--results benchmarks/results/inference.json] [--figures images]
 
-Takes --per_point fields at each test cosmology of train_data/conditional/test.npz, each from a
-different simulation (10 points: 30 fields), runs evaluate/infer.py on them, and reports per method
-and parameter: the mean bias and mean |bias| in posterior sigmas, the mean 68% and 95% interval
-widths, the coverage of both intervals (the fraction of fields whose true value falls inside) and
-seconds per field. Writes --out/inference.json and .md,
-inference_coverage.png (expected against empirical coverage of equal-tailed intervals) and
-inference_example.png (the first fields' contours), copied to --figures.
+For each method and each file of train_data/inference (calibration.npz, test.npz; made on first use)
+it runs evaluate/infer.py on every field (--fields limits how many; finished files are reused), on
+--grid points per parameter (--elbo_grid for the ELBO, whose cost is network evaluations per grid
+point). NPE is trained first if --npe holds none (evaluate/train_npe.py on the run's training data).
+Per method and parameter on the test fields: coverage of the 68% and 95% equal-tailed intervals,
+the KS p-value of the SBC ranks, TARP's ATC and KS p-value (sbi, on 500 draws per posterior), mean
+|bias| / sigma, the 68% width against the P(k) baseline's, and seconds per field. The same for
+"METHOD, corrected": each test posterior shifted by the mean offset and tempered by the temperature
+fitted on the calibration fields (cosmodiff/coverage.py). Writes --out/inference.json and .md,
+the rows to --results, inference_coverage.png (expected coverage with 68% bootstrap bands, and TARP)
+and inference_example.png (every method's posterior for the first test fields), copied to --figures.
 """
 import argparse
 import json
@@ -21,100 +27,145 @@ from pathlib import Path
 
 import numpy as np
 
-from cosmodiff.checkpoint import read_config
-from cosmodiff.cli import ArgumentParser, COUNT
-from cosmodiff.condition import fields_by_point
-from cosmodiff.fields import load_fields
+from cosmodiff.cli import ArgumentParser, COUNT, Number
+from cosmodiff.coverage import Correction, expected_coverage, sbc, tarp
+from cosmodiff.inference import grid_draws
+from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
+from cosmodiff.npe import is_npe_run
+from cosmodiff.plots import plt, save
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = {"elbo": "diffusion ELBO", "power_spectrum": "P(k) Gaussian likelihood"}
+LABELS = {"elbo": "diffusion ELBO", "power_spectrum": "P(k) Gaussian likelihood", "npe": "NPE (CNN summary)"}
+FILES = ("calibration", "test")
+DRAWS = 500  # posterior draws per field for SBC and TARP
+LEVELS = np.linspace(0.02, 0.98, 49)
+GRID_POINTS = Number(int, 3)  # a grid posterior needs a point between the prior's edges
 
 
-def held_out_fields(test, names, per_point):
-    """Indices of per_point fields at every test point, each from its own simulation (the first slab)."""
-    chosen = []
-    for indices in fields_by_point(test, names, "the conditional test split").values():
-        first_slabs = {}
-        for index in indices:
-            first_slabs.setdefault(test.sim_index[index], index)
-        chosen += list(first_slabs.values())[:per_point]
-    return chosen
+def run(command):
+    command = list(map(str, command))
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, cwd=ROOT, check=True)
 
 
-def method_rows(results, names):
+def posteriors(args, method, file, count):
+    """The posterior.json of one method on one file of the inference split (made once)."""
+    out = Path(args.out) / f"{method}-{file}"
+    if not (out / "posterior.json").exists():
+        runs = ["--checkpoint", args.run] if method == "elbo" else ["--npe", args.npe]
+        grid = args.elbo_grid if method == "elbo" else args.grid
+        run([sys.executable, ROOT / "evaluate" / "infer.py", SPLIT_FOLDERS["inference"] / f"{file}.npz", *runs,
+             "--method", method, "--indices", ",".join(map(str, range(count))), "--grid", grid,
+             "--n_levels", args.n_levels, "--out", out])
+    return json.loads((out / "posterior.json").read_text())
+
+
+def judged(method, record, grids, names, seconds):
+    """A row per parameter of one method's test posteriors (grids: one array per field)."""
+    axes = [np.asarray(axis) for axis in record["results"][0]["axes"]]
+    truths = np.array([result["truth"] for result in record["results"]])
+    samples = np.stack([grid_draws(grid, axes, DRAWS, seed=i) for i, grid in enumerate(grids)], axis=1)
+    ranks, ks_p = sbc(samples, truths)
+    coverage, low, high = expected_coverage(ranks, DRAWS, LEVELS)
+    at = {level: int(np.argmin(np.abs(LEVELS - level))) for level in (0.68, 0.95)}
+    ecp, alpha, atc, tarp_p = tarp(samples, truths)
     rows = []
-    for method in METHODS:
-        for name in names:
-            values = [result[method][name] for result in results]
-            truth = np.array([v["truth"] for v in values])
-            mean, std = np.array([v["mean"] for v in values]), np.array([v["std"] for v in values])
-            widths = {level: np.array([v[f"interval_{level}"][1] - v[f"interval_{level}"][0] for v in values])
-                      for level in (68, 95)}
-            inside = {level: np.mean([v[f"interval_{level}"][0] <= v["truth"] <= v[f"interval_{level}"][1]
-                                      for v in values]) for level in (68, 95)}
-            rows.append(dict(method=method, parameter=name, bias=float(np.mean(mean - truth)),
-                             relative_bias=float(np.mean(np.abs(mean - truth) / truth)),
-                             bias_in_sigma=float(np.mean(np.abs(mean - truth) / std)),
-                             width_68=float(widths[68].mean()), width_95=float(widths[95].mean()),
-                             coverage_68=float(inside[68]), coverage_95=float(inside[95]),
-                             seconds_per_field=float(results[0][method]["seconds_per_field"]),
-                             ranks=[v["truth_rank"] for v in values]))
+    for dim, name in enumerate(names):
+        marginals = [grid.sum(axis=tuple(d for d in range(grid.ndim) if d != dim)) for grid in grids]
+        means = np.array([(m * axes[dim]).sum() for m in marginals])
+        stds = np.array([np.sqrt((m * (axes[dim] - mean) ** 2).sum()) for m, mean in zip(marginals, means)])
+        cdfs = [np.cumsum(m) - m / 2 for m in marginals]
+        width_68 = np.mean([np.interp(0.84, cdf, axes[dim]) - np.interp(0.16, cdf, axes[dim]) for cdf in cdfs])
+        rows.append(dict(method=method, parameter=name, fields=len(truths), coverage_68=float(coverage[dim, at[0.68]]),
+                         coverage_95=float(coverage[dim, at[0.95]]), sbc_ks_p=float(ks_p[dim]),
+                         tarp_atc=atc, tarp_ks_p=tarp_p, bias=float(np.mean(means - truths[:, dim])),
+                         abs_bias_over_sigma=float(np.mean(np.abs(means - truths[:, dim]) / stds)),
+                         width_68=float(width_68), seconds_per_field=seconds,
+                         curve=dict(coverage=coverage[dim].tolist(), low=low[dim].tolist(), high=high[dim].tolist()),
+                         tarp=dict(ecp=ecp.tolist(), alpha=alpha.tolist())))
     return rows
 
 
 def plot_coverage(rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    levels = np.linspace(0.02, 0.98, 49)
-    figure, ax = plt.subplots(figsize=(4.6, 4.2))
+    figure, (ax, tarp_ax) = plt.subplots(1, 2, figsize=(10, 4.4))
     ax.plot([0, 1], [0, 1], color="k", lw=0.8)
-    for row, style in zip(rows, ("-", "--", "-", "--")):
-        ranks = np.asarray(row["ranks"])
-        empirical = [np.mean(np.abs(ranks - 0.5) <= level / 2) for level in levels]
-        ax.plot(levels, empirical, ls=style, color="C3" if row["method"] == "elbo" else "C0",
-                label=f"{METHODS[row['method']]}, {row['parameter']}")
-    ax.set(xlabel="credible level (equal-tailed)", ylabel="fraction of fields whose truth is inside",
-           title=f"coverage, {len(rows[0]['ranks'])} held-out fields")
-    ax.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    tarp_ax.plot([0, 1], [0, 1], color="k", lw=0.8)
+    colours = {method: f"C{i}" for i, method in enumerate(dict.fromkeys(row["method"] for row in rows))}
+    for row in rows:
+        style = "-" if row["parameter"] == rows[0]["parameter"] else "--"
+        ax.plot(LEVELS, row["curve"]["coverage"], ls=style, color=colours[row["method"]],
+                label=f"{row['method']}, {row['parameter']}")
+        ax.fill_between(LEVELS, row["curve"]["low"], row["curve"]["high"], color=colours[row["method"]], alpha=0.12)
+        if style == "-":
+            tarp_ax.plot(row["tarp"]["alpha"], row["tarp"]["ecp"], color=colours[row["method"]],
+                         label=f"{row['method']} (ATC {row['tarp_atc']:+.3f}, KS p {row['tarp_ks_p']:.2g})")
+    ax.set(xlabel="credible level (equal-tailed)", ylabel="fraction of test fields whose truth is inside",
+           title=f"coverage, {rows[0]['fields']} test fields (68% bootstrap bands)")
+    tarp_ax.set(xlabel="credibility level alpha", ylabel="expected coverage", title="TARP (joint)")
+    ax.legend(fontsize=6)
+    tarp_ax.legend(fontsize=6)
+    save(figure, path)
+
+
+def plot_examples(records, methods, path):
+    """infer.py's figure for the first test fields, every method on its own grid."""
+    sys.path.insert(0, str(ROOT / "evaluate"))
+    import infer
+
+    merged = []
+    for position in range(4):
+        result = dict(records[methods[0]]["results"][position])
+        for method in methods:
+            other = records[method]["results"][position]
+            result[method] = dict(other[method], axes=other["axes"])
+        merged.append(result)
+    infer.plot(merged, records[methods[0]]["settings"]["names"], methods, path)
 
 
 def main(args):
-    test_path = ROOT / "train_data" / "conditional" / "test.npz"
-    test = load_fields(test_path)
-    chosen = held_out_fields(test, read_config(args.run)["condition"]["names"], args.per_point)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, ROOT / "evaluate" / "infer.py", test_path, "--checkpoint", args.run, "--indices",
-               ",".join(map(str, chosen)), "--grid", args.grid, "--n_levels", args.n_levels, "--n_draws", args.n_draws,
-               "--out", out]
-    print("$", " ".join(map(str, command)), flush=True)
-    subprocess.run(list(map(str, command)), cwd=ROOT, check=True)
-    record = json.loads((out / "posterior.json").read_text())
-    names = record["settings"]["names"]
-    rows = method_rows(record["results"], names)
-    lines = ["| method | parameter | mean bias | mean abs bias / truth | abs bias / sigma | 68% width | 95% width | "
-             "68% coverage | 95% coverage | s / field |", "|" + " --- |" * 10]
+    methods = [method for method in args.methods.split(",") if method]
+    ensure_split(SPLIT_FOLDERS["inference"], "inference")
+    if "npe" in methods and not is_npe_run(args.npe):
+        run([sys.executable, ROOT / "evaluate" / "train_npe.py", "--out", args.npe])
+    records = {(method, file): posteriors(args, method, file, args.fields) for method in methods for file in FILES}
+    names = records[methods[0], "test"]["settings"]["names"]
+    rows, corrections = [], {}
+    for method in methods:
+        test, calibration = records[method, "test"], records[method, "calibration"]
+        grids = [np.asarray(result[method]["posterior"]) for result in test["results"]]
+        axes = [np.asarray(axis) for axis in test["results"][0]["axes"]]
+        seconds = test["results"][0][method]["seconds_per_field"]
+        rows += judged(LABELS[method], test, grids, names, seconds)
+        correction = Correction.fit([np.asarray(result[method]["posterior"]) for result in calibration["results"]],
+                                    axes, [result["truth"] for result in calibration["results"]])
+        corrections[method] = correction.to_dict()
+        rows += judged(f"{LABELS[method]}, corrected", test, [correction(grid, axes) for grid in grids], names, seconds)
+    reference = {row["parameter"]: row["width_68"] for row in rows if row["method"] == LABELS["power_spectrum"]}
     for row in rows:
-        lines.append(f"| {METHODS[row['method']]} | {row['parameter']} | {row['bias']:+.4f} | "
-                     f"{100 * row['relative_bias']:.1f}% | {row['bias_in_sigma']:.2f} | {row['width_68']:.4f} | "
-                     f"{row['width_95']:.4f} | {100 * row['coverage_68']:.0f}% | {100 * row['coverage_95']:.0f}% | "
-                     f"{row['seconds_per_field']:.1f} |")
-    for name in names:
-        by_method = {row["method"]: row for row in rows if row["parameter"] == name}
-        lines.append(f"\n{name}: ELBO 68% interval {by_method['elbo']['width_68'] / by_method['power_spectrum']['width_68']:.2f}x "
-                     "the power spectrum's width")
+        row["width_68_vs_power_spectrum"] = row["width_68"] / reference[row["parameter"]] if reference else None
+
+    lines = ["| method | parameter | 68% coverage | 95% coverage | SBC KS p | TARP ATC | TARP KS p | abs bias / sigma | "
+             "68% width | vs P(k) | s / field |", "|" + " --- |" * 11]
+    for row in rows:
+        versus = f"{row['width_68_vs_power_spectrum']:.2f}x" if row["width_68_vs_power_spectrum"] else "-"
+        lines.append(f"| {row['method']} | {row['parameter']} | {100 * row['coverage_68']:.0f}% | "
+                     f"{100 * row['coverage_95']:.0f}% | {row['sbc_ks_p']:.2g} | {row['tarp_atc']:+.3f} | "
+                     f"{row['tarp_ks_p']:.2g} | {row['abs_bias_over_sigma']:.2f} | {row['width_68']:.4f} | {versus} | "
+                     f"{row['seconds_per_field']:.2f} |")
     table = "\n".join(lines)
+    settings = dict(run=str(args.run), npe=str(args.npe), grid=args.grid, elbo_grid=args.elbo_grid,
+                    n_levels=args.n_levels, draws=DRAWS, fields={file: len(records[methods[0], file]["results"])
+                                                                 for file in FILES},
+                    corrections=corrections)
+    summary = [{key: value for key, value in row.items() if key not in ("curve", "tarp")} for row in rows]
+    out = Path(args.out)
     (out / "inference.md").write_text(table + "\n")
-    (out / "inference.json").write_text(json.dumps(dict(settings=record["settings"], indices=chosen, rows=rows), indent=1))
+    (out / "inference.json").write_text(json.dumps(dict(settings=settings, rows=rows), indent=1))
+    Path(args.results).write_text(json.dumps(dict(settings=settings, rows=summary), indent=1) + "\n")
     plot_coverage(rows, out / "inference_coverage.png")
-    shutil.copy(out / "posterior.png", out / "inference_example.png")
+    plot_examples({method: records[method, "test"] for method in methods}, methods, out / "inference_example.png")
     print(table)
+    print(f"Corrections fitted on the calibration fields: {json.dumps(corrections)}")
     if args.figures:
         Path(args.figures).mkdir(parents=True, exist_ok=True)
         for name in ("inference_coverage.png", "inference_example.png"):
@@ -124,10 +175,13 @@ def main(args):
 if __name__ == "__main__":
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default=str(ROOT / "benchmarks" / "out" / "conditional" / "results" / "run"))
-    parser.add_argument("--per_point", type=COUNT, default=3)
-    parser.add_argument("--grid", type=COUNT, default=21)
-    parser.add_argument("--n_levels", type=COUNT, default=8)
-    parser.add_argument("--n_draws", type=COUNT, default=1)
+    parser.add_argument("--npe", default=str(ROOT / "benchmarks" / "out" / "npe"))
+    parser.add_argument("--methods", default="elbo,power_spectrum,npe")
+    parser.add_argument("--fields", type=COUNT, default=128, help="fields of each file (the first ones)")
+    parser.add_argument("--grid", type=GRID_POINTS, default=41, help="grid points per parameter (P(k), NPE)")
+    parser.add_argument("--elbo_grid", type=GRID_POINTS, default=13, help="grid points per parameter for the ELBO")
+    parser.add_argument("--n_levels", type=COUNT, default=4)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "inference"))
+    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "inference.json"))
     parser.add_argument("--figures", default=None, help="copy the figures here, e.g. images")
     main(parser.parse_args())

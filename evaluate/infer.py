@@ -146,13 +146,14 @@ def plot(results, names, methods, path):
         for method in methods:
             colour = METHOD_COLOURS[method]
             posterior = np.asarray(result[method]["posterior"])
+            grid_axes = result[method].get("axes", result["axes"])  # a benchmark may merge grids of several runs
             if posterior.ndim == 2:
                 levels = np.sort(posterior.ravel())[::-1]
                 mass = np.cumsum(levels)
                 contour_levels = sorted({levels[min(np.searchsorted(mass, q), len(levels) - 1)] for q in (0.95, 0.68)})
-                ax.contour(result["axes"][1], result["axes"][0], posterior, levels=contour_levels, colors=colour)
+                ax.contour(grid_axes[1], grid_axes[0], posterior, levels=contour_levels, colors=colour)
             else:
-                ax.plot(result["axes"][0], posterior, color=colour)
+                ax.plot(grid_axes[0], posterior, color=colour)
             ax.plot([], [], color=colour, label=METHODS[method][0])
         if result["truth"] is not None and len(names) == 2:
             ax.plot(result["truth"][1], result["truth"][0], "k*", ms=10, label="truth")

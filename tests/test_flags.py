@@ -20,6 +20,7 @@ from cosmodiff.fields import FieldError, load_fields
 SCRIPTS = {
     "train.py": [], "UNet-DDPM/generate_images.py": [], "evaluate/power_spectrum.py": [],
     "evaluate/infer.py": ["fields.npz", "--checkpoint", "run"], "evaluate/cosmology.py": ["run"],
+    "evaluate/train_npe.py": [],
     "cosmodiff/prepare.py": ["src", "--out", "shards"], "cosmodiff/mock.py": ["--out", "mock.npz"],
     "benchmarks/error_budget.py": ["run"],
     "benchmarks/fidelity.py": [], "benchmarks/fidelity_study.py": [], "benchmarks/inference.py": [],
