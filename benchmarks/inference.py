@@ -14,8 +14,10 @@ Per method and parameter on the test fields: coverage of the 68% and 95% equal-t
 the KS p-value of the SBC ranks, TARP's ATC and KS p-value (sbi, on 500 draws per posterior), mean
 |bias| / sigma, the 68% width against the P(k) baseline's, and seconds per field. The same for
 "METHOD, corrected": each test posterior shifted by the mean offset and tempered by the temperature
-fitted on the calibration fields (cosmodiff/coverage.py). Writes --out/inference.json and .md,
-the rows to --results, inference_coverage.png (expected coverage with 68% bootstrap bands, and TARP)
+fitted on the calibration fields (cosmodiff/coverage.py); and for the ELBO, "sigma >= S": its sum
+over noise levels cut at the lowest level S that scores the calibration fields' truths best. Writes --out/inference.json and .md,
+the rows to --results, inference_coverage.png (expected coverage with 68% bootstrap bands per
+parameter, and TARP)
 and inference_example.png (every method's posterior for the first test fields), copied to --figures.
 """
 import argparse
@@ -28,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from cosmodiff.cli import ArgumentParser, COUNT, Number
-from cosmodiff.coverage import Correction, expected_coverage, sbc, tarp
-from cosmodiff.inference import grid_draws
+from cosmodiff.coverage import Correction, expected_coverage, log_density_at, sbc, tarp
+from cosmodiff.inference import grid_draws, grid_posterior
 from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
 from cosmodiff.npe import is_npe_run
 from cosmodiff.plots import plt, save
@@ -86,24 +88,51 @@ def judged(method, record, grids, names, seconds):
     return rows
 
 
+def level_posteriors(args, file, kept):
+    """The ELBO's grid posteriors of one file from its `kept` highest noise levels only."""
+    record = np.load(Path(args.out) / f"elbo-{file}" / "elbo_levels.npz")
+    results = json.loads((Path(args.out) / f"elbo-{file}" / "posterior.json").read_text())["results"]
+    axes = [np.asarray(axis) for axis in results[0]["axes"]]
+    return [grid_posterior(log_like[:kept].sum(axis=0), axes) for log_like in record["log_likelihood"]], axes, \
+        record["sigmas"]
+
+
+def chosen_levels(args):
+    """How many of the ELBO's noise levels (highest first) score the calibration fields' truths best:
+    dropping the lowest levels drops the smallest scales, where a model's response to the parameters
+    may be least right."""
+    truths = [result["truth"] for result in
+              json.loads((Path(args.out) / "elbo-calibration" / "posterior.json").read_text())["results"]]
+    _, _, sigmas = level_posteriors(args, "calibration", 1)
+    scores = {}
+    for kept in range(1, len(sigmas) + 1):
+        grids, axes, _ = level_posteriors(args, "calibration", kept)
+        scores[kept] = sum(log_density_at(grid, axes, truth) for grid, truth in zip(grids, truths))
+    return max(scores, key=scores.get), sigmas, scores
+
+
 def plot_coverage(rows, path):
-    figure, (ax, tarp_ax) = plt.subplots(1, 2, figsize=(10, 4.4))
-    ax.plot([0, 1], [0, 1], color="k", lw=0.8)
-    tarp_ax.plot([0, 1], [0, 1], color="k", lw=0.8)
-    colours = {method: f"C{i}" for i, method in enumerate(dict.fromkeys(row["method"] for row in rows))}
+    """A coverage panel per parameter and TARP's joint curve: a colour per method, a line style per variant."""
+    parameters = list(dict.fromkeys(row["parameter"] for row in rows))
+    figure, panels = plt.subplots(1, len(parameters) + 1, figsize=(4.6 * (len(parameters) + 1), 4.4))
+    colours = {label: f"C{i}" for i, label in enumerate(LABELS.values())}
+    for ax in panels:
+        ax.plot([0, 1], [0, 1], color="k", lw=0.8)
     for row in rows:
-        style = "-" if row["parameter"] == rows[0]["parameter"] else "--"
-        ax.plot(LEVELS, row["curve"]["coverage"], ls=style, color=colours[row["method"]],
-                label=f"{row['method']}, {row['parameter']}")
-        ax.fill_between(LEVELS, row["curve"]["low"], row["curve"]["high"], color=colours[row["method"]], alpha=0.12)
-        if style == "-":
-            tarp_ax.plot(row["tarp"]["alpha"], row["tarp"]["ecp"], color=colours[row["method"]],
-                         label=f"{row['method']} (ATC {row['tarp_atc']:+.3f}, KS p {row['tarp_ks_p']:.2g})")
-    ax.set(xlabel="credible level (equal-tailed)", ylabel="fraction of test fields whose truth is inside",
-           title=f"coverage, {rows[0]['fields']} test fields (68% bootstrap bands)")
-    tarp_ax.set(xlabel="credibility level alpha", ylabel="expected coverage", title="TARP (joint)")
-    ax.legend(fontsize=6)
-    tarp_ax.legend(fontsize=6)
+        base, _, variant = row["method"].partition(", ")
+        style = {"": "-", "corrected": "--"}.get(variant, ":")
+        ax = panels[parameters.index(row["parameter"])]
+        ax.plot(LEVELS, row["curve"]["coverage"], ls=style, color=colours[base], label=row["method"])
+        ax.fill_between(LEVELS, row["curve"]["low"], row["curve"]["high"], color=colours[base], alpha=0.1)
+        if row["parameter"] == parameters[0]:
+            panels[-1].plot(row["tarp"]["alpha"], row["tarp"]["ecp"], ls=style, color=colours[base],
+                            label=f"{row['method']} (ATC {row['tarp_atc']:+.3f}, KS p {row['tarp_ks_p']:.2g})")
+    for ax, name in zip(panels, parameters):
+        ax.set(xlabel="credible level (equal-tailed)", ylabel="fraction of test fields whose truth is inside",
+               title=f"{name}: coverage, {rows[0]['fields']} test fields")
+    panels[-1].set(xlabel="credibility level alpha", ylabel="expected coverage", title="TARP (joint)")
+    for ax in panels:
+        ax.legend(fontsize=6)
     save(figure, path)
 
 
@@ -140,6 +169,11 @@ def main(args):
                                     axes, [result["truth"] for result in calibration["results"]])
         corrections[method] = correction.to_dict()
         rows += judged(f"{LABELS[method]}, corrected", test, [correction(grid, axes) for grid in grids], names, seconds)
+        if method == "elbo":
+            kept, sigmas, scores = chosen_levels(args)
+            corrections["elbo_levels"] = dict(kept=kept, min_sigma=float(sigmas[kept - 1]), calibration_log_score=scores)
+            rows += judged(f"{LABELS[method]}, sigma >= {sigmas[kept - 1]:.3g}", test,
+                           level_posteriors(args, "test", kept)[0], names, seconds)
     reference = {row["parameter"]: row["width_68"] for row in rows if row["method"] == LABELS["power_spectrum"]}
     for row in rows:
         row["width_68_vs_power_spectrum"] = row["width_68"] / reference[row["parameter"]] if reference else None

@@ -53,7 +53,7 @@ def tarp(samples, truths, seed=0):
         warnings.filterwarnings("ignore", message="Number of TARP samples")
         ecp, alpha = run_tarp(torch.as_tensor(truths, dtype=torch.float32), observation_index(len(truths)),
                               SampledPosterior(samples), num_posterior_samples=samples.shape[0],
-                              show_progress_bar=False)
+                              num_bins=max(len(truths) // 10, 2), show_progress_bar=False)
     atc, ks_p = check_tarp(ecp, alpha)
     return ecp.numpy(), alpha.numpy(), float(atc), float(ks_p)
 

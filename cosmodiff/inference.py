@@ -46,27 +46,29 @@ def elbo_levels(formulation, n_levels):
 
 
 @torch.inference_mode()
-def negative_elbo(formulation, network, fields, conds, n_levels=8, n_draws=1, seed=0, batch_size=64, progress=True):
+def negative_elbo(formulation, network, fields, conds, n_levels=8, n_draws=1, seed=0, batch_size=64, progress=True,
+                  per_level=False):
     """The ELBO's theta-dependent part, -ln p(field | theta) + C, for every field (F, 1, H, W) in model
-    space and every condition row (T, P): an (F, T) array. Same levels and noise at every theta."""
+    space and every condition row (T, P): an (F, T) array, or with per_level each level's term of the
+    sum, (F, L, T), levels as elbo_levels orders them. Same levels and noise at every theta."""
     sigmas, weights = elbo_levels(formulation, n_levels)
     generator = torch.Generator().manual_seed(seed)
     device = fields.device
-    result = torch.zeros(len(fields), len(conds), dtype=torch.float64)
+    result = torch.zeros(len(fields), len(sigmas), len(conds), dtype=torch.float64)
     bar = tqdm(total=len(fields) * len(sigmas) * n_draws, desc="ELBO", unit="level", disable=not progress)
     for f in range(len(fields)):
         field = fields[f:f + 1]
-        for sigma, weight in zip(sigmas.tolist(), weights):
+        for level, (sigma, weight) in enumerate(zip(sigmas.tolist(), weights)):
             for _ in range(n_draws):
                 noisy = field + sigma * torch.randn(field.shape, generator=generator).to(device)
                 for start in range(0, len(conds), batch_size):
                     cond = conds[start:start + batch_size].to(device)
                     denoised = formulation.denoise(network, noisy.expand(len(cond), -1, -1, -1), sigma, cond)
                     error = ((denoised.double() - field.double()) ** 2).sum(dim=(1, 2, 3))
-                    result[f, start:start + len(cond)] += (error * weight / sigma ** 2 / n_draws).cpu()
+                    result[f, level, start:start + len(cond)] += (error * weight / sigma ** 2 / n_draws).cpu()
                 bar.update()
     bar.close()
-    return result.numpy()
+    return result.numpy() if per_level else result.sum(dim=1).numpy()
 
 
 def parameter_grid(low, high, size):

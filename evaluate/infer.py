@@ -33,7 +33,7 @@ from cosmodiff.checkpoint import CheckpointError, load_run
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, Number, exit_on, finite_json, writable_folder
 from cosmodiff.condition import Condition, parameter_values
 from cosmodiff.fields import FieldError, fit_image_size, load_fields
-from cosmodiff.inference import (PowerSpectrumLikelihood, grid_draws, grid_posterior, mcmc_samples,
+from cosmodiff.inference import (PowerSpectrumLikelihood, elbo_levels, grid_draws, grid_posterior, mcmc_samples,
                                  negative_elbo, parameter_grid, sample_histogram, sample_summaries, summaries)
 from cosmodiff.npe import grid_log_posterior, load_npe
 from cosmodiff.transforms import LogTransform
@@ -71,10 +71,12 @@ class Space(NamedTuple):
 class Likelihood(NamedTuple):
     """A method's log-likelihood at every grid point for every selected field (N, M), its seconds per
     field, and of_points(positions, points) -> the summed log-likelihood of those fields at any points
-    (for emcee)."""
+    (for emcee); the ELBO's also each noise level's term of the grid, (N, L, M), and the levels (L,)."""
     grid: np.ndarray
     seconds_per_field: float
     of_points: callable
+    per_level: np.ndarray = None
+    sigmas: list = None
 
 
 def parameter_space(args, diffusion_config, npe_config):
@@ -99,12 +101,14 @@ def elbo_likelihood(args, space, fields, points, models):
     condition = Condition.from_dict(config["condition"])
     torch.manual_seed(args.seed)
 
-    def of_points(positions, pts, progress=False):
+    def of_points(positions, pts, progress=False, per_level=False):
         return -negative_elbo(formulation, network, model_space[positions], condition.standardise(pts), args.n_levels,
-                              args.n_draws, args.seed, args.batch_size, progress=progress)
+                              args.n_draws, args.seed, args.batch_size, progress=progress, per_level=per_level)
     started = time.time()
-    grid = of_points(slice(None), points, progress=True)
-    return Likelihood(grid, (time.time() - started) / len(fields), lambda positions, pts: of_points(positions, pts).sum(0))
+    per_level = of_points(slice(None), points, progress=True, per_level=True)
+    return Likelihood(per_level.sum(axis=1), (time.time() - started) / len(fields),
+                      lambda positions, pts: of_points(positions, pts).sum(0), per_level,
+                      elbo_levels(formulation, args.n_levels)[0].tolist())
 
 
 def power_spectrum_likelihood(args, space, fields, points, models):
@@ -229,7 +233,7 @@ def main(args):
                                       seconds_per_field=likelihood.seconds_per_field + (time.time() - started) / len(positions))
         results.append(result)
         print_result(label, result, names, truth, methods)
-    write_posterior(args, space, methods, results)
+    write_posterior(args, space, methods, results, likelihoods)
     print(", ".join(f"{METHODS[m][0]} {likelihood.seconds_per_field:.2f} s per field" for m, likelihood in likelihoods.items())
           + f"; written: {Path(args.out) / 'posterior.json'}, {Path(args.out) / 'posterior.png'}")
 
@@ -242,8 +246,10 @@ def print_result(label, result, names, truth, methods):
         for method in methods))
 
 
-def write_posterior(args, space, methods, results):
-    """posterior.json (settings and every result, refused if not finite) and posterior.png in --out."""
+def write_posterior(args, space, methods, results, likelihoods):
+    """posterior.json (settings and every result, refused if not finite) and posterior.png in --out, and
+    with the ELBO elbo_levels.npz: its log-likelihood per field, noise level and grid point, so a
+    benchmark can weigh the levels afresh without the network."""
     out, names = Path(args.out), space.names
     settings = dict(checkpoint=str(args.checkpoint), npe=str(args.npe), methods=methods, fields=str(args.fields),
                     grid=args.grid, n_levels=args.n_levels, n_draws=args.n_draws, mcmc=args.mcmc, walkers=args.walkers,
@@ -252,6 +258,10 @@ def write_posterior(args, space, methods, results):
     text = finite_json(dict(settings=settings, results=results), f"the posterior of {args.fields}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "posterior.json").write_text(text)
+    if "elbo" in likelihoods:
+        elbo = likelihoods["elbo"]
+        np.savez(out / "elbo_levels.npz", log_likelihood=elbo.per_level, sigmas=np.asarray(elbo.sigmas),
+                 indices=np.asarray([index for result in results for index in result["indices"]]))
     plot(results, names, methods, out / "posterior.png")
 
 

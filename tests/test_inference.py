@@ -127,6 +127,10 @@ def test_infer_writes_both_posteriors_per_field_and_jointly(conditional_run, tmp
             assert low <= summary["interval_95"][0] <= summary["interval_68"][0] <= summary["mean"] <= summary["interval_68"][1] <= summary["interval_95"][1] <= high
             assert np.asarray(r[method]["posterior"]).shape == (5, 5)
     assert (tmp_path / "each" / "posterior.png").exists()
+    levels = np.load(tmp_path / "each" / "elbo_levels.npz")  # the ELBO per noise level, for reweighting
+    assert levels["log_likelihood"].shape == (2, 2, 25) and levels["sigmas"][0] > levels["sigmas"][1]
+    for r, log_like in zip(record["results"], levels["log_likelihood"]):
+        assert grid_posterior(log_like.sum(axis=0), [np.zeros(5)] * 2) == pytest.approx(np.asarray(r["elbo"]["posterior"]))
     result = infer("--indices", "0,1", "--joint", "--mcmc", "6", "--walkers", "8", "--out", tmp_path / "joint")
     assert result.returncode == 0, result.stderr
     joint = json.loads((tmp_path / "joint" / "posterior.json").read_text())["results"]
