@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from cosmodiff.cli import ArgumentParser, COUNT, Number
-from cosmodiff.coverage import Correction, expected_coverage, log_density_at, sbc, tarp
-from cosmodiff.inference import grid_draws, grid_posterior
+from cosmodiff.coverage import Correction, expected_coverage, log_density_at, posterior_of, sbc, tarp
+from cosmodiff.inference import grid_draws
 from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
 from cosmodiff.npe import is_npe_run
 from cosmodiff.plots import plt, save
@@ -88,26 +88,25 @@ def judged(method, record, grids, names, seconds):
     return rows
 
 
-def level_posteriors(args, file, kept):
-    """The ELBO's grid posteriors of one file from its `kept` highest noise levels only."""
+def level_likelihoods(args, file, kept):
+    """The ELBO's grid log-likelihoods of one file from its `kept` highest noise levels only, and the levels."""
     record = np.load(Path(args.out) / f"elbo-{file}" / "elbo_levels.npz")
     results = json.loads((Path(args.out) / f"elbo-{file}" / "posterior.json").read_text())["results"]
-    axes = [np.asarray(axis) for axis in results[0]["axes"]]
-    return [grid_posterior(log_like[:kept].sum(axis=0), axes) for log_like in record["log_likelihood"]], axes, \
-        record["sigmas"]
+    shape = np.asarray(results[0]["elbo"]["posterior"]).shape
+    return [log_like[:kept].sum(axis=0).reshape(shape) for log_like in record["log_likelihood"]], record["sigmas"]
 
 
 def chosen_levels(args):
     """How many of the ELBO's noise levels (highest first) score the calibration fields' truths best:
     dropping the lowest levels drops the smallest scales, where a model's response to the parameters
     may be least right."""
-    truths = [result["truth"] for result in
-              json.loads((Path(args.out) / "elbo-calibration" / "posterior.json").read_text())["results"]]
-    _, _, sigmas = level_posteriors(args, "calibration", 1)
+    results = json.loads((Path(args.out) / "elbo-calibration" / "posterior.json").read_text())["results"]
+    axes = [np.asarray(axis) for axis in results[0]["axes"]]
+    _, sigmas = level_likelihoods(args, "calibration", 1)
     scores = {}
     for kept in range(1, len(sigmas) + 1):
-        grids, axes, _ = level_posteriors(args, "calibration", kept)
-        scores[kept] = sum(log_density_at(grid, axes, truth) for grid, truth in zip(grids, truths))
+        log_likes, _ = level_likelihoods(args, "calibration", kept)
+        scores[kept] = sum(log_density_at(log_like, axes, result["truth"]) for log_like, result in zip(log_likes, results))
     return max(scores, key=scores.get), sigmas, scores
 
 
@@ -161,19 +160,21 @@ def main(args):
     rows, corrections = [], {}
     for method in methods:
         test, calibration = records[method, "test"], records[method, "calibration"]
-        grids = [np.asarray(result[method]["posterior"]) for result in test["results"]]
+        log_likes = [np.asarray(result[method]["log_likelihood"]) for result in test["results"]]
         axes = [np.asarray(axis) for axis in test["results"][0]["axes"]]
         seconds = test["results"][0][method]["seconds_per_field"]
-        rows += judged(LABELS[method], test, grids, names, seconds)
-        correction = Correction.fit([np.asarray(result[method]["posterior"]) for result in calibration["results"]],
+        rows += judged(LABELS[method], test, [posterior_of(log_like) for log_like in log_likes], names, seconds)
+        correction = Correction.fit([result[method]["log_likelihood"] for result in calibration["results"]],
                                     axes, [result["truth"] for result in calibration["results"]])
         corrections[method] = correction.to_dict()
-        rows += judged(f"{LABELS[method]}, corrected", test, [correction(grid, axes) for grid in grids], names, seconds)
+        rows += judged(f"{LABELS[method]}, corrected", test, [correction(log_like, axes) for log_like in log_likes],
+                       names, seconds)
         if method == "elbo":
             kept, sigmas, scores = chosen_levels(args)
             corrections["elbo_levels"] = dict(kept=kept, min_sigma=float(sigmas[kept - 1]), calibration_log_score=scores)
             rows += judged(f"{LABELS[method]}, sigma >= {sigmas[kept - 1]:.3g}", test,
-                           level_posteriors(args, "test", kept)[0], names, seconds)
+                           [posterior_of(log_like) for log_like in level_likelihoods(args, "test", kept)[0]], names,
+                           seconds)
     reference = {row["parameter"]: row["width_68"] for row in rows if row["method"] == LABELS["power_spectrum"]}
     for row in rows:
         row["width_68_vs_power_spectrum"] = row["width_68"] / reference[row["parameter"]] if reference else None

@@ -51,6 +51,7 @@ def tarp(samples, truths, seed=0):
     torch.manual_seed(seed)  # TARP's reference points are random
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Number of TARP samples")
+        warnings.filterwarnings("ignore", message="ks_2samp: Exact calculation unsuccessful")
         ecp, alpha = run_tarp(torch.as_tensor(truths, dtype=torch.float32), observation_index(len(truths)),
                               SampledPosterior(samples), num_posterior_samples=samples.shape[0],
                               num_bins=max(len(truths) // 10, 2), show_progress_bar=False)
@@ -69,51 +70,57 @@ def expected_coverage(ranks, count, levels, n_bootstrap=1000, seed=0):
     return inside.mean(axis=0), np.percentile(resampled, 16, axis=0), np.percentile(resampled, 84, axis=0)
 
 
-def shifted(posterior, axes, shift):
-    """The grid posterior moved by -shift (one value per parameter), so a posterior whose mean sits
-    shift away from the truth on average is re-centred; mass moved past the prior's edge is lost."""
-    cells = [-s / (axis[1] - axis[0]) for s, axis in zip(shift, axes)]
-    moved = np.clip(ndimage.shift(np.asarray(posterior, np.float64), cells, order=1, mode="constant"), 0, None)
-    return moved / moved.sum() if moved.sum() > 0 else np.asarray(posterior, np.float64)
-
-
-def tempered(posterior, temperature):
-    """p^(1 / T), renormalised: T > 1 widens a posterior, T < 1 narrows it."""
-    log_post = np.log(np.maximum(np.asarray(posterior, np.float64), 1e-300)) / temperature
-    post = np.exp(log_post - log_post.max())
+def posterior_of(log_likelihood):
+    """The normalised grid posterior of a log-likelihood grid under a flat prior."""
+    post = np.exp(log_likelihood - log_likelihood.max())
     return post / post.sum()
 
 
-def log_density_at(posterior, axes, truth):
-    """ln of the grid posterior's density at the truth (linear interpolation between grid points)."""
-    cell = np.prod([axis[1] - axis[0] for axis in axes])
+def posterior_means(posterior, axes):
+    return np.array([(posterior.sum(axis=tuple(d for d in range(posterior.ndim) if d != dim)) * axis).sum()
+                     for dim, axis in enumerate(axes)])
+
+
+def log_density_at(log_likelihood, axes, truth):
+    """ln of the flat-prior posterior density at the truth (linear interpolation of the log posterior
+    between grid points, so a truth far in the tail costs what it should and never underflows)."""
+    log_post = log_likelihood - log_likelihood.max()
+    log_post = log_post - np.log(np.exp(log_post).sum() * np.prod([axis[1] - axis[0] for axis in axes]))
     coordinates = [[np.interp(t, axis, np.arange(len(axis)))] for t, axis in zip(truth, axes)]
-    value = ndimage.map_coordinates(np.asarray(posterior, np.float64), coordinates, order=1)[0]
-    return float(np.log(max(value / cell, 1e-300)))
+    return float(ndimage.map_coordinates(log_post, coordinates, order=1, mode="nearest")[0])
 
 
 class Correction:
-    """A post-hoc correction of grid posteriors, fitted on calibration fields only: the mean offset of
-    the posterior means from the truths is removed, then a temperature is chosen by the log density
-    of the truths (a proper scoring rule), so the intervals widen or narrow to match."""
+    """A post-hoc correction of grid log-likelihoods, fitted on calibration fields only: the mean offset
+    of the posterior means from the truths is removed, then a temperature T (the log-likelihood divided
+    by T) is chosen by the log density of the truths, a proper scoring rule, so the intervals widen
+    (T > 1) or narrow (T < 1) to match."""
 
     def __init__(self, shift, temperature):
         self.shift, self.temperature = np.asarray(shift, np.float64), float(temperature)
 
+    @staticmethod
+    def shifted(log_likelihood, axes, shift):
+        """The grid moved by -shift (one value per parameter), linear in the log; edge values extend."""
+        cells = [-s / (axis[1] - axis[0]) for s, axis in zip(shift, axes)]
+        return ndimage.shift(np.asarray(log_likelihood, np.float64), cells, order=1, mode="nearest")
+
     @classmethod
-    def fit(cls, posteriors, axes, truths):
-        means = np.array([[(p.sum(axis=tuple(d for d in range(p.ndim) if d != dim)) * axis).sum()
-                           for dim, axis in enumerate(axes)] for p in map(np.asarray, posteriors)])
+    def fit(cls, log_likelihoods, axes, truths):
+        log_likelihoods = [np.asarray(log_like, np.float64) for log_like in log_likelihoods]
+        means = np.array([posterior_means(posterior_of(log_like), axes) for log_like in log_likelihoods])
         shift = (means - np.asarray(truths)).mean(axis=0)
-        moved = [shifted(p, axes, shift) for p in posteriors]
+        moved = [cls.shifted(log_like, axes, shift) for log_like in log_likelihoods]
 
         def loss(log_temperature):
-            return -sum(log_density_at(tempered(p, np.exp(log_temperature)), axes, t) for p, t in zip(moved, truths))
-        best = optimize.minimize_scalar(loss, bounds=(np.log(0.1), np.log(30.0)), method="bounded")
+            return -sum(log_density_at(log_like / np.exp(log_temperature), axes, truth)
+                        for log_like, truth in zip(moved, truths))
+        best = optimize.minimize_scalar(loss, bounds=(np.log(0.05), np.log(100.0)), method="bounded")
         return cls(shift, np.exp(best.x))
 
-    def __call__(self, posterior, axes):
-        return tempered(shifted(posterior, axes, self.shift), self.temperature)
+    def __call__(self, log_likelihood, axes):
+        """The corrected posterior (normalised grid)."""
+        return posterior_of(self.shifted(log_likelihood, axes, self.shift) / self.temperature)
 
     def to_dict(self):
         return dict(shift=self.shift.tolist(), temperature=self.temperature)

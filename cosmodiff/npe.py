@@ -96,11 +96,10 @@ def load_npe(folder):
     return DirectPosterior(estimator, prior(low, high)), config
 
 
-def grid_log_posterior(posterior, fields, points, batch_size=256):
-    """ln q(theta | field) at every grid point (M, P) for every field: (N, M)."""
-    x = log_density(fields)
-    theta = torch.as_tensor(points, dtype=torch.float32)
+def grid_log_posterior(posterior, fields, points):
+    """ln q(theta | field) at every grid point (M, P) for every field: (N, M). One field at a time:
+    sbi runs the summary network once per (theta, field) pair."""
+    theta = torch.as_tensor(points, dtype=torch.float32)[:, None]
     with torch.no_grad():
-        out = [posterior.log_prob_batched(theta[:, None].expand(-1, len(chunk), -1), x=chunk, norm_posterior=False).T
-               for chunk in torch.split(x, batch_size)]
-    return torch.cat(out).double().numpy()
+        return np.stack([posterior.log_prob_batched(theta, x=x[None], norm_posterior=False)[:, 0].double().numpy()
+                         for x in log_density(fields)])

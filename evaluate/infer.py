@@ -18,7 +18,8 @@ run's training data) and whose covariance comes from them. NPE's density q(theta
 the same grid (cosmodiff/npe.py). With --mcmc STEPS, every method's posterior comes from emcee chains
 of that many steps (--walkers walkers started from the grid posterior), at any resolution; the figure
 bins them on the grid. Writes posterior.json (per field and method: mean, std, 68% and 95% intervals,
-the true value where FIELDS carries it, seconds) and posterior.png (every method's contours).
+the grid posterior and log-likelihood, the true value where FIELDS carries it, seconds) and
+posterior.png (every method's contours).
 """
 import argparse
 import time
@@ -219,8 +220,10 @@ def main(args):
         result = dict(label=label, indices=[chosen[p] for p in positions], truth=truth,
                       axes=[axis.tolist() for axis in axes])
         for method, likelihood in likelihoods.items():
-            posterior = grid_posterior(likelihood.grid[positions].sum(axis=0), axes)
+            log_likelihood = likelihood.grid[positions].sum(axis=0)
+            posterior = grid_posterior(log_likelihood, axes)
             result[method] = dict(summaries(posterior, axes, names, truth), posterior=posterior.tolist(),
+                                  log_likelihood=log_likelihood.reshape(posterior.shape).tolist(),
                                   seconds_per_field=likelihood.seconds_per_field)
             if args.mcmc:
                 started = time.time()

@@ -45,12 +45,12 @@ def test_sbc_and_tarp_pass_a_calibrated_posterior_and_catch_an_overconfident_one
     assert atc < -0.05
 
 
-def grid_posteriors(truths, axes, points, scale, bias):
-    """Gaussian grid posteriors centred on noisy truths: N(truth + bias + scale * noise, scale^2 / 4),
+def grid_log_likelihoods(truths, axes, points, scale, bias):
+    """Gaussian log-likelihood grids centred on noisy truths: N(truth + bias + scale * noise, scale^2 / 4),
     half as wide as the spread of their centres (overconfident by 2) and moved by bias."""
     rng = np.random.default_rng(1)
     centres = truths + bias + scale * rng.normal(size=truths.shape)
-    return [grid_posterior(-0.5 * (((points - c) / (scale / 2)) ** 2).sum(axis=1), axes) for c in centres]
+    return [-0.5 * (((points - c) / (scale / 2)) ** 2).sum(axis=1).reshape(len(axes[0]), len(axes[1])) for c in centres]
 
 
 def test_correction_fitted_on_calibration_fields_calibrates_the_test_fields():
@@ -58,15 +58,15 @@ def test_correction_fitted_on_calibration_fields_calibrates_the_test_fields():
     rng = np.random.default_rng(0)
     calibration, test = rng.uniform(0.3, 0.7, (150, 2)), rng.uniform(0.3, 0.7, (150, 2))
     bias, scale = np.array([0.04, -0.03]), 0.03
-    correction = Correction.fit(grid_posteriors(calibration, axes, points, scale, bias), axes, calibration)
+    correction = Correction.fit(grid_log_likelihoods(calibration, axes, points, scale, bias), axes, calibration)
     assert correction.shift == pytest.approx(bias, abs=0.01)
     assert correction.temperature == pytest.approx(4.0, rel=0.3)  # (1 / (1/2))^2: the width doubles
 
     def ranks_of(posteriors):
         samples = np.stack([grid_draws(p, axes, 400, seed=i) for i, p in enumerate(posteriors)], axis=1)
         return sbc(samples, test)[0]
-    raw = grid_posteriors(test, axes, points, scale, bias)
-    before, _, _ = expected_coverage(ranks_of(raw), 400, [0.68])
+    raw = grid_log_likelihoods(test, axes, points, scale, bias)
+    before, _, _ = expected_coverage(ranks_of([grid_posterior(log_like, axes) for log_like in raw]), 400, [0.68])
     after, _, _ = expected_coverage(ranks_of([correction(p, axes) for p in raw]), 400, [0.68])
     assert (before[:, 0] < 0.45).all() and np.abs(after[:, 0] - 0.68).max() < 0.1
 
