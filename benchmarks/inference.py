@@ -3,22 +3,23 @@ split (simulations at cosmologies drawn from the prior), judged by coverage, SBC
 and after a correction fitted on the calibration split only.
 
     python benchmarks/inference.py [--run benchmarks/out/conditional/results/run] [--npe benchmarks/out/npe] \
-        [--methods elbo,power_spectrum,npe] [--grid 41] [--elbo_grid 13] [--n_levels 4] \
+        [--methods elbo,power_spectrum,npe] [--test_fields 128] [--calibration_fields 128] [--grid 41] \
+        [--elbo_grid 13] [--n_levels 4] \
         [--out benchmarks/out/inference] [--results benchmarks/results/inference.json] [--figures images]
 
 For each method and each file of train_data/inference (calibration.npz, test.npz; made on first use)
-it runs evaluate/infer.py on every field (--fields limits how many; finished files are reused), on
---grid points per parameter (--elbo_grid for the ELBO, whose cost is network evaluations per grid
-point). NPE is trained first if --npe holds none (evaluate/train_npe.py on the run's training data).
-Per method and parameter on the test fields: coverage of the 68% and 95% equal-tailed intervals,
-the KS p-value of the SBC ranks, TARP's ATC and KS p-value (sbi, on 500 draws per posterior), mean
-|bias| / sigma, the 68% width against the P(k) baseline's, and seconds per field. The same for
-"METHOD, corrected": each test posterior shifted by the mean offset and tempered by the temperature
-fitted on the calibration fields (cosmodiff/coverage.py); and for the ELBO, "sigma >= S": its sum
-over noise levels cut at the lowest level S that scores the calibration fields' truths best. Writes --out/inference.json and .md,
-the rows to --results, inference_coverage.png (expected coverage with 68% bootstrap bands per
-parameter, and TARP)
-and inference_example.png (every method's posterior for the first test fields), copied to --figures.
+it runs evaluate/infer.py on the first --test_fields and --calibration_fields fields (finished files
+are reused), on --grid points per parameter (--elbo_grid for the ELBO, whose cost is network
+evaluations per grid point). NPE is trained first if --npe holds none (evaluate/train_npe.py on the
+run's training data). Per method and parameter on the test fields: coverage of the 68% and 95%
+equal-tailed intervals, the KS p-value of the SBC ranks, TARP's ATC and KS p-value (sbi, on 500 draws
+per posterior), mean |bias| / sigma, the 68% width against the P(k) baseline's, and seconds per
+field. The same for "METHOD, corrected": each test posterior shifted by the mean offset and tempered
+by the temperature fitted on the calibration fields (cosmodiff/coverage.py); and for the ELBO,
+"sigma >= S": its sum over noise levels cut at the lowest level S that scores the calibration fields'
+truths best. Writes --out/inference.json and .md, the rows to --results, inference_coverage.png
+(expected coverage with 68% bootstrap bands per parameter, and TARP) and inference_example.png
+(every method's posterior for the first test fields), copied to --figures.
 """
 import argparse
 import json
@@ -53,7 +54,8 @@ def run(command):
 def posteriors(args, method, file, count):
     """The posterior.json of one method on one file of the inference split (made once)."""
     out = Path(args.out) / f"{method}-{file}"
-    if not (out / "posterior.json").exists():
+    done = (out / "posterior.json").exists() and len(json.loads((out / "posterior.json").read_text())["results"]) == count
+    if not done:
         runs = ["--checkpoint", args.run] if method == "elbo" else ["--npe", args.npe]
         grid = args.elbo_grid if method == "elbo" else args.grid
         run([sys.executable, ROOT / "evaluate" / "infer.py", SPLIT_FOLDERS["inference"] / f"{file}.npz", *runs,
@@ -155,7 +157,8 @@ def main(args):
     ensure_split(SPLIT_FOLDERS["inference"], "inference")
     if "npe" in methods and not is_npe_run(args.npe):
         run([sys.executable, ROOT / "evaluate" / "train_npe.py", "--out", args.npe])
-    records = {(method, file): posteriors(args, method, file, args.fields) for method in methods for file in FILES}
+    counts = dict(calibration=args.calibration_fields, test=args.test_fields)
+    records = {(method, file): posteriors(args, method, file, counts[file]) for method in methods for file in FILES}
     names = records[methods[0], "test"]["settings"]["names"]
     rows, corrections = [], {}
     for method in methods:
@@ -212,7 +215,8 @@ if __name__ == "__main__":
     parser.add_argument("--run", default=str(ROOT / "benchmarks" / "out" / "conditional" / "results" / "run"))
     parser.add_argument("--npe", default=str(ROOT / "benchmarks" / "out" / "npe"))
     parser.add_argument("--methods", default="elbo,power_spectrum,npe")
-    parser.add_argument("--fields", type=COUNT, default=128, help="fields of each file (the first ones)")
+    parser.add_argument("--test_fields", type=COUNT, default=128, help="the first test fields judged")
+    parser.add_argument("--calibration_fields", type=COUNT, default=128, help="the first calibration fields fitted on")
     parser.add_argument("--grid", type=GRID_POINTS, default=41, help="grid points per parameter (P(k), NPE)")
     parser.add_argument("--elbo_grid", type=GRID_POINTS, default=13, help="grid points per parameter for the ELBO")
     parser.add_argument("--n_levels", type=COUNT, default=4)
