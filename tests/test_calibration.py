@@ -80,11 +80,11 @@ def amplitude_set(amplitudes, first_seed):
 
 def test_npe_recovers_the_amplitude_of_gaussian_fields(tmp_path):
     rng = np.random.default_rng(0)
-    save_fields(tmp_path / "train.npz", amplitude_set(rng.uniform(0.5, 2.5, 1200), 100))
+    save_fields(tmp_path / "train.npz", amplitude_set(rng.uniform(0.5, 2.5, 800), 100))
     save_fields(tmp_path / "test.npz", amplitude_set([1.0] * 6 + [2.0] * 6, 5000))
     result = run_in_process([sys.executable, str(ROOT / "evaluate" / "train_npe.py"), "--data_path",
                              str(tmp_path / "train.npz"), "--condition", "A", "--image_size", str(SIZE),
-                             "--max_epochs", "40", "--out", str(tmp_path / "npe")])
+                             "--max_epochs", "20", "--lr", "2e-3", "--out", str(tmp_path / "npe")])
     assert result.returncode == 0, result.stderr
     posterior, config = load_npe(tmp_path / "npe")
     assert config["names"] == ["A"] and config["low"][0] == pytest.approx(0.5, abs=0.01)
