@@ -19,7 +19,8 @@ by the temperature fitted on the calibration fields (cosmodiff/coverage.py); and
 "sigma >= S": its sum over noise levels cut at the lowest level S that scores the calibration fields'
 truths best. Writes --out/inference.json and .md, the rows to --results, inference_coverage.png
 (expected coverage with 68% bootstrap bands per parameter, and TARP) and inference_example.png
-(every method's posterior for the first test fields), copied to --figures.
+(every method's posterior for the first test fields), copied to --figures. --report prints the
+table of --results.
 """
 import argparse
 import json
@@ -112,6 +113,18 @@ def chosen_levels(args):
     return max(scores, key=scores.get), sigmas, scores
 
 
+def markdown_table(rows):
+    lines = ["| method | parameter | 68% coverage | 95% coverage | SBC KS p | TARP ATC | TARP KS p | abs bias / sigma | "
+             "68% width | vs P(k) | s / field |", "|" + " --- |" * 11]
+    for row in rows:
+        versus = f"{row['width_68_vs_power_spectrum']:.2f}x" if row["width_68_vs_power_spectrum"] else "-"
+        lines.append(f"| {row['method']} | {row['parameter']} | {100 * row['coverage_68']:.0f}% | "
+                     f"{100 * row['coverage_95']:.0f}% | {row['sbc_ks_p']:.2g} | {row['tarp_atc']:+.3f} | "
+                     f"{row['tarp_ks_p']:.2g} | {row['abs_bias_over_sigma']:.2f} | {row['width_68']:.4f} | {versus} | "
+                     f"{row['seconds_per_field']:.2f} |")
+    return "\n".join(lines)
+
+
 def plot_coverage(rows, path):
     """A coverage panel per parameter and TARP's joint curve: a colour per method, a line style per variant."""
     parameters = list(dict.fromkeys(row["parameter"] for row in rows))
@@ -153,6 +166,9 @@ def plot_examples(records, methods, path):
 
 
 def main(args):
+    if args.report:
+        print(markdown_table(json.loads(Path(args.results).read_text())["rows"]))
+        return
     methods = [method for method in args.methods.split(",") if method]
     ensure_split(SPLIT_FOLDERS["inference"], "inference")
     if "npe" in methods and not is_npe_run(args.npe):
@@ -182,15 +198,7 @@ def main(args):
     for row in rows:
         row["width_68_vs_power_spectrum"] = row["width_68"] / reference[row["parameter"]] if reference else None
 
-    lines = ["| method | parameter | 68% coverage | 95% coverage | SBC KS p | TARP ATC | TARP KS p | abs bias / sigma | "
-             "68% width | vs P(k) | s / field |", "|" + " --- |" * 11]
-    for row in rows:
-        versus = f"{row['width_68_vs_power_spectrum']:.2f}x" if row["width_68_vs_power_spectrum"] else "-"
-        lines.append(f"| {row['method']} | {row['parameter']} | {100 * row['coverage_68']:.0f}% | "
-                     f"{100 * row['coverage_95']:.0f}% | {row['sbc_ks_p']:.2g} | {row['tarp_atc']:+.3f} | "
-                     f"{row['tarp_ks_p']:.2g} | {row['abs_bias_over_sigma']:.2f} | {row['width_68']:.4f} | {versus} | "
-                     f"{row['seconds_per_field']:.2f} |")
-    table = "\n".join(lines)
+    table = markdown_table(rows)
     settings = dict(run=str(args.run), npe=str(args.npe), grid=args.grid, elbo_grid=args.elbo_grid,
                     n_levels=args.n_levels, draws=DRAWS, fields={file: len(records[methods[0], file]["results"])
                                                                  for file in FILES},
@@ -223,4 +231,5 @@ if __name__ == "__main__":
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "inference"))
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "inference.json"))
     parser.add_argument("--figures", default=None, help="copy the figures here, e.g. images")
+    parser.add_argument("--report", action="store_true", help="print the table of --results (the README's)")
     main(parser.parse_args())
