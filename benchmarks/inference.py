@@ -11,16 +11,17 @@ For each method and each file of train_data/inference (calibration.npz, test.npz
 it runs evaluate/infer.py on the first --test_fields and --calibration_fields fields (finished files
 are reused), on --grid points per parameter (--elbo_grid for the ELBO, whose cost is network
 evaluations per grid point). NPE is trained first if --npe holds none (evaluate/train_npe.py on the
-run's training data). Per method and parameter on the test fields: coverage of the 68% and 95%
-equal-tailed intervals, the KS p-value of the SBC ranks, TARP's ATC and KS p-value (sbi, on 500 draws
-per posterior), mean |bias| / sigma, the 68% width against the P(k) baseline's, and seconds per
-field. The same for "METHOD, corrected": each test posterior shifted by the mean offset and tempered
-by the temperature fitted on the calibration fields (cosmodiff/coverage.py); and for the ELBO,
-"sigma >= S": its sum over noise levels cut at the lowest level S that scores the calibration fields'
-truths best. Writes --out/inference.json and .md, the rows to --results, inference_coverage.png
-(expected coverage with 68% bootstrap bands per parameter, and TARP) and inference_example.png
-(every method's posterior for the first test fields), copied to --figures. --report prints the
-table of --results.
+run's training data). Fields whose truth lies outside the prior box (the training set's hull, which
+the split's ranges exceed by a little) are left out and counted. Per method and parameter on the
+test fields: coverage of the 68% and 95% equal-tailed intervals, the KS p-value of the SBC ranks,
+TARP's ATC and KS p-value (sbi, on 500 draws per posterior), mean |bias| / sigma, the 68% width
+against the P(k) baseline's, and seconds per field. The same for "METHOD, corrected": each test
+posterior shifted by the mean offset and tempered by the temperature fitted on the calibration fields
+(cosmodiff/coverage.py); and for the ELBO, "sigma >= S": its sum over noise levels cut at the lowest
+level S that scores the calibration fields' truths best. Writes --out/inference.json and .md, the
+rows to --results, inference_coverage.png (expected coverage with 68% bootstrap bands per parameter,
+and TARP) and inference_example.png (every method's posterior for the first test fields), copied to
+--figures. --report prints the table of --results.
 """
 import argparse
 import json
@@ -91,25 +92,35 @@ def judged(method, record, grids, names, seconds):
     return rows
 
 
-def level_likelihoods(args, file, kept):
-    """The ELBO's grid log-likelihoods of one file from its `kept` highest noise levels only, and the levels."""
+def inside_prior(record):
+    """Positions of the fields whose truth lies inside the prior box the grids span (the training set's
+    hull): no posterior on that box can cover a truth outside it."""
+    box = np.array(list(record["settings"]["prior"].values()))
+    return [i for i, result in enumerate(record["results"])
+            if np.all((box[:, 0] <= result["truth"]) & (np.asarray(result["truth"]) <= box[:, 1]))]
+
+
+def level_likelihoods(args, file, kept, positions):
+    """The ELBO's grid log-likelihoods of the fields at positions of one file from its `kept` highest
+    noise levels only, and the levels."""
     record = np.load(Path(args.out) / f"elbo-{file}" / "elbo_levels.npz")
     results = json.loads((Path(args.out) / f"elbo-{file}" / "posterior.json").read_text())["results"]
     shape = np.asarray(results[0]["elbo"]["posterior"]).shape
-    return [log_like[:kept].sum(axis=0).reshape(shape) for log_like in record["log_likelihood"]], record["sigmas"]
+    return [log_like[:kept].sum(axis=0).reshape(shape) for log_like in record["log_likelihood"][positions]], \
+        record["sigmas"]
 
 
-def chosen_levels(args):
+def chosen_levels(args, calibration, positions):
     """How many of the ELBO's noise levels (highest first) score the calibration fields' truths best:
     dropping the lowest levels drops the smallest scales, where a model's response to the parameters
     may be least right."""
-    results = json.loads((Path(args.out) / "elbo-calibration" / "posterior.json").read_text())["results"]
-    axes = [np.asarray(axis) for axis in results[0]["axes"]]
-    _, sigmas = level_likelihoods(args, "calibration", 1)
+    axes = [np.asarray(axis) for axis in calibration["results"][0]["axes"]]
+    _, sigmas = level_likelihoods(args, "calibration", 1, positions)
     scores = {}
     for kept in range(1, len(sigmas) + 1):
-        log_likes, _ = level_likelihoods(args, "calibration", kept)
-        scores[kept] = sum(log_density_at(log_like, axes, result["truth"]) for log_like, result in zip(log_likes, results))
+        log_likes, _ = level_likelihoods(args, "calibration", kept, positions)
+        scores[kept] = sum(log_density_at(log_like, axes, result["truth"])
+                           for log_like, result in zip(log_likes, calibration["results"]))
     return max(scores, key=scores.get), sigmas, scores
 
 
@@ -175,6 +186,9 @@ def main(args):
         run([sys.executable, ROOT / "evaluate" / "train_npe.py", "--out", args.npe])
     counts = dict(calibration=args.calibration_fields, test=args.test_fields)
     records = {(method, file): posteriors(args, method, file, counts[file]) for method in methods for file in FILES}
+    inside = {file: inside_prior(records[methods[0], file]) for file in FILES}
+    for (method, file), record in records.items():
+        record["results"] = [record["results"][i] for i in inside[file]]
     names = records[methods[0], "test"]["settings"]["names"]
     rows, corrections = [], {}
     for method in methods:
@@ -189,10 +203,10 @@ def main(args):
         rows += judged(f"{LABELS[method]}, corrected", test, [correction(log_like, axes) for log_like in log_likes],
                        names, seconds)
         if method == "elbo":
-            kept, sigmas, scores = chosen_levels(args)
+            kept, sigmas, scores = chosen_levels(args, calibration, inside["calibration"])
             corrections["elbo_levels"] = dict(kept=kept, min_sigma=float(sigmas[kept - 1]), calibration_log_score=scores)
             rows += judged(f"{LABELS[method]}, sigma >= {sigmas[kept - 1]:.3g}", test,
-                           [posterior_of(log_like) for log_like in level_likelihoods(args, "test", kept)[0]], names,
+                           [posterior_of(log_like) for log_like in level_likelihoods(args, "test", kept, inside["test"])[0]], names,
                            seconds)
     reference = {row["parameter"]: row["width_68"] for row in rows if row["method"] == LABELS["power_spectrum"]}
     for row in rows:
@@ -200,8 +214,8 @@ def main(args):
 
     table = markdown_table(rows)
     settings = dict(run=str(args.run), npe=str(args.npe), grid=args.grid, elbo_grid=args.elbo_grid,
-                    n_levels=args.n_levels, draws=DRAWS, fields={file: len(records[methods[0], file]["results"])
-                                                                 for file in FILES},
+                    n_levels=args.n_levels, draws=DRAWS, fields={file: len(inside[file]) for file in FILES},
+                    outside_prior={file: counts[file] - len(inside[file]) for file in FILES},
                     corrections=corrections)
     summary = [{key: value for key, value in row.items() if key not in ("curve", "tarp")} for row in rows]
     out = Path(args.out)
