@@ -78,6 +78,7 @@ def amplitude_set(amplitudes, first_seed):
                     sim_index=np.arange(len(fields)))
 
 
+@pytest.mark.filterwarnings("ignore:In one-dimensional output space")  # sbi: a 1D flow is Gaussian, as wanted here
 def test_npe_recovers_the_amplitude_of_gaussian_fields(tmp_path):
     rng = np.random.default_rng(0)
     save_fields(tmp_path / "train.npz", amplitude_set(rng.uniform(0.5, 2.5, 800), 100))
