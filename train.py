@@ -369,7 +369,7 @@ def build_parser():
                        help="as many steps as fit these minutes of training, at the speed of the first 20 steps")
     train.add_argument("--batch_size", type=COUNT, default=16, help="global batch, split over processes")
     train.add_argument("--grad_accum", type=COUNT, default=1)
-    train.add_argument("--lr", type=POSITIVE, default=2e-3, help="peak learning rate (before session 7's study: 1e-3)")
+    train.add_argument("--lr", type=POSITIVE, default=2e-3, help="peak learning rate (before session 7's study: 1e-3, which long runs need: README)")
     train.add_argument("--lr_schedule", default="constant", choices=["cosine", "constant"],
                        help="after the warm-up: constant (the EMA anneals), or cosine decay to 10%% at --train_steps "
                             "(the default before session 7's study)")
