@@ -46,14 +46,17 @@ def density_estimator_builder(network, image_size):
     return posterior_nn(embedding_net=embedding, z_score_x="structured", **network["flow"])
 
 
-def train_npe(fields, theta, low, high, network=DEFAULT_NETWORK, seed=0, batch_size=128, lr=5e-4,
+def train_npe(fields, theta, low, high, log_dir, network=DEFAULT_NETWORK, seed=0, batch_size=128, lr=5e-4,
               max_epochs=200, stop_after_epochs=10, progress=True):
-    """A trained sbi density estimator q(theta | field) and the number of epochs it took."""
+    """A trained sbi density estimator q(theta | field) and the number of epochs it took; sbi's
+    TensorBoard log goes to log_dir (by default sbi writes it under the working directory)."""
     from sbi.inference import NPE
+    from sbi.utils.tracking import TensorBoardTracker
+    from torch.utils.tensorboard import SummaryWriter
 
     torch.manual_seed(seed)
     inference = NPE(prior=prior(low, high), density_estimator=density_estimator_builder(network, fields.shape[-1]),
-                    show_progress_bars=progress)
+                    tracker=TensorBoardTracker(SummaryWriter(str(log_dir))), show_progress_bars=progress)
     inference.append_simulations(torch.as_tensor(theta, dtype=torch.float32), log_density(fields))
     estimator = inference.train(training_batch_size=batch_size, learning_rate=lr, max_num_epochs=max_epochs,
                                 stop_after_epochs=stop_after_epochs, show_train_summary=False)

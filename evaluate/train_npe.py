@@ -6,11 +6,13 @@ run uses, under a flat prior on the training set's ranges (the diffusion run's p
         [--max_epochs 200] [--out results/npe]
     python evaluate/infer.py FIELDS --npe results/npe --method npe [--checkpoint RUN --method elbo,power_spectrum,npe]
 
-Writes config.json (the networks' settings, the prior, the data, epochs and seconds) and
-model.safetensors to --out. Early stopping holds out a random tenth of the training pairs (sbi's).
+Writes config.json (the networks' settings, the prior, the data, epochs and seconds),
+model.safetensors and logs/ (sbi's TensorBoard log of the losses) to --out. Early stopping holds
+out a random tenth of the training pairs (sbi's).
 """
 import argparse
 import time
+from pathlib import Path
 
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, exit_on, writable_folder
 from cosmodiff.checkpoint import CheckpointError
@@ -28,7 +30,8 @@ def main(args):
     condition = Condition.fit(fieldset, names)
     theta = parameter_values(fieldset, names, args.data_path)
     started = time.time()
-    estimator, epochs = train_npe(fieldset.fields, theta, condition.low, condition.high, seed=args.seed,
+    estimator, epochs = train_npe(fieldset.fields, theta, condition.low, condition.high, Path(args.out) / "logs",
+                                  seed=args.seed,
                                   batch_size=args.batch_size, lr=args.lr, max_epochs=args.max_epochs,
                                   stop_after_epochs=args.patience)
     seconds = time.time() - started

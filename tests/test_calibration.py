@@ -87,6 +87,7 @@ def test_npe_recovers_the_amplitude_of_gaussian_fields(tmp_path):
                              str(tmp_path / "train.npz"), "--condition", "A", "--image_size", str(SIZE),
                              "--max_epochs", "20", "--lr", "2e-3", "--out", str(tmp_path / "npe")])
     assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in (tmp_path / "npe").iterdir()) == ["config.json", "logs", "model.safetensors"]
     posterior, config = load_npe(tmp_path / "npe")
     assert config["names"] == ["A"] and config["low"][0] == pytest.approx(0.5, abs=0.01)
     assert posterior.sample((10,), x=torch.zeros(SIZE, SIZE), show_progress_bars=False).shape == (10, 1)
