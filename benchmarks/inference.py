@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from cosmodiff.cli import ArgumentParser, COUNT, Number
-from cosmodiff.coverage import Correction, expected_coverage, log_density_at, posterior_of, sbc, tarp
-from cosmodiff.inference import grid_draws
+from cosmodiff.coverage import Correction, expected_coverage, log_density_at, sbc, tarp
+from cosmodiff.inference import grid_draws, grid_posterior, summaries
 from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
 from cosmodiff.npe import is_npe_run
 from cosmodiff.plots import plt, save
@@ -56,13 +56,15 @@ def run(command):
 def posteriors(args, method, file, count):
     """The posterior.json of one method on one file of the inference split (made once)."""
     out = Path(args.out) / f"{method}-{file}"
-    done = (out / "posterior.json").exists() and len(json.loads((out / "posterior.json").read_text())["results"]) == count
-    if not done:
-        runs = ["--checkpoint", args.run] if method == "elbo" else ["--npe", args.npe]
-        grid = args.elbo_grid if method == "elbo" else args.grid
-        run([sys.executable, ROOT / "evaluate" / "infer.py", SPLIT_FOLDERS["inference"] / f"{file}.npz", *runs,
-             "--method", method, "--indices", ",".join(map(str, range(count))), "--grid", grid,
-             "--n_levels", args.n_levels, "--out", out])
+    if (out / "posterior.json").exists():
+        record = json.loads((out / "posterior.json").read_text())
+        if len(record["results"]) == count:
+            return record
+    runs = ["--checkpoint", args.run] if method == "elbo" else ["--npe", args.npe]
+    grid = args.elbo_grid if method == "elbo" else args.grid
+    run([sys.executable, ROOT / "evaluate" / "infer.py", SPLIT_FOLDERS["inference"] / f"{file}.npz", *runs,
+         "--method", method, "--indices", ",".join(map(str, range(count))), "--grid", grid,
+         "--n_levels", args.n_levels, "--out", out])
     return json.loads((out / "posterior.json").read_text())
 
 
@@ -75,13 +77,12 @@ def judged(method, record, grids, names, seconds):
     coverage, low, high = expected_coverage(ranks, DRAWS, LEVELS)
     at = {level: int(np.argmin(np.abs(LEVELS - level))) for level in (0.68, 0.95)}
     ecp, alpha, atc, tarp_p = tarp(samples, truths)
+    fields = [summaries(grid, axes, names) for grid in grids]
     rows = []
     for dim, name in enumerate(names):
-        marginals = [grid.sum(axis=tuple(d for d in range(grid.ndim) if d != dim)) for grid in grids]
-        means = np.array([(m * axes[dim]).sum() for m in marginals])
-        stds = np.array([np.sqrt((m * (axes[dim] - mean) ** 2).sum()) for m, mean in zip(marginals, means)])
-        cdfs = [np.cumsum(m) - m / 2 for m in marginals]
-        width_68 = np.mean([np.interp(0.84, cdf, axes[dim]) - np.interp(0.16, cdf, axes[dim]) for cdf in cdfs])
+        means = np.array([field[name]["mean"] for field in fields])
+        stds = np.array([field[name]["std"] for field in fields])
+        width_68 = np.mean([field[name]["interval_68"][1] - field[name]["interval_68"][0] for field in fields])
         rows.append(dict(method=method, parameter=name, fields=len(truths), coverage_68=float(coverage[dim, at[0.68]]),
                          coverage_95=float(coverage[dim, at[0.95]]), sbc_ks_p=float(ks_p[dim]),
                          tarp_atc=atc, tarp_ks_p=tarp_p, bias=float(np.mean(means - truths[:, dim])),
@@ -100,28 +101,22 @@ def inside_prior(record):
             if np.all((box[:, 0] <= result["truth"]) & (np.asarray(result["truth"]) <= box[:, 1]))]
 
 
-def level_likelihoods(args, file, kept, positions):
-    """The ELBO's grid log-likelihoods of the fields at positions of one file from its `kept` highest
-    noise levels only, and the levels."""
+def elbo_levels(args, file, positions, shape):
+    """The ELBO's grid log-likelihoods per noise level (highest first) of the fields at positions of one
+    file, (N, L, *shape), and the levels."""
     record = np.load(Path(args.out) / f"elbo-{file}" / "elbo_levels.npz")
-    results = json.loads((Path(args.out) / f"elbo-{file}" / "posterior.json").read_text())["results"]
-    shape = np.asarray(results[0]["elbo"]["posterior"]).shape
-    return [log_like[:kept].sum(axis=0).reshape(shape) for log_like in record["log_likelihood"][positions]], \
-        record["sigmas"]
+    per_level = record["log_likelihood"][positions]
+    return per_level.reshape(*per_level.shape[:2], *shape), record["sigmas"]
 
 
-def chosen_levels(args, calibration, positions):
+def chosen_levels(per_level, axes, truths):
     """How many of the ELBO's noise levels (highest first) score the calibration fields' truths best:
     dropping the lowest levels drops the smallest scales, where a model's response to the parameters
-    may be least right."""
-    axes = [np.asarray(axis) for axis in calibration["results"][0]["axes"]]
-    _, sigmas = level_likelihoods(args, "calibration", 1, positions)
-    scores = {}
-    for kept in range(1, len(sigmas) + 1):
-        log_likes, _ = level_likelihoods(args, "calibration", kept, positions)
-        scores[kept] = sum(log_density_at(log_like, axes, result["truth"])
-                           for log_like, result in zip(log_likes, calibration["results"]))
-    return max(scores, key=scores.get), sigmas, scores
+    may be least right. Returns it and every count's score."""
+    scores = {kept: sum(log_density_at(log_like[:kept].sum(axis=0), axes, truth)
+                        for log_like, truth in zip(per_level, truths))
+              for kept in range(1, per_level.shape[1] + 1)}
+    return max(scores, key=scores.get), scores
 
 
 def markdown_table(rows):
@@ -196,18 +191,20 @@ def main(args):
         log_likes = [np.asarray(result[method]["log_likelihood"]) for result in test["results"]]
         axes = [np.asarray(axis) for axis in test["results"][0]["axes"]]
         seconds = test["results"][0][method]["seconds_per_field"]
-        rows += judged(LABELS[method], test, [posterior_of(log_like) for log_like in log_likes], names, seconds)
+        rows += judged(LABELS[method], test, [grid_posterior(log_like, axes) for log_like in log_likes], names, seconds)
         correction = Correction.fit([result[method]["log_likelihood"] for result in calibration["results"]],
                                     axes, [result["truth"] for result in calibration["results"]])
         corrections[method] = correction.to_dict()
         rows += judged(f"{LABELS[method]}, corrected", test, [correction(log_like, axes) for log_like in log_likes],
                        names, seconds)
         if method == "elbo":
-            kept, sigmas, scores = chosen_levels(args, calibration, inside["calibration"])
+            shape = log_likes[0].shape
+            calibration_levels, sigmas = elbo_levels(args, "calibration", inside["calibration"], shape)
+            kept, scores = chosen_levels(calibration_levels, axes, [result["truth"] for result in calibration["results"]])
             corrections["elbo_levels"] = dict(kept=kept, min_sigma=float(sigmas[kept - 1]), calibration_log_score=scores)
+            test_levels, _ = elbo_levels(args, "test", inside["test"], shape)
             rows += judged(f"{LABELS[method]}, sigma >= {sigmas[kept - 1]:.3g}", test,
-                           [posterior_of(log_like) for log_like in level_likelihoods(args, "test", kept, inside["test"])[0]], names,
-                           seconds)
+                           [grid_posterior(log_like[:kept].sum(axis=0), axes) for log_like in test_levels], names, seconds)
     reference = {row["parameter"]: row["width_68"] for row in rows if row["method"] == LABELS["power_spectrum"]}
     for row in rows:
         row["width_68_vs_power_spectrum"] = row["width_68"] / reference[row["parameter"]] if reference else None

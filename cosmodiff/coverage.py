@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from scipy import ndimage, optimize
 
+from cosmodiff.inference import grid_posterior, summaries
+
 
 class SampledPosterior:
     """What sbi's diagnostics ask of a posterior: samples for a batch of observations. The observation
@@ -70,17 +72,6 @@ def expected_coverage(ranks, count, levels, n_bootstrap=1000, seed=0):
     return inside.mean(axis=0), np.percentile(resampled, 16, axis=0), np.percentile(resampled, 84, axis=0)
 
 
-def posterior_of(log_likelihood):
-    """The normalised grid posterior of a log-likelihood grid under a flat prior."""
-    post = np.exp(log_likelihood - log_likelihood.max())
-    return post / post.sum()
-
-
-def posterior_means(posterior, axes):
-    return np.array([(posterior.sum(axis=tuple(d for d in range(posterior.ndim) if d != dim)) * axis).sum()
-                     for dim, axis in enumerate(axes)])
-
-
 def log_density_at(log_likelihood, axes, truth):
     """ln of the flat-prior posterior density at the truth (linear interpolation of the log posterior
     between grid points, so a truth far in the tail costs what it should and never underflows)."""
@@ -108,7 +99,9 @@ class Correction:
     @classmethod
     def fit(cls, log_likelihoods, axes, truths):
         log_likelihoods = [np.asarray(log_like, np.float64) for log_like in log_likelihoods]
-        means = np.array([posterior_means(posterior_of(log_like), axes) for log_like in log_likelihoods])
+        dims = list(range(len(axes)))
+        means = np.array([[summary[dim]["mean"] for dim in dims]
+                          for summary in (summaries(grid_posterior(log_like, axes), axes, dims) for log_like in log_likelihoods)])
         shift = (means - np.asarray(truths)).mean(axis=0)
         moved = [cls.shifted(log_like, axes, shift) for log_like in log_likelihoods]
 
@@ -120,7 +113,7 @@ class Correction:
 
     def __call__(self, log_likelihood, axes):
         """The corrected posterior (normalised grid)."""
-        return posterior_of(self.shifted(log_likelihood, axes, self.shift) / self.temperature)
+        return grid_posterior(self.shifted(log_likelihood, axes, self.shift) / self.temperature, axes)
 
     def to_dict(self):
         return dict(shift=self.shift.tolist(), temperature=self.temperature)
