@@ -185,7 +185,7 @@ def chosen_methods(args):
     return methods
 
 
-def load_models(args, methods):
+def load_models(args):
     models = {}
     if args.checkpoint is not None:
         models["elbo"] = load_run(args.checkpoint)
@@ -200,7 +200,7 @@ def load_models(args, methods):
 def main(args):
     writable_folder(args.out, "--out")
     methods = chosen_methods(args)
-    models = load_models(args, methods)
+    models = load_models(args)
     space = parameter_space(args, models["elbo"][2] if "elbo" in models else None,
                             models["npe"][1] if "npe" in models else None)
     names = space.names
