@@ -67,11 +67,17 @@ def dropped(cond, args):
 
 
 def learning_rate(step, args):
-    """Linear warm-up, then cosine decay to 10% of --lr at --train_steps (flat while a
-    --train_minutes run has not fixed its step count), or flat with --lr_schedule constant: then a
-    checkpoint at any step is the run that budget gives, which the convergence study relies on."""
+    """Linear warm-up, then the --lr_schedule: constant (a checkpoint at any step is the run that
+    budget gives, which the convergence study relies on), cosine decay to 10% of --lr at --train_steps,
+    or wsd (warm-up, stable, decay: flat, then linear to zero over the last --cooldown_fraction of
+    --train_steps, the cool-down Hagele et al. 2024 pair with a constant rate). Flat while a
+    --train_minutes run has not fixed its step count."""
+    warm = args.lr * min(1.0, (step + 1) / args.warmup_steps)
     if step < args.warmup_steps or args.train_steps is None or args.lr_schedule == "constant":
-        return args.lr * min(1.0, (step + 1) / args.warmup_steps)
+        return warm
+    if args.lr_schedule == "wsd":
+        cooldown = max(1, round(args.cooldown_fraction * args.train_steps))
+        return warm * min(1.0, (args.train_steps - step) / cooldown)
     progress = min(1.0, (step - args.warmup_steps) / max(1, args.train_steps - args.warmup_steps))
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
@@ -370,9 +376,12 @@ def build_parser():
     train.add_argument("--batch_size", type=COUNT, default=16, help="global batch, split over processes")
     train.add_argument("--grad_accum", type=COUNT, default=1)
     train.add_argument("--lr", type=POSITIVE, default=2e-3, help="peak learning rate (before session 7's study: 1e-3, which long runs need: README)")
-    train.add_argument("--lr_schedule", default="constant", choices=["cosine", "constant"],
-                       help="after the warm-up: constant (the EMA anneals), or cosine decay to 10%% at --train_steps "
-                            "(the default before session 7's study)")
+    train.add_argument("--lr_schedule", default="constant", choices=["cosine", "constant", "wsd"],
+                       help="after the warm-up: constant (the EMA anneals), cosine decay to 10%% at --train_steps "
+                            "(the default before session 7's study), or wsd: constant, then linear to zero over the "
+                            "last --cooldown_fraction")
+    train.add_argument("--cooldown_fraction", type=FRACTION, default=0.2, help="wsd: share of --train_steps spent "
+                       "decaying the rate to zero")
     train.add_argument("--warmup_steps", type=COUNT, default=50)
     train.add_argument("--max_grad_norm", type=POSITIVE, default=1.0)
     train.add_argument("--ema_decay", type=FRACTION, default=0.995)

@@ -8,7 +8,11 @@ budget (benchmarks/error_budget.py) as a row of benchmarks/results/fidelity.json
     python benchmarks/convergence.py --name large-constant --report    # table, fitted rate, figure
 
 A budget's copy is what a run of that length gives only when the learning rate does not depend on
-the run's length: use --lr_schedule constant (the EMA does the annealing). Resumable at every stage.
+the run's length (--lr_schedule constant: the EMA does the annealing); a schedule that ends with the
+run (wsd, cosine) takes --separate_runs, a run from scratch per budget. Resumable at every stage.
+
+    python benchmarks/convergence.py --name large-wsd --separate_runs --budgets "1000 2000 4000" \
+        --train_args "--data_path train_data/large --lr 1e-3 --lr_schedule wsd --ema_decay 0.999"
 """
 import argparse
 import json
@@ -128,8 +132,9 @@ def main(args):
                                                            "--recipe", args.name]))
             continue
         if not folder.exists():
-            train_through(out / "run", budget, args.train_args)
-            snapshot(out / "run", folder)
+            run_dir = out / (f"run-{budget:07d}" if args.separate_runs else "run")
+            train_through(run_dir, budget, args.train_args)
+            snapshot(run_dir, folder)
         print(f"checkpoint {folder}", flush=True)
 
 
@@ -138,6 +143,8 @@ if __name__ == "__main__":
     parser.add_argument("--name", required=True, help="the study's folder under --out")
     parser.add_argument("--budgets", default="200 600 1200 2400 4800", help="training steps at which to copy the run")
     parser.add_argument("--train_args", default="", help="train.py flags of the recipe")
+    parser.add_argument("--separate_runs", action="store_true", help="train each budget from scratch (a schedule "
+                        "that ends with the run: wsd, cosine)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     parser.add_argument("--evaluate", action="store_true", help="the error budget of every checkpoint there is")
     parser.add_argument("--sampler", default="dpm++3m:20:log", help="error_budget.py's --sampler")

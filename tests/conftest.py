@@ -4,6 +4,7 @@ import gc
 import io
 import os
 import runpy
+import socket
 import subprocess
 import sys
 import traceback
@@ -24,6 +25,20 @@ def shared_path(name):
     if not path.exists():
         pytest.skip(f"{path} is absent: the shared Quijote data and Pylians reference live in ../shared")
     return path
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n: one core per worker, for this process's torch and for the scripts the tests start
+    os.environ["COSMODIFF_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+def free_port():
+    """A TCP port no one listens on now: two-process tests running side by side (pytest -n) must not
+    meet at accelerate's default rendezvous port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
 
 
 TINY = ["--image_size", "32", "--batch_size", "4", "--log_every", "1", "--sampling_timesteps", "2", "--warmup_steps", "2"]

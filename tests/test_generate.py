@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, TINY, run_in_process, shared_path
+from conftest import ROOT, TINY, free_port, run_in_process, shared_path
 from cosmodiff.fields import load_fields, save_fields
 from cosmodiff.mock import make_mock_set
 
@@ -52,7 +52,7 @@ def test_two_processes_give_the_same_fields_as_one(trained_run):
     assert one.returncode == 0, one.stderr
     env = dict(os.environ, ACCELERATE_USE_CPU="true")
     two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", GENERATE,
+                          "--num_machines", "1", "--main_process_port", free_port(), "--mixed_precision", "no", "--dynamo_backend", "no", GENERATE,
                           "--num_samples", "3", "--sampler", "dpm++", "--steps", "3", "--batch_size", "1", "--out", "two"],
                          cwd=trained_run, env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, losses, run_in_process, shared_path, train_command
+from conftest import ROOT, free_port, losses, run_in_process, shared_path, train_command
 from cosmodiff.models import build_model, model_kwargs
 
 def test_unet_is_exactly_equivariant_to_periodic_shifts():
@@ -85,10 +85,20 @@ def test_time_budget_fixes_the_step_count_and_completes_the_schedule(tiny_data, 
     assert int(last["step"]) == steps and float(last["lr"]) == pytest.approx(expected, rel=1e-3)
 
 
+def test_wsd_schedule_holds_the_rate_then_decays_linearly_to_zero(tiny_data, tmp_path):
+    result = run_in_process(train_command(tiny_data, tmp_path, "--train_steps", "8", "--save_every", "1000", "--lr", "1e-3",
+                                          "--lr_schedule", "wsd", "--cooldown_fraction", "0.5", "--run_name", "run"),
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rates = [float(row["lr"]) for row in csv.DictReader((tmp_path / "run" / "log.csv").open())]
+    # two warm-up steps, flat, then the last half (4 steps) falls linearly towards zero
+    np.testing.assert_allclose(rates, 1e-3 * np.array([0.5, 1, 1, 1, 1, 0.75, 0.5, 0.25]), rtol=1e-3)
+
+
 def test_two_process_data_parallel_run_on_cpu(tiny_data, tmp_path):
     env = dict(os.environ, ACCELERATE_USE_CPU="true")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--num_machines", "1", "--main_process_port", free_port(), "--mixed_precision", "no", "--dynamo_backend", "no",
                *train_command(tiny_data, tmp_path, "--train_steps", "3", "--save_every", "3", "--run_name", "ddp")[1:]]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
