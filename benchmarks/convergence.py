@@ -5,7 +5,7 @@ budget (benchmarks/error_budget.py) as a row of benchmarks/results/fidelity.json
     python benchmarks/convergence.py --name large-constant --budgets "200 600 1200 2400 4800" \
         --train_args "--data_path train_data/large --lr 1e-3 --lr_schedule constant --ema_decay 0.999"
     python benchmarks/convergence.py --name large-constant --evaluate --sampler dpm++3m:20:log
-    python benchmarks/convergence.py --name large-constant --report    # table, fitted rate, figure
+    python benchmarks/convergence.py --name large-constant --report [--compare large-wsd]  # table, rates, figure
 
 A budget's copy is what a run of that length gives only when the learning rate does not depend on
 the run's length (--lr_schedule constant: the EMA does the annealing); a schedule that ends with the
@@ -66,44 +66,49 @@ def fitted_rate(minutes, ratios):
 
 
 def report(args):
-    """The study's table (markdown) and images/fidelity_convergence.png from benchmarks/results/fidelity.json."""
-    rows = [row for row in json.loads(Path(args.results).read_text()) if row["recipe"] == args.name]
-    figure, ax = plt.subplots(figsize=(6, 4.5))
-    print("| solve | NFE | CPU-min | MAFD | floor | MAFD/floor | model error/floor | sampler error/floor |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    """The studies' table (markdown), fitted rates and images/fidelity_convergence.png from
+    benchmarks/results/fidelity.json: --name, and the recipes of --compare drawn beside it."""
+    all_rows = json.loads(Path(args.results).read_text())
+    figure, ax = plt.subplots(figsize=(6.5, 4.5))
+    print("| recipe | solve | NFE | CPU-min | MAFD | floor | MAFD/floor | model error/floor | sampler error/floor |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     fits = {}
-    for solve, setting in (("reference", args.reference), ("sampler", args.sampler)):
-        sampler, steps, grid = error_budget.parse_setting(setting)
-        chosen = sorted((row for row in rows if row["solve"] == solve and
-                         (row["sampler"], row["steps"], row["grid"]) == (sampler, steps, grid)),
-                        key=lambda row: row["cpu_minutes"])
-        if not chosen:
-            continue
-        for row in chosen:
-            print(f"| {row['sampler']} {row['steps']} ({row['grid']}) | {row['nfe']} | {row['cpu_minutes']:.1f} | "
-                  f"{100 * row['mafd']:.2f}% | {100 * row['floor_median']:.2f}% | {row['mafd_over_floor']:.2f} | "
-                  f"{row['model_error'] / row['floor_median']:.2f} | {row['sampler_error'] / row['floor_median']:.2f} |")
-        minutes = [row["cpu_minutes"] for row in chosen]
-        ratios = [row["mafd_over_floor"] for row in chosen]
-        label = f"{chosen[0]['sampler']} {chosen[0]['steps']} ({chosen[0]['grid']}), NFE {chosen[0]['nfe']}"
-        ax.loglog(minutes, ratios, "o-", label=label)
-        if len(chosen) >= 2:
-            a, b = fitted_rate(minutes, ratios)
-            fits[solve] = dict(a=a, rate=b, minutes_to_1_2=(1.2 / a) ** (-1 / b) if b > 0 else None)
-            grid = np.geomspace(min(minutes), max(minutes), 50)
-            ax.loglog(grid, a * grid ** -b, ":", color=ax.lines[-1].get_color(), label=f"fit: {a:.1f} t^({-b:+.2f})")
+    for recipe, marker in zip([args.name, *args.compare.split()], "osD^v"):
+        rows = [row for row in all_rows if row["recipe"] == recipe]
+        for solve, setting, line in (("reference", args.reference, "-"), ("sampler", args.sampler, "--")):
+            sampler, steps, grid = error_budget.parse_setting(setting)
+            chosen = sorted((row for row in rows if row["solve"] == solve and
+                             (row["sampler"], row["steps"], row["grid"]) == (sampler, steps, grid)),
+                            key=lambda row: row["cpu_minutes"])
+            if not chosen:
+                continue
+            for row in chosen:
+                print(f"| {recipe} | {row['sampler']} {row['steps']} ({row['grid']}) | {row['nfe']} | "
+                      f"{row['cpu_minutes']:.1f} | {100 * row['mafd']:.2f}% | {100 * row['floor_median']:.2f}% | "
+                      f"{row['mafd_over_floor']:.2f} | {row['model_error'] / row['floor_median']:.2f} | "
+                      f"{row['sampler_error'] / row['floor_median']:.2f} |")
+            minutes = [row["cpu_minutes"] for row in chosen]
+            ratios = [row["mafd_over_floor"] for row in chosen]
+            label = f"{recipe}: {chosen[0]['sampler']} {chosen[0]['steps']} ({chosen[0]['grid']}), NFE {chosen[0]['nfe']}"
+            ax.loglog(minutes, ratios, marker + line, label=label)
+            if len(chosen) >= 2:
+                a, b = fitted_rate(minutes, ratios)
+                fits[recipe, solve] = dict(a=a, rate=b, minutes_to_1_2=(1.2 / a) ** (-1 / b) if b > 0 else None)
+                grid = np.geomspace(min(minutes), max(minutes), 50)
+                ax.loglog(grid, a * grid ** -b, ":", color=ax.lines[-1].get_color(), label=f"fit: {a:.1f} t^({-b:+.2f})")
     ax.axhline(1, color="gray", lw=0.8)
     ax.set(xlabel="training CPU-minutes (one core)", ylabel="MAFD / sample-variance floor",
-           title=f"{args.name}: fidelity against training compute")
-    ax.legend(fontsize=8)
+           title="fidelity against training compute")
+    ax.legend(fontsize=7)
     Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
     save(figure, args.figure)
     if args.levers:
-        print_levers([row for row in json.loads(Path(args.results).read_text())
+        print_levers([row for row in all_rows
                       if row["solve"] == "reference" and row["recipe"] in [args.name, *args.levers.split()]])
-    for solve, fit in fits.items():
+    for (recipe, solve), fit in fits.items():
         reach = f"{fit['minutes_to_1_2']:.3g} CPU-minutes" if fit["minutes_to_1_2"] else "never (no decrease)"
-        print(f"{solve}: MAFD/floor = {fit['a']:.2f} t^({-fit['rate']:+.3f}), t in CPU-minutes; 1.2x the floor at {reach}")
+        print(f"{recipe}, {solve}: MAFD/floor = {fit['a']:.2f} t^({-fit['rate']:+.3f}), t in CPU-minutes; "
+              f"1.2x the floor at {reach}")
     print(f"Written: {args.figure}")
 
 
@@ -152,5 +157,6 @@ if __name__ == "__main__":
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "fidelity.json"))
     parser.add_argument("--report", action="store_true", help="print the study's table and fit, and plot --figure")
     parser.add_argument("--figure", default=str(ROOT / "images" / "fidelity_convergence.png"))
+    parser.add_argument("--compare", default="", help="with --report: recipes drawn and fitted beside --name")
     parser.add_argument("--levers", default="", help="with --report: recipes whose model error is tabled beside the study's")
     main(parser.parse_args())
