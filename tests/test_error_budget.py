@@ -1,12 +1,13 @@
 import csv
 import json
 import runpy
+import sys
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import ROOT
+from conftest import ROOT, TINY, run_in_process
 from cosmodiff.diffusion import build_formulation
 from cosmodiff.fields import FieldSet, save_fields
 from cosmodiff.mock import make_mock_set
@@ -75,3 +76,18 @@ def test_against_its_own_reference_the_model_error_is_zero_and_the_same_solve_ha
         assert row["model_error"] == 0 and row["sampler_error"] == 0 and row["mafd"] == 0
     one_point = report["one_point"]
     assert one_point["reference"] == pytest.approx(one_point["real"], rel=1e-5)
+
+
+def test_convergence_trains_a_run_per_budget_when_the_schedule_ends_with_the_run(tiny_data, tmp_path):
+    train_args = " ".join(["--data_path", str(tiny_data), *TINY, "--lr", "1e-3", "--lr_schedule", "wsd",
+                           "--cooldown_fraction", "0.5", "--save_every", "1000"])
+    result = run_in_process([sys.executable, ROOT / "benchmarks" / "convergence.py", "--name", "study", "--out", tmp_path,
+                             "--separate_runs", "--budgets", "4 6", "--train_args", train_args])
+    assert result.returncode == 0, result.stderr
+    for budget in (4, 6):
+        copy = tmp_path / "study" / "checkpoints" / f"step-{budget:07d}"
+        assert json.loads((copy / "config.json").read_text())["step"] == budget
+        rates = [float(row["lr"]) for row in csv.DictReader((copy / "log.csv").open())]
+        # each budget's own run decays over its own last half: 4 steps end at 1/2, 6 steps at 1/3 of the rate
+        assert len(rates) == budget and rates[-1] == pytest.approx(1e-3 / (budget // 2), rel=1e-3)
+    assert (tmp_path / "study" / "run-0000004").is_dir() and (tmp_path / "study" / "run-0000006").is_dir()
