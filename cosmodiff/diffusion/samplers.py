@@ -13,6 +13,7 @@ applied to an estimate of the clean field:
 DPM-Solver++(2M) (Lu et al. 2022) feeds them the multistep second-order estimate
 D + (D - D_prev) h / (2 h_prev), h = ln(sigma / sigma'), first order on the first and last step:
 deterministic for `dpm++`, ancestral for `dpm++sde`. `heun` is EDM's Algorithm 2 (optional churn).
+`unipc` is UniPC's predictor-corrector (Zhao et al. 2023), third order, no extra evaluations.
 We write these rather than use diffusers' schedulers because one implementation then serves vp,
 edm and flow with the same clamp and per-sample noise; for vp they match diffusers' and
 denoising-diffusion-pytorch's results (tests and the run-folder regression test).
@@ -76,6 +77,51 @@ def multistep(denoiser, y, sigmas, draw, update, order):
     return y
 
 
+def unipc_coefficients(step, points):
+    """UniPC's (Zhao et al. 2023, B(h) = expm1, data prediction) parts of a step of h = step in
+    ln(1/sigma) from the newest of points ((lambda, estimate), newest last): the DDIM step's
+    multiplier of the estimate, the scaled differences to the earlier estimates, and the predictor's
+    and corrector's weights on them (the corrector's last weight is the new estimate's)."""
+    order = len(points)
+    lambda_0, estimate_0 = points[-1]
+    ratios = [(lambda_k - lambda_0) / step for lambda_k, _ in points[:-1]] + [1.0]
+    differences = [(estimate_k - estimate_0) / ratio for (_, estimate_k), ratio in zip(points[:-1], ratios)]
+    hh = -step
+    b_h = math.expm1(hh)
+    phi, factorial, b = b_h / hh - 1, 1, []
+    for i in range(1, order + 1):
+        b.append(phi * factorial / b_h)
+        factorial *= i + 1
+        phi = phi / hh - 1 / factorial
+    powers = np.array([[ratio ** i for ratio in ratios] for i in range(order)])
+    predictor = [0.5] if order == 2 else list(np.linalg.solve(powers[:-1, :-1], b[:-1])) if order > 2 else []
+    corrector = [0.5] if order == 1 else list(np.linalg.solve(powers, b))
+    return b_h, differences, predictor, corrector
+
+
+def unipc(denoiser, y, sigmas, draw, order=3):
+    """UniPC (Zhao et al. 2023), one evaluation per step: each new estimate first corrects the step
+    just taken (UniC, from the same evaluation), then the multistep predictor (UniP) of up to `order`
+    takes the next; lower orders while the history is short, and the last step lands on the estimate."""
+    history, taken = [], None
+    pairs = list(zip(sigmas[:-1].tolist(), sigmas[1:].tolist()))
+    for sigma, sigma_next in tqdm(pairs, leave=False, desc="unipc"):
+        denoised = denoiser(y, sigma)
+        if taken is not None:
+            base, b_h, differences, weights, estimate_0 = taken
+            y = base - b_h * (sum(w * d for w, d in zip(weights[:-1], differences))
+                              + weights[-1] * (denoised - estimate_0))
+        if sigma_next == 0:
+            return denoised
+        history = (history + [(-math.log(sigma), denoised)])[-order:]
+        step = math.log(sigma / sigma_next)
+        b_h, differences, predictor, corrector = unipc_coefficients(step, history)
+        base = deterministic(y, denoised, sigma, sigma_next, None)
+        taken = base, b_h, differences, corrector, denoised
+        y = base - b_h * sum(w * d for w, d in zip(predictor, differences)) if predictor else base
+    return y
+
+
 def heun(denoiser, y, sigmas, draw, churn=0.0, churn_range=(0.05, 50.0)):
     """EDM's second-order sampler; churn > 0 adds noise back on levels inside churn_range (Algorithm 2)."""
     steps = len(sigmas) - 1
@@ -118,6 +164,7 @@ SAMPLERS = {
     "dpm++": Sampler("time", multistep, dict(update=deterministic, order=2), 20, 1),
     "dpm++sde": Sampler("time", multistep, dict(update=ancestral, order=2), 20, 1),
     "dpm++3m": Sampler("log", multistep, dict(update=deterministic, order=3), 20, 1),
+    "unipc": Sampler("log", unipc, dict(order=3), 20, 1),
 }
 
 
