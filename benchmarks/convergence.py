@@ -75,7 +75,8 @@ def report(args):
     fits = {}
     for recipe, marker in zip([args.name, *args.compare.split()], "osD^v"):
         rows = [row for row in all_rows if row["recipe"] == recipe]
-        for solve, setting, line in (("reference", args.reference, "-"), ("sampler", args.sampler, "--")):
+        for solve, setting, line in [("reference", args.reference, "-")] + [("sampler", setting, "--")
+                                                                          for setting in args.sampler.split()]:
             sampler, steps, grid = error_budget.parse_setting(setting)
             chosen = sorted((row for row in rows if row["solve"] == solve and
                              (row["sampler"], row["steps"], row["grid"]) == (sampler, steps, grid)),
@@ -93,7 +94,7 @@ def report(args):
             ax.loglog(minutes, ratios, marker + line, label=label)
             if len(chosen) >= 2:
                 a, b = fitted_rate(minutes, ratios)
-                fits[recipe, solve] = dict(a=a, rate=b, minutes_to_1_2=(1.2 / a) ** (-1 / b) if b > 0 else None)
+                fits[recipe, setting] = dict(a=a, rate=b, minutes_to_1_2=(1.2 / a) ** (-1 / b) if b > 0 else None)
                 grid = np.geomspace(min(minutes), max(minutes), 50)
                 ax.loglog(grid, a * grid ** -b, ":", color=ax.lines[-1].get_color(), label=f"fit: {a:.1f} t^({-b:+.2f})")
     ax.axhline(1, color="gray", lw=0.8)
@@ -105,9 +106,9 @@ def report(args):
     if args.levers:
         print_levers([row for row in all_rows
                       if row["solve"] == "reference" and row["recipe"] in [args.name, *args.levers.split()]])
-    for (recipe, solve), fit in fits.items():
+    for (recipe, setting), fit in fits.items():
         reach = f"{fit['minutes_to_1_2']:.3g} CPU-minutes" if fit["minutes_to_1_2"] else "never (no decrease)"
-        print(f"{recipe}, {solve}: MAFD/floor = {fit['a']:.2f} t^({-fit['rate']:+.3f}), t in CPU-minutes; "
+        print(f"{recipe}, {setting}: MAFD/floor = {fit['a']:.2f} t^({-fit['rate']:+.3f}), t in CPU-minutes; "
               f"1.2x the floor at {reach}")
     print(f"Written: {args.figure}")
 
@@ -152,7 +153,8 @@ if __name__ == "__main__":
                         "that ends with the run: wsd, cosine)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     parser.add_argument("--evaluate", action="store_true", help="the error budget of every checkpoint there is")
-    parser.add_argument("--sampler", default="dpm++3m:20:log", help="error_budget.py's --sampler")
+    parser.add_argument("--sampler", default="dpm++3m:20:log", help="error_budget.py's --sampler (--report: "
+                        "one or more, space-separated)")
     parser.add_argument("--reference", default="dpm++3m:40:log", help="error_budget.py's --reference")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "fidelity.json"))
     parser.add_argument("--report", action="store_true", help="print the study's table and fit, and plot --figure")

@@ -188,11 +188,11 @@ def build_parser(description=None):
                         help="a conditional run's unconditional fields (its null condition, what guidance contrasts "
                              "with), without --params")
     parser.add_argument("--seed", type=INDEX, default=42)
-    parser.add_argument("--sampler", default="dpm++3m", choices=list(SAMPLERS),
-                        help="default dpm++3m (20 steps, log grid): the smallest sampler error per network "
+    parser.add_argument("--sampler", default="unipc", choices=list(SAMPLERS),
+                        help="default unipc (20 steps, log grid): the smallest sampler error per network "
                              "evaluation measured (README, error budget)")
     parser.add_argument("--steps", type=COUNT, default=None,
-                        help="sampler steps (ddim and euler 50, dpm++ and dpm++3m 20, heun 18; vp's ddpm runs all)")
+                        help="sampler steps (ddim and euler 50, dpm++, dpm++3m and unipc 20, heun 18; vp's ddpm runs all)")
     parser.add_argument("--grid", default=None, choices=GRIDS[:-1],
                         help="noise-level grid (default: the sampler's; log keeps small-scale power best, "
                              "benchmarks/sampler_accuracy.py)")

@@ -40,7 +40,7 @@ def test_generate_writes_physical_samples_previews_and_record(trained_run):
     fields = np.load(out / "samples.npy")
     assert fields.shape == (3, 32, 32) and fields.dtype == np.float32 and (fields >= 0).all()
     record = json.loads((out / "samples.json").read_text())
-    assert record["sampler"] == "dpm++3m" and record["grid"] == "log" and record["steps"] == 4 and record["seed"] == 42
+    assert record["sampler"] == "unipc" and record["grid"] == "log" and record["steps"] == 4 and record["seed"] == 42
     assert record["seconds_per_sample"] > 0 and record["box_size"] == 250.0
     samples = load_fields(out / "samples.npy")  # the evaluation reads the box from samples.json
     assert samples.box_size == 250.0 and not samples.box_size_assumed
