@@ -79,9 +79,9 @@ def multistep(denoiser, y, sigmas, draw, update, order):
 
 def unipc_coefficients(step, points):
     """UniPC's (Zhao et al. 2023, B(h) = expm1, data prediction) parts of a step of h = step in
-    ln(1/sigma) from the newest of points ((lambda, estimate), newest last): the DDIM step's
-    multiplier of the estimate, the scaled differences to the earlier estimates, and the predictor's
-    and corrector's weights on them (the corrector's last weight is the new estimate's)."""
+    ln(1/sigma) from the newest of points ((lambda, estimate), newest last): B(h), the differences
+    to the earlier estimates over their scaled distances, and the predictor's and corrector's weights
+    on them (the corrector's last weight is the new estimate's)."""
     order = len(points)
     lambda_0, estimate_0 = points[-1]
     ratios = [(lambda_k - lambda_0) / step for lambda_k, _ in points[:-1]] + [1.0]
