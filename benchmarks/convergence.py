@@ -15,6 +15,7 @@ run (wsd, cosine) takes --separate_runs, a run from scratch per budget. Resumabl
         --train_args "--data_path train_data/large --lr 1e-3 --lr_schedule wsd --ema_decay 0.999"
 """
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -73,10 +74,10 @@ def report(args):
     print("| recipe | solve | NFE | CPU-min | MAFD | floor | MAFD/floor | model error/floor | sampler error/floor |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     fits = {}
-    for recipe, marker in zip([args.name, *args.compare.split()], "osD^v"):
+    solves = [("reference", args.reference, "-"), *(("sampler", sampler, "--") for sampler in args.sampler.split())]
+    for recipe, marker in zip([args.name, *args.compare.split()], itertools.cycle("osD^v")):
         rows = [row for row in all_rows if row["recipe"] == recipe]
-        for solve, setting, line in [("reference", args.reference, "-")] + [("sampler", setting, "--")
-                                                                          for setting in args.sampler.split()]:
+        for solve, setting, line in solves:
             sampler, steps, grid = error_budget.parse_setting(setting)
             chosen = sorted((row for row in rows if row["solve"] == solve and
                              (row["sampler"], row["steps"], row["grid"]) == (sampler, steps, grid)),

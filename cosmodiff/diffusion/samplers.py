@@ -94,7 +94,10 @@ def unipc_coefficients(step, points):
         factorial *= i + 1
         phi = phi / hh - 1 / factorial
     powers = np.array([[ratio ** i for ratio in ratios] for i in range(order)])
-    predictor = [0.5] if order == 2 else list(np.linalg.solve(powers[:-1, :-1], b[:-1])) if order > 2 else []
+    if order <= 2:
+        predictor = [0.5] * (order - 1)
+    else:
+        predictor = list(np.linalg.solve(powers[:-1, :-1], b[:-1]))
     corrector = [0.5] if order == 1 else list(np.linalg.solve(powers, b))
     return b_h, differences, predictor, corrector
 
@@ -118,7 +121,7 @@ def unipc(denoiser, y, sigmas, draw, order=3):
         b_h, differences, predictor, corrector = unipc_coefficients(step, history)
         base = deterministic(y, denoised, sigma, sigma_next, None)
         taken = base, b_h, differences, corrector, denoised
-        y = base - b_h * sum(w * d for w, d in zip(predictor, differences)) if predictor else base
+        y = base - b_h * sum(w * d for w, d in zip(predictor, differences))  # the first step: DDIM
     return y
 
 
