@@ -204,12 +204,18 @@ def derivative_set():
     return concatenated(sets)
 
 
-def large_train_set():
+def large_train_set(method="2lpt"):
     """LARGE_TRAIN_SIMS fiducial simulations: the default training simulations and those after the
     default test simulations, so the default test split stays held out."""
     first_extra = DEFAULT_TRAIN_SIMS + DEFAULT_TEST_SIMS
-    return concatenated([make_mock_set(DEFAULT_TRAIN_SIMS, first_sim=0),
-                         make_mock_set(LARGE_TRAIN_SIMS - DEFAULT_TRAIN_SIMS, first_sim=first_extra)])
+    return concatenated([make_mock_set(DEFAULT_TRAIN_SIMS, first_sim=0, method=method),
+                         make_mock_set(LARGE_TRAIN_SIMS - DEFAULT_TRAIN_SIMS, first_sim=first_extra, method=method)])
+
+
+def default_test_set(method="2lpt"):
+    """The default test simulations (after the default training ones), held out of every fiducial
+    training split."""
+    return make_mock_set(DEFAULT_TEST_SIMS, first_sim=DEFAULT_TRAIN_SIMS, method=method)
 
 
 def concatenated(sets):
@@ -221,12 +227,11 @@ def concatenated(sets):
 
 # name -> file -> the field set it holds, made on first use by ensure_split
 SPLITS = {
-    "default": {"train": lambda: make_mock_set(DEFAULT_TRAIN_SIMS, first_sim=0),
-                "test": lambda: make_mock_set(DEFAULT_TEST_SIMS, first_sim=DEFAULT_TRAIN_SIMS)},
-    "nonlinear": {"train": lambda: make_mock_set(DEFAULT_TRAIN_SIMS, first_sim=0, method="pm"),
-                  "test": lambda: make_mock_set(DEFAULT_TEST_SIMS, first_sim=DEFAULT_TRAIN_SIMS, method="pm")},
-    "large": {"train": large_train_set,
-              "test": lambda: make_mock_set(DEFAULT_TEST_SIMS, first_sim=DEFAULT_TRAIN_SIMS)},
+    "default": {"train": partial(make_mock_set, DEFAULT_TRAIN_SIMS, first_sim=0), "test": default_test_set},
+    "nonlinear": {"train": partial(make_mock_set, DEFAULT_TRAIN_SIMS, first_sim=0, method="pm"),
+                  "test": partial(default_test_set, method="pm")},
+    "large": {"train": large_train_set, "test": default_test_set},
+    "large-nonlinear": {"train": partial(large_train_set, method="pm"), "test": partial(default_test_set, method="pm")},
     "inference": {file: partial(make_mock_set, INFERENCE_SIMS, seed=seed, latin_hypercube=True,
                                 slabs_per_sim=INFERENCE_SLABS_PER_SIM) for file, seed in INFERENCE_SEEDS.items()},
     "conditional": {"train": lambda: make_mock_set(CONDITIONAL_TRAIN_SIMS, seed=CONDITIONAL_SEED, latin_hypercube=True),

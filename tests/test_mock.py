@@ -1,5 +1,7 @@
+import runpy
 import sys
 
+import matplotlib
 import numpy as np
 
 from conftest import ROOT, run_in_process
@@ -85,3 +87,24 @@ def test_particle_mesh_mocks_collapse_further_than_2lpt_from_the_same_initial_co
     assert pm.fields.std() > 1.05 * lpt.fields.std() and pm.fields.max() > lpt.fields.max()
     large_scales = [block_average(fields, 8).ravel() for fields in (lpt.fields, pm.fields)]
     assert np.corrcoef(*large_scales)[0, 1] > 0.8  # the same phases: gravity moved the same structures
+
+
+def test_mock_validation_renders_slabs_as_the_quijote_pngs_and_recovers_their_scale(tmp_path):
+    from PIL import Image
+
+    validation = runpy.run_path(str(ROOT / "benchmarks" / "mock_validation.py"))
+    fields = np.exp(np.random.default_rng(0).normal(0, 1.2, (2, 32, 32)))
+    fields /= fields.mean()
+    scale = 0.06
+    for index, field in enumerate(fields):  # as the shared Quijote slices were made: cmap(x, bytes=True), RGBA PNG
+        rgba = matplotlib.colormaps["gnuplot"](np.clip(scale * field, 0, 1), bytes=True)
+        Image.fromarray(rgba, "RGBA").save(tmp_path / f"{index}_mean_density.png")
+    read_back = load_fields(tmp_path, colormap="gnuplot").fields
+    rendered = validation["rendered_as_png"](fields, scale)
+    assert np.array_equal(rendered, read_back)
+    recovered = validation["png_scale"](fields, rendered.mean())
+    assert abs(recovered / scale - 1) < 1e-3
+    levels = validation["level_statistics"](rendered)
+    assert np.isclose(sum(levels["level_fraction"]), 1)
+    assert levels["clipped_fraction"] == np.mean(scale * fields >= 255 / 256)  # the top entry
+    assert abs(levels["quantiles"]["0.5"] - np.median(fields) * scale / rendered.mean()) < 1 / 255 / rendered.mean()
