@@ -1,5 +1,5 @@
-"""Fidelity benchmark: train a model on a mock split's train fields (the default 2LPT data, or
---data nonlinear: particle-mesh), sample as many fields as the test split holds with one or more
+"""Fidelity benchmark: train a model on a mock split's train fields (the default 2LPT data; --data
+nonlinear: particle-mesh; large, large-nonlinear: four times the training simulations), sample as many fields as the test split holds with one or more
 samplers, and evaluate them against the test split (MAFD next
 to its floor and in k bands, pixel PDF, Minkowski functionals, seams, memorisation against the train split).
 
