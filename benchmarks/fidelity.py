@@ -1,7 +1,8 @@
 """Fidelity benchmark: train a model on a mock split's train fields (the default 2LPT data; --data
-nonlinear: particle-mesh; large, large-nonlinear: four times the training simulations), sample as many fields as the test split holds with one or more
-samplers, and evaluate them against the test split (MAFD next
-to its floor and in k bands, pixel PDF, Minkowski functionals, seams, memorisation against the train split).
+nonlinear: particle-mesh; large, large-nonlinear: four times the training simulations), sample as
+many fields as the test split holds with one or more samplers, and evaluate them against the test
+split (MAFD next to its floor and in k bands, pixel PDF, Minkowski functionals, seams, memorisation
+against the train split).
 
     python benchmarks/fidelity.py [--model unet] [--formulation vp] [--train_minutes 15 | --train_steps 1500]
                                   [--samplers "dpm++:20 heun:10"] [--data nonlinear]
@@ -184,7 +185,8 @@ def publish_figures(args, evaluation, samples, test_path):
 
 if __name__ == "__main__":
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="default", choices=[name for name in SPLITS if name != "conditional"],
+    parser.add_argument("--data", default="default",
+                        choices=[name for name, files in SPLITS.items() if set(files) == {"train", "test"}],
                         help="the mock split trained on and compared with (train_data/<name>)")
     parser.add_argument("--model", default="unet")
     parser.add_argument("--formulation", default="vp", help="vp, edm or flow")
