@@ -150,10 +150,11 @@ def quijote_comparison(slabs, quijote, grid, box_size, n_sims):
         per_sim = len(fields) // n_sims
         scale = png_scale(fields[:per_sim], target_mean)
         rendered = rendered_as_png(fields, scale)
-        k, power = slab_spectrum(rendered, box_size, nyquist)
+        spectra = [slab_spectrum(rendered[i * per_sim:(i + 1) * per_sim], box_size, nyquist) for i in range(n_sims)]
+        k = spectra[0][0]
+        per_sim_power = np.stack([power for _, power in spectra])
+        power = per_sim_power.mean(axis=0)  # every simulation has as many slabs: the mean over all of them
         quijote_at_k = np.exp(np.interp(np.log(k), np.log(k_quijote), np.log(power_quijote)))
-        per_sim_power = np.stack([slab_spectrum(rendered[i * per_sim:(i + 1) * per_sim], box_size, nyquist)[1]
-                                  for i in range(n_sims)])
         ratio = power / quijote_at_k
         result = rows["methods"][name] = dict(
             scale=scale, ratio_to_quijote=ratio.tolist(),
