@@ -28,7 +28,7 @@ from tqdm import tqdm
 from cosmodiff import plots
 from cosmodiff.checkpoint import (CheckpointError, latest_run, load_training_state, lock_run, new_run_dir, read_config,
                                   read_log, release_runs, save_checkpoint, training_state)
-from cosmodiff.cli import ArgumentParser, COUNT, FRACTION, INDEX, POSITIVE, exit_on, writable_folder
+from cosmodiff.cli import ArgumentParser, COUNT, FINITE, FRACTION, INDEX, POSITIVE, exit_on, writable_folder
 from cosmodiff.diffusion import FORMULATIONS, SAMPLERS
 from cosmodiff.fields import FieldError
 from cosmodiff.launch import Preemption, accelerated
@@ -36,7 +36,7 @@ from cosmodiff.loader import FieldDataset, StepBatches, fitting_sample, training
 from cosmodiff.models import MODELS
 from cosmodiff.run import add_data_flags, build_training, training_condition, training_fields, validation_set
 from cosmodiff.sampling import physical_fields
-from cosmodiff.transforms import DATA_STD, LogTransform, augment_periodic
+from cosmodiff.transforms import DATA_STD, TRANSFORMS, augment_periodic, transform_from_dict
 
 # elapsed_s: wall-clock training seconds; cpu_s: the main process's CPU seconds (all its threads), the
 # compute a run used whatever else shared the machine
@@ -114,7 +114,7 @@ def broadcast(accelerator, value):
 def sample_grid(ema_network, formulation, config, path, n_samples=16):
     """A grid of DDIM samples from the EMA network, in physical units (a conditional run's at the
     training set's mean parameters)."""
-    transform = LogTransform.from_dict(config["transform"])
+    transform = transform_from_dict(config["transform"])
     size = config["image_size"]
     device = next(ema_network.parameters()).device
     cond = None if config["condition"] is None else torch.zeros(n_samples, len(config["condition"]["names"]),
@@ -194,7 +194,8 @@ def optimizer_step(accelerator, model, optimizer, formulation, batches, conditio
     for _ in range(args.grad_accum):
         with accelerator.accumulate(model):
             fields, cond = (tensor.to(accelerator.device) for tensor in next(batches))
-            loss = formulation.loss(model, augment_periodic(fields), dropped(cond, args) if condition else None)
+            loss = formulation.loss(model, augment_periodic(fields), dropped(cond, args) if condition else None,
+                                    k_power=args.loss_k_power)
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 gradient_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -222,7 +223,7 @@ def setup(args, accelerator):
     condition = training_condition(args, resumed, fieldset)
     if accelerator.is_main_process:
         lock_run(run_dir)
-    transform = LogTransform.from_dict(resumed["transform"]) if resumed else LogTransform.fit(
+    transform = transform_from_dict(resumed["transform"]) if resumed else TRANSFORMS[args.transform].fit(
         fitting_sample(fieldset.fields, args.image_size), args.data_std)
     validation = validation_set(args, transform, condition) if accelerator.is_main_process else None
     network, formulation, ema, model, optimizer, config = build_training(args, accelerator, resumed, fieldset, condition,
@@ -367,6 +368,9 @@ def build_parser():
     add_data_flags(data)
     data.add_argument("--num_workers", type=INDEX, default=1, help="DataLoader worker processes reading fields ahead")
     data.add_argument("--data_std", type=POSITIVE, default=DATA_STD, help="spread of the standardised log density in model space")
+    data.add_argument("--transform", default="log", choices=list(TRANSFORMS), help="physical units -> model space: "
+                      "log (standardised log density) or log-whitened (each |k| scaled to the same power: equal-SNR "
+                      "diffusion)")
     add_model_flags(parser.add_argument_group("model and diffusion"))
     train = parser.add_argument_group("training")
     length = train.add_mutually_exclusive_group()
@@ -383,6 +387,8 @@ def build_parser():
     train.add_argument("--cooldown_fraction", type=FRACTION, default=0.2, help="wsd: share of --train_steps spent "
                        "decaying the rate to zero")
     train.add_argument("--warmup_steps", type=COUNT, default=50)
+    train.add_argument("--loss_k_power", type=FINITE, default=0.0, help="weight each Fourier mode of the denoising "
+                       "error by |k|^p (mean weight 1): p > 0 favours small scales; 0 is the plain pixel loss")
     train.add_argument("--max_grad_norm", type=POSITIVE, default=1.0)
     train.add_argument("--ema_decay", type=FRACTION, default=0.995)
     train.add_argument("--seed", type=INDEX, default=0)

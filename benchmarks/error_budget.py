@@ -32,7 +32,7 @@ from cosmodiff.sampling import physical_fields
 from cosmodiff.fields import load_fields
 from cosmodiff.launch import accelerated
 from cosmodiff.stats import log_density, mafd, mafd_floor, nyquist_mask, overdensity, power_spectrum
-from cosmodiff.transforms import LogTransform
+from cosmodiff.transforms import transform_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 K_BANDS = {"k < 0.1": (0, 0.1), "0.1-0.4": (0.1, 0.4), "0.4-Nyquist": (0.4, float("inf"))}  # h/Mpc
@@ -56,7 +56,7 @@ def solved(run_dir, setting, n_samples, seed, batch_size, out, device):
     path = out / f"fields-{setting.replace(':', '-')}.npy"
     if path.exists() and path.with_suffix(".json").exists() and json.loads(path.with_suffix(".json").read_text()) == record:
         return np.load(path)
-    transform = LogTransform.from_dict(config["transform"])
+    transform = transform_from_dict(config["transform"])
     size = config["image_size"]
     batches = []
     for start in range(0, n_samples, batch_size):

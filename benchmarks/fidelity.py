@@ -22,7 +22,7 @@ from cosmodiff.checkpoint import read_config, read_log
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE
 from cosmodiff.diffusion import SAMPLERS, network_evaluations
 from cosmodiff.fields import load_fields
-from cosmodiff.mock import SPLIT_FOLDERS, SPLITS, ensure_split
+from cosmodiff.mock import DEFAULT_SPLIT, SPLIT_FOLDERS, SPLITS, ensure_split
 from cosmodiff.sampling import samples_match
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,7 +185,7 @@ def publish_figures(args, evaluation, samples, test_path):
 
 if __name__ == "__main__":
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="default",
+    parser.add_argument("--data", default=DEFAULT_SPLIT,
                         choices=[name for name, files in SPLITS.items() if set(files) == {"train", "test"}],
                         help="the mock split trained on and compared with (train_data/<name>)")
     parser.add_argument("--model", default="unet")

@@ -10,14 +10,14 @@ import numpy as np
 from cosmodiff import plots
 from cosmodiff.cli import ArgumentParser
 from cosmodiff.fields import load_fields
-from cosmodiff.mock import ensure_default_data
+from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
 from cosmodiff.stats import power_spectrum
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(args):
-    train_path, _ = ensure_default_data(ROOT / "train_data")
+    train_path, _ = ensure_split(SPLIT_FOLDERS["2lpt"], "2lpt")
     mock = load_fields(train_path)
     quijote = load_fields(args.quijote, colormap="gnuplot")
     sets = {f"2LPT mock, {mock.box_size:.0f} Mpc/h, {mock.image_size} px": mock.fields[::97][:4],

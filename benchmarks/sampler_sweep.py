@@ -18,7 +18,7 @@ from cosmodiff import stats
 from cosmodiff.checkpoint import read_config
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX
 from cosmodiff.fields import load_fields
-from cosmodiff.mock import ensure_default_data
+from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
 from cosmodiff.sampling import samples_match
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def plot(rows, reference, floor, path):
 
 
 def main(args):
-    _, test_path = ensure_default_data(ROOT / "train_data")
+    _, test_path = ensure_split(SPLIT_FOLDERS["2lpt"], "2lpt")
     real = load_fields(test_path)
     k, pk_real, _ = stats.power_spectrum(real.fields, real.box_size)
     mask = stats.nyquist_mask(k, real.box_size, real.image_size)

@@ -36,7 +36,7 @@ SHARD = 4096
 
 def synthetic_shards(folder, gigabytes):
     """A shard set of about `gigabytes` GB of the default training fields, randomly rolled per shard."""
-    train = load_fields(ensure_default_data(ROOT / "train_data")[0])
+    train = load_fields(ensure_default_data()[0])
     count = int(gigabytes * 1e9 // (SHARD * train.fields[0].nbytes))
     if is_shard_set(folder) and len(read_index(folder)["shards"]) == count:
         return

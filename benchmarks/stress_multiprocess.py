@@ -33,7 +33,7 @@ def run(command, cwd):
 def main(args):
     work = Path(tempfile.mkdtemp(prefix="stress-"))
     data = work / "tiny.npz"
-    save_fields(data, make_mock_set(1, grid=32, image_size=32, progress=False))
+    save_fields(data, make_mock_set(1, grid=32, image_size=32, progress=False, method="2lpt"))
     train = [str(ROOT / "train.py"), "--data_path", str(data), "--results_dir", str(work / "results"), *TINY,
              "--train_steps", "2", "--save_every", "2"]
     generate = [str(ROOT / "UNet-DDPM" / "generate_images.py"), "--checkpoint", str(work / "results" / "run"),

@@ -73,7 +73,7 @@ def main(args):
         print(f"ours (train.py, {args.model}, {args.image_size}px, batch {args.batch_size}): {ours_rate:.2f} images/s")
         if args.no_reference:
             return
-        train_path, _ = ensure_default_data(ROOT / "train_data")
+        train_path, _ = ensure_default_data()
         fields = load_fields(train_path).fields[:256]
         write_pngs(fields, work / "pngs")
         reference_rate = reference(args, work)

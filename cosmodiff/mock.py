@@ -1,15 +1,18 @@
-"""Embedded default data: 2LPT mock dark-matter fields from a LCDM linear power spectrum.
+"""Embedded default data: particle-mesh mock dark-matter fields from a LCDM linear power spectrum.
 
 Gaussian initial conditions with the linear matter P(k) of colossus (Eisenstein & Hu 1998 with
 BAO, normalised to sigma_8: pure Python, installs in seconds, and within a few per cent of a
-Boltzmann code, far below the sample variance of a 250 Mpc/h box), displaced to z = 0 with
-second-order Lagrangian perturbation theory, painted with cloud-in-cell on a periodic mesh, and cut
-into 2D slabs along each axis. Each field is normalised to mean 1 (1 + delta of its slab).
+Boltzmann code, far below the sample variance of a 250 Mpc/h box), displaced to z = 9 with
+second-order Lagrangian perturbation theory and evolved to z = 0 by a particle-mesh N-body code
+(`--method pm`, the default; `--method 2lpt` displaces the particles to z = 0 at once), painted
+with cloud-in-cell on a periodic mesh, and cut into 2D slabs along each axis. Each field is
+normalised to mean 1 (1 + delta of its slab).
 
     python -m cosmodiff.mock --out mock.npz --n_sims 2 --grid 64
     python -m cosmodiff.mock --split conditional --out train_data/conditional
 
-The default split (train_data/train.npz, test.npz) is at Quijote's fiducial cosmology; the
+The default split (train_data/nonlinear/train.npz, test.npz; particle mesh) and the 2lpt split
+(train_data/train.npz, test.npz) are at Quijote's fiducial cosmology; the
 conditional split varies (Omega_m, sigma_8): training simulations on a Latin hypercube over Quijote's
 ranges, test simulations at fixed points (a 3x3 grid over the inner 80% of both ranges and the
 fiducial point), several per point so each point has its own sample-variance floor.
@@ -151,7 +154,7 @@ def simulation_params(seed, sim, latin_hypercube, n_sims):
 def make_mock_set(n_sims, grid=DEFAULTS["grid"], box_size=DEFAULTS["box_size"],
                   slab_thickness=DEFAULTS["slab_thickness"], image_size=DEFAULTS["image_size"],
                   seed=DEFAULT_SEED, latin_hypercube=False, first_sim=0, redshift=0.0, progress=True, cosmologies=None,
-                  method="2lpt", pm_steps=PM_STEPS, slabs_per_sim=None):
+                  method="pm", pm_steps=PM_STEPS, slabs_per_sim=None):
     """Fields of simulations first_sim .. first_sim + n_sims - 1; simulation i's phases depend only on
     (seed, i); cosmologies, if given, holds each simulation's parameters (else fiducial or the hypercube's).
     method: "2lpt" (displaced once) or "pm" (particle-mesh N-body from 2LPT initial conditions).
@@ -189,7 +192,8 @@ def conditional_test_set():
     """CONDITIONAL_SIMS_PER_POINT simulations at each of conditional_test_points()."""
     cosmologies = [dict(QUIJOTE_FIDUCIAL, **point) for point in conditional_test_points()
                    for _ in range(CONDITIONAL_SIMS_PER_POINT)]
-    return make_mock_set(len(cosmologies), seed=CONDITIONAL_SEED, first_sim=CONDITIONAL_TRAIN_SIMS, cosmologies=cosmologies)
+    return make_mock_set(len(cosmologies), seed=CONDITIONAL_SEED, first_sim=CONDITIONAL_TRAIN_SIMS, cosmologies=cosmologies,
+                         method="2lpt")
 
 
 def derivative_set():
@@ -199,12 +203,12 @@ def derivative_set():
     first_sim = CONDITIONAL_TRAIN_SIMS + CONDITIONAL_SIMS_PER_POINT * len(conditional_test_points())
     sets = [make_mock_set(CONDITIONAL_SIMS_PER_POINT, seed=CONDITIONAL_SEED, first_sim=first_sim,
                           cosmologies=[dict(QUIJOTE_FIDUCIAL, **{name: QUIJOTE_FIDUCIAL[name] + sign * step})]
-                          * CONDITIONAL_SIMS_PER_POINT)
+                          * CONDITIONAL_SIMS_PER_POINT, method="2lpt")
             for name, step in DERIVATIVE_STEPS.items() for sign in (-1, 1)]
     return concatenated(sets)
 
 
-def large_train_set(method="2lpt"):
+def large_train_set(method):
     """LARGE_TRAIN_SIMS fiducial simulations: the default training simulations and those after the
     default test simulations, so the default test split stays held out."""
     first_extra = DEFAULT_TRAIN_SIMS + DEFAULT_TEST_SIMS
@@ -212,7 +216,7 @@ def large_train_set(method="2lpt"):
                          make_mock_set(LARGE_TRAIN_SIMS - DEFAULT_TRAIN_SIMS, first_sim=first_extra, method=method)])
 
 
-def default_test_set(method="2lpt"):
+def default_test_set(method):
     """The default test simulations (after the default training ones), held out of every fiducial
     training split."""
     return make_mock_set(DEFAULT_TEST_SIMS, first_sim=DEFAULT_TRAIN_SIMS, method=method)
@@ -227,23 +231,28 @@ def concatenated(sets):
 
 # name -> file -> the field set it holds, made on first use by ensure_split
 SPLITS = {
-    "default": {"train": partial(make_mock_set, DEFAULT_TRAIN_SIMS, first_sim=0), "test": default_test_set},
+    "2lpt": {"train": partial(make_mock_set, DEFAULT_TRAIN_SIMS, first_sim=0, method="2lpt"),
+             "test": partial(default_test_set, method="2lpt")},
     "nonlinear": {"train": partial(make_mock_set, DEFAULT_TRAIN_SIMS, first_sim=0, method="pm"),
                   "test": partial(default_test_set, method="pm")},
-    "large": {"train": large_train_set, "test": default_test_set},
+    "large": {"train": partial(large_train_set, method="2lpt"), "test": partial(default_test_set, method="2lpt")},
     "large-nonlinear": {"train": partial(large_train_set, method="pm"), "test": partial(default_test_set, method="pm")},
-    "inference": {file: partial(make_mock_set, INFERENCE_SIMS, seed=seed, latin_hypercube=True,
+    "inference": {file: partial(make_mock_set, INFERENCE_SIMS, seed=seed, latin_hypercube=True, method="2lpt",
                                 slabs_per_sim=INFERENCE_SLABS_PER_SIM) for file, seed in INFERENCE_SEEDS.items()},
-    "conditional": {"train": lambda: make_mock_set(CONDITIONAL_TRAIN_SIMS, seed=CONDITIONAL_SEED, latin_hypercube=True),
+    "conditional": {"train": lambda: make_mock_set(CONDITIONAL_TRAIN_SIMS, seed=CONDITIONAL_SEED, latin_hypercube=True,
+                                                   method="2lpt"),
                     "test": conditional_test_set, "derivatives": derivative_set},
 }
 
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / "train_data"  # the repository's data folder
-SPLIT_FOLDERS = {name: DEFAULT_DATA if name == "default" else DEFAULT_DATA / name for name in SPLITS}
+DATA_FOLDER = Path(__file__).resolve().parents[1] / "train_data"  # the repository's data folder
+# the 2lpt split sits in the data folder itself, where run folders trained on it look for its test file
+SPLIT_FOLDERS = {name: DATA_FOLDER if name == "2lpt" else DATA_FOLDER / name for name in SPLITS}
+DEFAULT_SPLIT = "nonlinear"  # what train.py trains on when given no data
+DEFAULT_DATA = SPLIT_FOLDERS[DEFAULT_SPLIT]
 
 
-def ensure_split(folder, name="default"):
+def ensure_split(folder, name=DEFAULT_SPLIT):
     """A named split (by simulation) in folder/<file>.npz (train, test, ...), each file made once;
     returns the train and test paths."""
     folder = Path(folder)
@@ -258,9 +267,9 @@ def ensure_split(folder, name="default"):
     return folder / "train.npz", folder / "test.npz"
 
 
-def ensure_default_data(folder):
-    """The default (fiducial-cosmology) split in folder, made once."""
-    return ensure_split(folder, "default")
+def ensure_default_data():
+    """The default split's train and test paths, made once."""
+    return ensure_split(DEFAULT_DATA, DEFAULT_SPLIT)
 
 
 def main(args):
@@ -289,7 +298,7 @@ def build_parser():
     parser.add_argument("--slab_thickness", type=COUNT, default=DEFAULTS["slab_thickness"], help="mesh cells per slab")
     parser.add_argument("--image_size", type=INDEX, default=DEFAULTS["image_size"], help="block-average to this side (0: the grid)")
     parser.add_argument("--redshift", type=REDSHIFT, default=0.0)
-    parser.add_argument("--method", default="2lpt", choices=["2lpt", "pm"],
+    parser.add_argument("--method", default="pm", choices=["pm", "2lpt"],
                         help="2lpt: particles displaced once; pm: particle-mesh N-body from 2LPT at z = 9")
     parser.add_argument("--pm_steps", type=COUNT, default=PM_STEPS, help="pm: time steps from z = 9, linear in a")
     parser.add_argument("--seed", type=INDEX, default=DEFAULT_SEED)

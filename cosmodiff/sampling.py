@@ -19,7 +19,7 @@ from cosmodiff.cli import ArgumentParser, COUNT, GUIDANCE, INDEX, NON_NEGATIVE, 
 from cosmodiff.condition import DEFAULT_GUIDANCE, Condition, parse_params, read_params_table
 from cosmodiff.diffusion import GRIDS, SAMPLERS, network_evaluations, sample, sampler_steps
 from cosmodiff.fields import render_colormap
-from cosmodiff.transforms import LogTransform
+from cosmodiff.transforms import transform_from_dict
 
 
 def physical_fields(formulation, network, transform, size, indices, seed, sampler, steps, **options):
@@ -47,7 +47,7 @@ def sample_fields(args, accelerator):
     network, formulation, config = load_run(run_dir)
     network.to(accelerator.device)
     steps = sampler_steps(formulation, args.sampler, args.steps)
-    transform = LogTransform.from_dict(config["transform"])
+    transform = transform_from_dict(config["transform"])
     condition, points = parameter_points(args, config)
     guidance = (DEFAULT_GUIDANCE if args.guidance is None else args.guidance) if condition else 1.0
     total = args.num_samples * (len(points) if condition else 1)

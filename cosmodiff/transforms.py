@@ -3,12 +3,15 @@
 Model space is log density standardised to a fixed spread, `data_std` (0.5 as in EDM, Karras et
 al. 2022, by default). The spread matters: the noise schedule is laid out for data of that scale,
 and a smaller one drowns the low-amplitude small scales early in the forward process, where few-step
-samplers spend few steps. The samplers clamp each predicted clean field x0 to the training set's
+samplers spend few steps. `log-whitened` also divides each Fourier mode of that field by the
+training set's spread at its |k| (equal-SNR diffusion, Falck et al. 2025): white noise then corrupts
+every scale at the same rate, where under plain white noise the faint small scales of a red spectrum
+drown first. The samplers clamp each predicted clean field x0 to the training set's
 model-space range widened by HEADROOM of its width on both sides (`x0_range`): fields a little
 beyond the training extremes stay reachable, and the clamp only cuts what is far outside anything
 seen in training.
 """
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -70,12 +73,77 @@ class LogTransform:
         rho = lib.clamp(rho, min=0) if lib is torch else np.maximum(rho, 0)
         return rho - self.offset
 
+    name = "log"
+
     def to_dict(self):
-        return {"name": "log", **asdict(self)}
+        return {"name": self.name, **asdict(self)}
 
     @classmethod
     def from_dict(cls, config):
         return cls(**{key: value for key, value in config.items() if key != "name"})
+
+
+def radial_index(size):
+    """int(|k|) of each mode of a (size, size) grid's rfft2, k in units of the fundamental."""
+    k = np.fft.fftfreq(size, 1 / size)
+    k_half = np.fft.rfftfreq(size, 1 / size)
+    return np.sqrt(k[:, None] ** 2 + k_half[None, :] ** 2).astype(int)
+
+
+def radial_filter(fields, gains):
+    """Each field's rfft2 modes times gains[int(|k|)]: isotropic, so it commutes with periodic rolls and the
+    symmetries of the square, and a filter with no zero gain is inverted by its reciprocal."""
+    lib = torch if isinstance(fields, torch.Tensor) else np
+    size = fields.shape[-1]
+    table = np.asarray(gains, np.float64)[radial_index(size)]
+    if lib is torch:
+        table = torch.as_tensor(table, dtype=torch.float64 if fields.dtype == torch.float64 else torch.float32,
+                                device=fields.device)
+    return lib.fft.irfft2(lib.fft.rfft2(fields) * table, s=fields.shape[-2:])
+
+
+@dataclass
+class WhitenedLogTransform(LogTransform):
+    """The log transform's field with each mode divided by the training set's spread at its |k| (one
+    gain per integer |k| in units of the fundamental, the DC mode sharing |k| = 1's), scaled to data_std:
+    every scale of model space has the same power, so white noise drowns them all at the same rate."""
+    gains: list = field(default_factory=list)
+
+    name = "log-whitened"
+
+    @classmethod
+    def fit(cls, fields, data_std=DATA_STD):
+        log = LogTransform.fit(fields, data_std)
+        logs = log.forward(np.asarray(fields, np.float64))
+        size = logs.shape[-1]
+        index = radial_index(size)
+        power = np.abs(np.fft.rfft2(logs)) ** 2
+        mean_power = np.bincount(index.ravel(), weights=power.mean(axis=0).ravel()) / np.bincount(index.ravel())
+        mean_power[0] = mean_power[1]
+        gains = 1 / np.sqrt(mean_power)
+        white = radial_filter(logs, gains)
+        gains *= data_std / white.std()
+        white *= data_std / white.std()
+        low, high = white.min(), white.max()
+        margin = HEADROOM * (high - low)
+        return cls(**dict(asdict(log), x_min=float(low - margin), x_max=float(high + margin)), gains=gains.tolist())
+
+    def forward(self, fields):
+        return radial_filter(super().forward(fields), self.gains)
+
+    def inverse(self, x):
+        return super().inverse(radial_filter(x, 1 / np.asarray(self.gains)))
+
+
+TRANSFORMS = {transform.name: transform for transform in (LogTransform, WhitenedLogTransform)}
+
+
+def transform_from_dict(config):
+    """The transform a run folder's config.json describes (folders without a name hold the log transform)."""
+    name = config.get("name", "log")
+    if name not in TRANSFORMS:
+        raise ValueError(f"unknown transform '{name}'; choose one of {', '.join(TRANSFORMS)}")
+    return TRANSFORMS[name].from_dict(config)
 
 
 def augment_periodic(batch, generator=None):

@@ -37,7 +37,7 @@ from cosmodiff.fields import FieldError, fit_image_size, load_fields
 from cosmodiff.inference import (PowerSpectrumLikelihood, elbo_levels, grid_draws, grid_posterior, mcmc_samples,
                                  negative_elbo, parameter_grid, sample_histogram, sample_summaries, summaries)
 from cosmodiff.npe import grid_log_posterior, load_npe
-from cosmodiff.transforms import LogTransform
+from cosmodiff.transforms import transform_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID_POINTS = Number(int, 3)  # a grid posterior needs a point between the prior's edges
@@ -97,7 +97,7 @@ def parameter_space(args, diffusion_config, npe_config):
 
 def elbo_likelihood(args, space, fields, points, models):
     network, formulation, config = models["elbo"]
-    transform = LogTransform.from_dict(config["transform"])
+    transform = transform_from_dict(config["transform"])
     model_space = torch.from_numpy(transform.forward(fields)).float()[:, None]
     condition = Condition.from_dict(config["condition"])
     torch.manual_seed(args.seed)

@@ -21,7 +21,7 @@ from cosmodiff import plots, stats
 from cosmodiff.checkpoint import CheckpointError, latest_run, read_config
 from cosmodiff.cli import ArgumentParser, POSITIVE, finite_json, writable_folder
 from cosmodiff.fields import FieldError, load_fields
-from cosmodiff.mock import DEFAULT_DATA, ensure_default_data
+from cosmodiff.mock import ensure_default_data
 from cosmodiff.run import test_split_of
 
 
@@ -85,7 +85,7 @@ def fill_inputs(args):
         args.generated = newest_samples(run_dir)
         args.real = test_split_of(read_config(run_dir))
     if args.real is None:
-        _, args.real = ensure_default_data(DEFAULT_DATA)
+        _, args.real = ensure_default_data()
     print(f"real: {args.real}\ngenerated: {args.generated}")
 
 

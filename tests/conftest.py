@@ -51,7 +51,7 @@ def tiny_data(tmp_path_factory):
     from cosmodiff.mock import make_mock_set
 
     path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    save_fields(path, make_mock_set(1, grid=32, image_size=32, progress=False))
+    save_fields(path, make_mock_set(1, grid=32, image_size=32, progress=False, method="2lpt"))
     return path
 
 
@@ -125,7 +125,7 @@ def conditional_run(tmp_path_factory):
     from cosmodiff.mock import make_mock_set
 
     folder = tmp_path_factory.mktemp("conditional")
-    save_fields(folder / "lh.npz", make_mock_set(2, grid=32, image_size=32, latin_hypercube=True, seed=3, progress=False))
+    save_fields(folder / "lh.npz", make_mock_set(2, grid=32, image_size=32, latin_hypercube=True, seed=3, progress=False, method="2lpt"))
     result = run_in_process(train_command(folder / "lh.npz", folder / "results", "--train_steps", "2", "--timesteps",
                                           "100", "--run_name", "run", "--condition", "Omega_m,sigma_8"), cwd=folder)
     assert result.returncode == 0, result.stderr

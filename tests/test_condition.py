@@ -115,7 +115,7 @@ def test_guidance_one_is_the_conditional_sample_and_zero_the_unconditional():
 
 def test_conditional_mocks_are_deterministic_for_a_seed_and_carry_their_cosmology():
     def mocks(seed, **options):
-        return make_mock_set(2, grid=32, image_size=16, seed=seed, progress=False, **options)
+        return make_mock_set(2, grid=32, image_size=16, seed=seed, progress=False, method="2lpt", **options)
     first, again, other = mocks(1, latin_hypercube=True), mocks(1, latin_hypercube=True), mocks(2, latin_hypercube=True)
     np.testing.assert_array_equal(first.fields, again.fields)
     np.testing.assert_array_equal(first.params, again.params)
@@ -181,7 +181,7 @@ def test_conditional_errors(conditional_run, tiny_data, tmp_path):
 def test_cosmology_evaluation_per_point_with_response_and_derivatives(conditional_run, tmp_path):
     def at(points, first_sim):
         sets = [make_mock_set(1, grid=32, image_size=32, seed=5, first_sim=first_sim, progress=False,
-                              cosmologies=[dict(QUIJOTE_FIDUCIAL, **point)]) for point in points]
+                              cosmologies=[dict(QUIJOTE_FIDUCIAL, **point)], method="2lpt") for point in points]
         return FieldSet(fields=np.concatenate([s.fields for s in sets]), box_size=sets[0].box_size,
                         params=np.concatenate([s.params for s in sets]), param_names=sets[0].param_names)
     save_fields(tmp_path / "test.npz", at([{"Omega_m": 0.2}, {"Omega_m": 0.3175}], 0))

@@ -8,7 +8,7 @@ from torch import nn
 from cosmodiff.diffusion import (FORMULATIONS, GRIDS, SAMPLERS, build_formulation, network_evaluations, noise_levels,
                                  sample)
 from conftest import noise_level
-from cosmodiff.diffusion.formulations import VP
+from cosmodiff.diffusion.formulations import VP, squared_error
 from cosmodiff.diffusion.samplers import deterministic, multistep, unipc
 
 FAST_VP = {"formulation": "vp", "timesteps": 200}
@@ -228,3 +228,13 @@ def test_grid_errors_name_the_choices():
         sample(formulation, WildDenoiser(), (1, 8, 8), [0], 0, (-1, 1), "dpm++", 4, grid="cosine")
     with pytest.raises(ValueError, match="ddpm steps through every training timestep"):
         sample(formulation, WildDenoiser(), (1, 8, 8), [0], 0, (-1, 1), "ddpm", grid="log")
+
+
+def test_fourier_weighted_loss_keeps_a_white_error_and_weights_small_scales_by_k_power():
+    error = torch.randn(64, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(squared_error(error), (error ** 2).mean(dim=(1, 2, 3)))
+    assert abs(squared_error(error, 2.0).mean() / squared_error(error).mean() - 1) < 0.02  # mean weight 1
+    x = torch.arange(32.0)
+    large, small = (torch.cos(2 * math.pi * k * x / 32).expand(1, 1, 32, 32) for k in (1, 8))
+    assert squared_error(large) == pytest.approx(squared_error(small))  # the same energy
+    assert squared_error(small, 1.0) / squared_error(large, 1.0) == pytest.approx(8.0)

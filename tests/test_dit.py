@@ -40,7 +40,7 @@ def test_position_embedding_is_periodic_on_the_torus():
 
 @pytest.mark.parametrize("formulation", ["vp", "edm", "flow"])
 def test_tiny_dit_loss_falls_through_every_formulation(formulation):
-    fields = torch.from_numpy(make_mock_set(1, grid=32, image_size=32, progress=False).fields[:32])
+    fields = torch.from_numpy(make_mock_set(1, grid=32, image_size=32, progress=False, method="2lpt").fields[:32])
     data = torch.log(fields)[:, None]
     data = 0.5 * (data - data.mean()) / data.std()
     torch.manual_seed(0)
@@ -63,7 +63,7 @@ def test_tiny_dit_loss_falls_through_every_formulation(formulation):
 
 
 def test_dit_run_folder_trains_and_samples(tmp_path):
-    save_fields(tmp_path / "tiny.npz", make_mock_set(1, grid=32, image_size=32, progress=False))
+    save_fields(tmp_path / "tiny.npz", make_mock_set(1, grid=32, image_size=32, progress=False, method="2lpt"))
     train = run_in_process([sys.executable, str(ROOT / "train.py"), "--model", "dit-xs/4", "--data_path",
                             str(tmp_path / "tiny.npz"), "--image_size", "32", "--batch_size", "4", "--train_steps", "3",
                             "--sampling_timesteps", "2", "--run_name", "dit"], cwd=tmp_path)

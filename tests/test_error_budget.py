@@ -22,7 +22,7 @@ KWARGS = dict(dim=8, dim_mults=[1, 2], attn_heads=1, attn_dim_head=8)
 def tiny_run(tmp_path_factory):
     """A run folder holding a tiny, randomly initialised UNet (config.json, model.safetensors, log.csv)."""
     folder = tmp_path_factory.mktemp("budget")
-    real = make_mock_set(1, grid=16, image_size=16, progress=False)
+    real = make_mock_set(1, grid=16, image_size=16, progress=False, method="2lpt")
     save_fields(folder / "test.npz", real)
     torch.manual_seed(0)
     network = build_model("unet", KWARGS)

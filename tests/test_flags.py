@@ -197,7 +197,7 @@ def test_a_report_holding_nan_is_refused_and_nothing_is_written(tmp_path, monkey
     from cosmodiff.fields import FieldSet, save_fields
     from cosmodiff.mock import make_mock_set
 
-    real = make_mock_set(1, grid=16, image_size=16, progress=False)
+    real = make_mock_set(1, grid=16, image_size=16, progress=False, method="2lpt")
     save_fields(tmp_path / "real.npz", real)
     save_fields(tmp_path / "generated.npz", FieldSet(fields=real.fields[::-1].copy(), box_size=real.box_size))
     monkeypatch.setattr(stats, "compare", lambda *args, **kwargs: {"mafd": float("nan"), "settings": {}})

@@ -21,7 +21,7 @@ GENERATE = str(ROOT / "UNet-DDPM" / "generate_images.py")
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gen")
-    save_fields(folder / "tiny.npz", make_mock_set(1, grid=32, image_size=32, progress=False))
+    save_fields(folder / "tiny.npz", make_mock_set(1, grid=32, image_size=32, progress=False, method="2lpt"))
     result = run_in_process([sys.executable, str(ROOT / "train.py"), "--data_path", str(folder / "tiny.npz"),
                              "--image_size", "32", "--batch_size", "4", "--train_steps", "2", "--timesteps", "100",
                              "--sampling_timesteps", "2", "--results_dir", str(folder / "results"), "--run_name", "run"], cwd=folder)

@@ -42,27 +42,27 @@ def test_z0_large_scales_within_sample_variance_plus_lpt_damping():
 
 
 def test_mock_fields_have_mean_one_are_periodic_and_deterministic():
-    fieldset = make_mock_set(1, grid=64, box_size=250.0, slab_thickness=4, image_size=32, seed=5, progress=False)
+    fieldset = make_mock_set(1, grid=64, box_size=250.0, slab_thickness=4, image_size=32, seed=5, progress=False, method="2lpt")
     assert fieldset.fields.shape == (48, 32, 32) and fieldset.fields.dtype == np.float32
     np.testing.assert_allclose(fieldset.fields.mean(axis=(1, 2)), 1.0, rtol=1e-6)
     assert (fieldset.fields > 0).all()
     scores = seam_score(np.log(fieldset.fields))
     assert 0.85 < np.median(scores) < 1.15
-    again = make_mock_set(1, grid=64, box_size=250.0, slab_thickness=4, image_size=32, seed=5, progress=False)
+    again = make_mock_set(1, grid=64, box_size=250.0, slab_thickness=4, image_size=32, seed=5, progress=False, method="2lpt")
     np.testing.assert_array_equal(again.fields, fieldset.fields)
-    other = make_mock_set(1, grid=64, box_size=250.0, slab_thickness=4, image_size=32, seed=6, progress=False)
+    other = make_mock_set(1, grid=64, box_size=250.0, slab_thickness=4, image_size=32, seed=6, progress=False, method="2lpt")
     assert not np.allclose(other.fields, fieldset.fields)
 
 
 def test_simulations_depend_only_on_seed_and_index_so_splits_are_disjoint():
-    both = make_mock_set(2, grid=32, image_size=32, progress=False)
-    second = make_mock_set(1, grid=32, image_size=32, first_sim=1, progress=False)
+    both = make_mock_set(2, grid=32, image_size=32, progress=False, method="2lpt")
+    second = make_mock_set(1, grid=32, image_size=32, first_sim=1, progress=False, method="2lpt")
     np.testing.assert_array_equal(both.fields[both.sim_index == 1], second.fields)
     assert set(second.sim_index) == {1}
 
 
 def test_latin_hypercube_draws_one_cosmology_per_simulation_in_quijote_ranges():
-    fieldset = make_mock_set(4, grid=32, image_size=32, latin_hypercube=True, progress=False)
+    fieldset = make_mock_set(4, grid=32, image_size=32, latin_hypercube=True, progress=False, method="2lpt")
     per_sim = fieldset.params[::len(fieldset) // 4]
     omega_m, sigma_8 = per_sim[:, 0], per_sim[:, 4]
     assert ((0.1 <= omega_m) & (omega_m <= 0.5)).all() and ((0.6 <= sigma_8) & (sigma_8 <= 1.0)).all()
@@ -80,7 +80,7 @@ def test_command_line_writes_a_set_load_fields_reads(tmp_path):
 
 
 def test_particle_mesh_mocks_collapse_further_than_2lpt_from_the_same_initial_conditions():
-    lpt = make_mock_set(1, grid=32, box_size=250.0, image_size=32, slab_thickness=2, progress=False)
+    lpt = make_mock_set(1, grid=32, box_size=250.0, image_size=32, slab_thickness=2, progress=False, method="2lpt")
     pm = make_mock_set(1, grid=32, box_size=250.0, image_size=32, slab_thickness=2, progress=False, method="pm",
                        pm_steps=5)
     assert pm.fields.shape == lpt.fields.shape and np.isfinite(pm.fields).all() and (pm.fields >= 0).all()

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_in_process, shared_path
-from cosmodiff.stats import (mafd, mafd_floor, minkowski_functionals, nearest_distances, power_spectrum,
-                             seam_score)
+from cosmodiff.stats import (bispectrum, compare, correlation_difference, mafd, mafd_floor, minkowski_functionals,
+                             nearest_distances, power_spectrum, reduced_bispectrum, seam_score)
 
 
 @pytest.mark.parametrize("resolution", [64, 128, 512])
@@ -196,3 +196,69 @@ def test_evaluate_without_arguments_takes_the_latest_runs_newest_samples_and_its
     assert result.returncode == 2 and "results/run: the latest run has no samples.npy" in result.stderr
     result = evaluate("--results_dir", tmp_path / "nowhere")
     assert result.returncode == 2 and "no run folders with a config.json" in result.stderr
+
+
+def gaussian_fields(n, size, slope, seed):
+    """Unit-variance Gaussian fields of power |k|^slope."""
+    rng = np.random.default_rng(seed)
+    k = np.fft.fftfreq(size, 1 / size)
+    kmod = np.sqrt(k[:, None] ** 2 + np.fft.rfftfreq(size, 1 / size)[None, :] ** 2)
+    kmod[0, 0] = 1
+    fields = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((n, size, size))) * kmod ** (slope / 2), s=(size, size))
+    return fields / fields.std()
+
+
+def test_bispectrum_estimator_equals_the_direct_sum_over_closed_triangles():
+    field = gaussian_fields(1, 16, -1.0, 0)[0]
+    field = field + 0.3 * field ** 2 - 0.3 * (field ** 2).mean()  # a non-zero bispectrum, delta with negatives
+    modes = np.fft.fft2(field)
+    k = np.fft.fftfreq(16, 1 / 16).astype(int)
+    grid = [(kx, ky) for kx in k for ky in k]
+
+    def in_shell(kx, ky, centre):
+        kmod = np.hypot(kx, ky)
+        return 0 < kmod and centre - 0.5 <= kmod < centre + 0.5
+
+    for centres in [(4, 4, 4), (1, 4, 4), (2, 3, 4)]:
+        total, count = 0.0, 0
+        for k1 in grid:
+            for k2 in grid:
+                k3 = (-k1[0] - k2[0], -k1[1] - k2[1])
+                if in_shell(*k1, centres[0]) and in_shell(*k2, centres[1]) and in_shell(*k3, centres[2]):
+                    total += (modes[k1] * modes[k2] * modes[k3[0] % 16, k3[1] % 16]).real
+                    count += 1
+        _, b, _ = bispectrum(field, 100.0, [("test", *centres)])
+        np.testing.assert_allclose(b[0, 0], total / count * 100.0 ** 4 / 16 ** 6, rtol=1e-6)  # float32 delta
+
+
+def test_reduced_bispectrum_is_zero_for_gaussian_fields_and_2_fnl_for_a_local_quadratic_one():
+    gaussian = gaussian_fields(400, 32, -1.0, 0)
+    triangles, b, p = bispectrum(gaussian, 250.0)
+    assert [name.split()[0] for name, *_ in triangles] == ["equilateral"] * 3 + ["squeezed"] * 3
+    assert triangles[0][1] == pytest.approx(2 * np.pi / 250.0 * 4)  # k in h/Mpc
+    assert np.abs(reduced_bispectrum(b, p)).max() < 0.15
+    f_nl = 0.2
+    quadratic = gaussian + f_nl * (gaussian ** 2 - (gaussian ** 2).mean())
+    q = reduced_bispectrum(*bispectrum(quadratic, 250.0)[1:])
+    assert abs(q.mean() - 2 * f_nl) < 0.1 * 2 * f_nl and (q > 0.5 * f_nl).all()
+
+
+def test_beyond_power_spectrum_distances_sit_at_their_floors_for_real_halves_and_far_above_for_gaussian_fields():
+    real = np.exp(gaussian_fields(256, 32, -1.5, 1))
+    same = np.exp(gaussian_fields(256, 32, -1.5, 2))
+    gaussian = 1 + 0.5 * gaussian_fields(256, 32, -1.5, 3)  # no skewness: Q = 0, a symmetric PDF
+    alike, unlike = (compare(real, other, 250.0, n_splits=20, progress=False)["beyond_power_spectrum"]
+                     for other in (same, gaussian))
+    assert set(alike) == {"bispectrum", "peaks", "pixel_pdf", "pk_correlation"}
+    for name in alike:
+        assert alike[name]["over_floor"] < 2.5
+    assert unlike["bispectrum"]["over_floor"] > 3 and unlike["pixel_pdf"]["over_floor"] > 3
+
+
+def test_correlation_difference_finds_a_correlation_the_other_set_lacks():
+    rng = np.random.default_rng(0)
+    independent = rng.normal(size=(2000, 4))
+    correlated = independent.copy()
+    correlated[:, 1] = 0.6 * correlated[:, 0] + 0.8 * correlated[:, 1]
+    assert correlation_difference(independent, independent) == 0
+    assert correlation_difference(correlated, independent) == pytest.approx(0.6, abs=0.05)

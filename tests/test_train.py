@@ -183,8 +183,8 @@ def test_fidelity_while_training_is_the_mafd_of_the_samples_the_commands_make(tm
     from cosmodiff.mock import make_mock_set
 
     data = tmp_path / "data"
-    save_fields(data / "train.npz", make_mock_set(1, grid=32, image_size=32, progress=False))
-    save_fields(data / "test.npz", make_mock_set(1, grid=32, image_size=32, seed=9, progress=False))
+    save_fields(data / "train.npz", make_mock_set(1, grid=32, image_size=32, progress=False, method="2lpt"))
+    save_fields(data / "test.npz", make_mock_set(1, grid=32, image_size=32, seed=9, progress=False, method="2lpt"))
     result = run_in_process(train_command(data, tmp_path / "results", "--train_steps", "4", "--save_every", "2",
                                           "--log_every", "3", "--val_samples", "6", "--val_steps", "4", "--run_name",
                                           "run", "--report_to", "tensorboard"))

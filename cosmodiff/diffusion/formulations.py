@@ -43,6 +43,18 @@ def karras_grid(sigma_min, sigma_max, steps, rho=7.0):
     return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)])
 
 
+def squared_error(error, k_power=0.0):
+    """Each field's mean squared error (B,); with k_power its modes weighted by max(|k|, 1)^k_power,
+    normalised to a mean weight of 1, so that a white error costs the same at any k_power (Parseval)."""
+    if not k_power:
+        return (error ** 2).mean(dim=(1, 2, 3))
+    size = error.shape[-1]
+    k = torch.fft.fftfreq(size, 1 / size, device=error.device)
+    weight = (k[:, None] ** 2 + k[None, :] ** 2).sqrt().clamp(min=1) ** k_power
+    modes = torch.fft.fft2(error, norm="ortho")
+    return ((weight / weight.mean()) * modes.abs() ** 2).mean(dim=(1, 2, 3))
+
+
 class Formulation:
     """What every formulation provides; subclasses set the coefficients and the training noise levels."""
 
@@ -102,8 +114,9 @@ class Formulation:
         c_skip, c_out, c_in, c_noise = (c.to(y.dtype).view(-1, 1, 1, 1) for c in self.precondition(sigma))
         return c_skip * y + c_out * network(c_in * y, c_noise.flatten(), cond)
 
-    def loss(self, network, x0, cond=None):
-        """The formulation's training loss on a batch of clean fields (B, C, H, W)."""
+    def loss(self, network, x0, cond=None, k_power=0.0):
+        """The formulation's training loss on a batch of clean fields (B, C, H, W); k_power > 0 weights
+        each Fourier mode of the error by |k|^k_power (Schanz, List & Hahn 2023's filter-boosted loss)."""
         sigma, weight = self.training_sigmas(len(x0), x0.device)
         c_skip, c_out, c_in, c_noise = self.precondition(sigma)
         noise = torch.randn_like(x0)
@@ -114,7 +127,7 @@ class Formulation:
         network_input = combine(c_in, c_in * sigma)
         target = combine((1 - c_skip) / c_out, -c_skip * sigma / c_out)
         out = network(network_input, c_noise.to(x0.dtype), cond)
-        per_field = ((out.float() - target) ** 2).mean(dim=(1, 2, 3))
+        per_field = squared_error(out.float() - target, k_power)
         return (weight.to(per_field.dtype) * per_field).mean()
 
 
