@@ -1,6 +1,7 @@
 """Error budget of one checkpoint: how much of its MAFD is the sampler's, how much the network's,
 and how large the sample-variance floor is, in delta space and in log space (P(k) of ln(1 + delta)),
-overall and per k band.
+overall and per k band; and the reduced bispectrum, peak counts, pixel PDF and P(k) correlation
+matrix of each solve against the real fields, next to their floors (`cosmodiff.stats.compare`).
 
     python benchmarks/error_budget.py RUN [--sampler dpm++:20:log] [--reference dpm++3m:40:log]
                                           [--check_reference] [--num_samples 384]
@@ -31,7 +32,7 @@ from cosmodiff.run import test_split_of
 from cosmodiff.sampling import physical_fields
 from cosmodiff.fields import load_fields
 from cosmodiff.launch import accelerated
-from cosmodiff.stats import log_density, mafd, mafd_floor, nyquist_mask, overdensity, power_spectrum
+from cosmodiff.stats import compare, log_density, mafd, mafd_floor, nyquist_mask, overdensity, power_spectrum
 from cosmodiff.transforms import transform_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,6 +143,8 @@ def main(args):
                   reference=args.reference, sampler=args.sampler,
                   network_evaluations={name: evaluations(run_dir, setting) for name, setting in settings.items()},
                   budget=budget(real, power["reference"], power["sampler"], masks, n_samples),
+                  beyond_power_spectrum={name: compare(real_set.fields, fields[name], box_size, progress=False)
+                                         ["beyond_power_spectrum"] for name in ("reference", "sampler")},
                   one_point={name: one_point(value) for name, value in {"real": real_set.fields, **fields}.items()})
     if args.check_reference:
         paired = counts["reference_doubled"]  # the first fields of the reference, from the same noise
@@ -175,7 +178,9 @@ def fidelity_rows(report, recipe, cpu_minutes):
                          model_error=delta["all"]["model_error"],
                          sampler_error=delta["all"]["sampler_error"] if name == "sampler" else 0.0,
                          log_mafd_over_floor=log["all"][total] / log["all"]["floor"],
-                         band_mafd_over_floor={band: row[total] / row["floor"] for band, row in delta.items() if band != "all"}))
+                         band_mafd_over_floor={band: row[total] / row["floor"] for band, row in delta.items() if band != "all"},
+                         beyond_over_floor={statistic: row["over_floor"]
+                                            for statistic, row in report["beyond_power_spectrum"][name].items()}))
     return rows
 
 
@@ -199,6 +204,10 @@ def print_report(report):
             print(f"| {space} | {band} | {100 * row['floor']:.2f}% | {100 * row['model_error']:.2f}% "
                   f"({row['model_over_floor']:.1f}x) | {100 * row['sampler_error']:.2f}% ({row['sampler_over_floor']:.1f}x) "
                   f"| {100 * row['mafd']:.2f}% ({row['mafd_over_floor']:.1f}x) |")
+    print("| solve | " + " | ".join(report["beyond_power_spectrum"]["reference"]) + " |")
+    print("| --- |" + " --- |" * len(report["beyond_power_spectrum"]["reference"]))
+    for name, rows in report["beyond_power_spectrum"].items():
+        print(f"| {name} | " + " | ".join(f"{row['distance']:.3g} ({row['over_floor']:.1f}x)" for row in rows.values()) + " |")
     print("| fields | var delta | var ln(1 + delta) | delta 99% | delta 99.9% |")
     print("| --- | --- | --- | --- | --- |")
     for name, row in report["one_point"].items():

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 MAS_ORDER = {"None": 0, "NGP": 1, "CIC": 2, "TSC": 3, "PCS": 4}
 LOG_FLOOR = 1e-3  # 1 + delta below 0.1% of the mean counts as 0.1% in log-density statistics
+MIN_FLOOR_FIELDS = 4  # two halves of two fields: the fewest a spread across fields (and a floor) can come from
 
 
 def overdensity(fields):
@@ -267,8 +268,8 @@ def split_floor(distance, real, n_generated, n_splits=200, seed=0):
     rng = np.random.default_rng(seed)
     n_real = len(real[0])
     size = min(n_generated, n_real // 2)
-    if size < 2:
-        raise ValueError("a sample-variance floor needs at least 4 real fields")
+    if 2 * size < MIN_FLOOR_FIELDS:
+        raise ValueError(f"a sample-variance floor needs at least {MIN_FLOOR_FIELDS} real fields")
     scale = np.sqrt((1 / n_generated + 1 / n_real) / (2 / size))
     values = []
     for _ in range(n_splits):
@@ -284,8 +285,11 @@ def q_distance(b_generated, p_generated, b_real, p_real):
 
 def beyond_power_spectrum(real_stats, generated_stats, mask, n_splits=200):
     """The reduced bispectrum, peak counts, pixel PDF and P(k) correlation matrix of two sets, each as a
-    distance between them next to its floor (the same distance between disjoint halves of the real set)."""
+    distance between them next to its floor (the same distance between disjoint halves of the real set);
+    empty for fewer than MIN_FLOOR_FIELDS real fields, too few to split for a floor."""
     n_generated = len(generated_stats["pk"])
+    if len(real_stats["pk"]) < MIN_FLOOR_FIELDS:
+        return {}
     distances = {
         "bispectrum": (q_distance, ("b", "p")),
         "peaks": (mean_difference, ("peaks",)),

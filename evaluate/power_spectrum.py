@@ -1,5 +1,7 @@
 """Compare generated fields with real ones: power spectra, MAFD next to its sample-variance floor,
-pixel PDF, Minkowski functionals, peaks, periodic seams (and memorisation with --train).
+pixel PDF, Minkowski functionals, peaks, the reduced bispectrum and the P(k) correlation matrix
+(each statistic beyond P(k) as a distance next to its own floor), periodic seams (and memorisation
+with --train).
 
     python evaluate/power_spectrum.py REAL GENERATED [--box_size 1000] [--colormap gnuplot] [--out evaluation]
     python evaluate/power_spectrum.py GENERATED      # against the default test split
@@ -55,6 +57,8 @@ def summary_table(report):
         ("std ln(1+delta) (real / generated)", f"{pdf['log_density_std_real']:.3f} / {pdf['log_density_std_generated']:.3f}"),
         *((f"Minkowski {name.upper()} bins within real 1-sigma", f"{100 * report['minkowski'][name]['fraction_within_1sigma']:.0f}%")
           for name in ("v0", "v1", "v2")),
+        *((f"{name.replace('_', ' ')} distance / floor", f"{row['distance']:.3g} / {row['floor']:.3g} = {row['over_floor']:.2f}")
+          for name, row in report["beyond_power_spectrum"].items()),
         ("seam score generated, median [5-95%]", f"{seam['generated']['median']:.3f} [{seam['generated']['low']:.3f}, {seam['generated']['high']:.3f}]"),
         ("seam score real, median [5-95%]", f"{seam['real']['median']:.3f} [{seam['real']['low']:.3f}, {seam['real']['high']:.3f}]"),
     ]

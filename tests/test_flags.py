@@ -120,7 +120,7 @@ def test_an_output_that_is_a_file_or_under_one_is_refused_before_any_work(tmp_pa
              ("cosmodiff/prepare.py", ["src", "--out", "taken"], "--out taken: is a file, not a folder"),
              ("cosmodiff/mock.py", ["--out", "taken/mock.npz"],
               "--out taken/mock.npz: cannot be written (taken is not a writable folder)"),
-             ("cosmodiff/mock.py", ["--split", "default", "--out", "taken"], "--out taken: is a file, not a folder")]
+             ("cosmodiff/mock.py", ["--split", "2lpt", "--out", "taken"], "--out taken: is a file, not a folder")]
     for script, argv, message in cases:
         if "shared" in " ".join(argv) and not (ROOT.parent / "shared" / "run-folders").exists():
             continue
