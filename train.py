@@ -11,6 +11,7 @@ Multi-GPU and multi-node runs are accelerate's configuration (`accelerate config
 ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 train.py
 """
 import argparse
+import collections
 import contextlib
 import csv
 import importlib.util
@@ -27,16 +28,15 @@ from tqdm import tqdm
 
 from cosmodiff import plots
 from cosmodiff.checkpoint import (CheckpointError, latest_run, load_training_state, lock_run, new_run_dir, read_config,
-                                  read_log, release_runs, save_checkpoint, training_state)
-from cosmodiff.cli import ArgumentParser, COUNT, FINITE, FRACTION, INDEX, POSITIVE, exit_on, writable_folder
-from cosmodiff.diffusion import FORMULATIONS, SAMPLERS
+                                  read_log, release_folders, save_checkpoint, training_state)
+from cosmodiff.cli import exit_on, writable_folder
 from cosmodiff.fields import FieldError
 from cosmodiff.launch import Preemption, accelerated
 from cosmodiff.loader import FieldDataset, StepBatches, fitting_sample, training_batches
-from cosmodiff.models import MODELS
-from cosmodiff.run import add_data_flags, build_training, training_condition, training_fields, validation_set
+from cosmodiff.run import build_training, training_condition, training_fields, validation_set
 from cosmodiff.sampling import physical_fields
-from cosmodiff.transforms import DATA_STD, TRANSFORMS, augment_periodic, transform_from_dict
+from cosmodiff.train_flags import build_parser
+from cosmodiff.transforms import TRANSFORMS, augment_periodic, transform_from_dict
 
 # elapsed_s: wall-clock training seconds; cpu_s: the main process's CPU seconds (all its threads), the
 # compute a run used whatever else shared the machine
@@ -45,6 +45,7 @@ LOG_COLUMNS = ["step", "loss", "lr", "images_per_s", "elapsed_s", "cpu_s", "val_
 DEFAULTS_BEFORE_THE_FLAG = {"lr_schedule": "cosine"}  # a run folder from before --lr_schedule resumes as it trained
 RESUME_FLAGS = {"resume", "train_steps", "results_dir"}  # what --resume may be given; the rest is the run's
 TIMING_STEPS = 20  # --train_minutes: steps timed before the step count is fixed (inside the warm-up)
+SPIKE_WINDOW, SPIKE_MIN_HISTORY = 100, 20  # --loss_spike: the median of the last 100 steps, once 20 are known
 PREEMPTED = 75  # exit status after SIGTERM/SIGUSR1: checkpoint written, resume with --resume (sysexits' EX_TEMPFAIL)
 
 
@@ -187,15 +188,28 @@ def main(args):
         return train(args, accelerator)
 
 
-def optimizer_step(accelerator, model, optimizer, formulation, batches, condition, args, step):
+def check_spike(loss, recent_losses, args, step):
+    """Stop before the update when a loss is --loss_spike times the median of the last steps' (a run
+    diverging while its loss is still finite); the same on every process, the loss being all-reduced."""
+    if len(recent_losses) < SPIKE_MIN_HISTORY:
+        return
+    median = float(np.median(recent_losses))
+    if not loss <= args.loss_spike * median:
+        raise TrainingError(f"step {step + 1}: the loss jumped to {loss:.4g}, {loss / median:.0f}x the median "
+                            f"{median:.4g} of the last {len(recent_losses)} steps; stopped before the update, the last "
+                            f"checkpoint is kept (start again with a lower --lr than {args.lr:g})")
+
+
+def optimizer_step(accelerator, model, optimizer, formulation, batches, condition, args, step, recent_losses):
     """One optimizer step over --grad_accum micro-batches; returns their losses. A non-finite gradient
-    stops training before the update."""
+    or a loss spike (check_spike; recent_losses: the last steps' mean losses) stops training before the update."""
     losses = []
     for _ in range(args.grad_accum):
         with accelerator.accumulate(model):
             fields, cond = (tensor.to(accelerator.device) for tensor in next(batches))
             loss = formulation.loss(model, augment_periodic(fields), dropped(cond, args) if condition else None,
                                     k_power=args.loss_k_power)
+            check_spike(accelerator.reduce(loss.detach(), reduction="mean").item(), recent_losses, args, step)
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 gradient_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -304,7 +318,7 @@ def train(args, accelerator):
     try:
         return train_loop(accelerator, setup(args, accelerator))
     finally:
-        release_runs()
+        release_folders()
 
 
 def train_loop(accelerator, run):
@@ -315,14 +329,17 @@ def train_loop(accelerator, run):
     progress = tqdm(initial=start_step, total=args.train_steps, disable=not accelerator.is_main_process,
                     desc=f"training {args.model}")
     timing_start = time.time()
+    recent_losses = collections.deque(maxlen=SPIKE_WINDOW)
     with Preemption() as preemption:
         for step in itertools.count(start_step):
             if args.train_steps is not None and step >= args.train_steps:
                 break
             for group in run.optimizer.param_groups:
                 group["lr"] = learning_rate(step, args)
-            log.losses += optimizer_step(accelerator, run.model, run.optimizer, run.formulation, run.batches,
-                                         run.condition, args, step)
+            losses = optimizer_step(accelerator, run.model, run.optimizer, run.formulation, run.batches,
+                                    run.condition, args, step, recent_losses)
+            recent_losses.append(torch.stack(losses).mean().item())
+            log.losses += losses
             run.ema.update()
             progress.update()
             config["step"] = step + 1
@@ -347,68 +364,7 @@ def train_loop(accelerator, run):
     return 0
 
 
-def add_model_flags(model):
-    """The network and diffusion formulation flags (what a run's config.json stores)."""
-    model.add_argument("--model", default="unet", choices=list(MODELS))
-    model.add_argument("--formulation", default="vp", choices=list(FORMULATIONS),
-                       help="vp: DDPM, v-prediction; edm: Karras et al. 2022; flow: rectified flow")
-    model.add_argument("--condition", default=None, help="condition on these parameters of the data, e.g. "
-                       "Omega_m,sigma_8 (default: unconditional)")
-    model.add_argument("--cond_drop_prob", type=FRACTION, default=0.1,
-                       help="share of training fields without their condition, for classifier-free guidance")
-    model.add_argument("--sampling_timesteps", type=COUNT, default=50, help="DDIM steps of the sample grids")
-    for formulation in FORMULATIONS.values():  # each formulation's own flags (cosmodiff/diffusion/formulations.py)
-        for flag, options in formulation.flags.items():
-            model.add_argument(f"--{flag}", **dict(options, help=f"{formulation.name}: {options['help']}"))
-
-
-def build_parser():
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = parser.add_argument_group("data")
-    add_data_flags(data)
-    data.add_argument("--num_workers", type=INDEX, default=1, help="DataLoader worker processes reading fields ahead")
-    data.add_argument("--data_std", type=POSITIVE, default=DATA_STD, help="spread of the standardised log density in model space")
-    data.add_argument("--transform", default="log", choices=list(TRANSFORMS), help="physical units -> model space: "
-                      "log (standardised log density) or log-whitened (each |k| scaled to the same power: equal-SNR "
-                      "diffusion)")
-    add_model_flags(parser.add_argument_group("model and diffusion"))
-    train = parser.add_argument_group("training")
-    length = train.add_mutually_exclusive_group()
-    length.add_argument("--train_steps", type=COUNT, default=None, help="optimizer steps (default 400; on resume, the run's)")
-    length.add_argument("--train_minutes", type=POSITIVE, default=None,
-                       help="as many steps as fit these minutes of training, at the speed of the first 20 steps")
-    train.add_argument("--batch_size", type=COUNT, default=16, help="global batch, split over processes")
-    train.add_argument("--grad_accum", type=COUNT, default=1)
-    train.add_argument("--lr", type=POSITIVE, default=2e-3, help="peak learning rate (before session 7's study: 1e-3, which long runs need: README)")
-    train.add_argument("--lr_schedule", default="constant", choices=["cosine", "constant", "wsd"],
-                       help="after the warm-up: constant (the EMA anneals), cosine decay to 10%% at --train_steps "
-                            "(the default before session 7's study), or wsd: constant, then linear to zero over the "
-                            "last --cooldown_fraction")
-    train.add_argument("--cooldown_fraction", type=FRACTION, default=0.2, help="wsd: share of --train_steps spent "
-                       "decaying the rate to zero")
-    train.add_argument("--warmup_steps", type=COUNT, default=50)
-    train.add_argument("--loss_k_power", type=FINITE, default=0.0, help="weight each Fourier mode of the denoising "
-                       "error by |k|^p (mean weight 1): p > 0 favours small scales; 0 is the plain pixel loss")
-    train.add_argument("--max_grad_norm", type=POSITIVE, default=1.0)
-    train.add_argument("--ema_decay", type=FRACTION, default=0.995)
-    train.add_argument("--seed", type=INDEX, default=0)
-    run = parser.add_argument_group("run folder")
-    run.add_argument("--results_dir", default="results")
-    run.add_argument("--run_name", default=None, help="default: <time>-<model>")
-    run.add_argument("--resume", nargs="?", const="latest", default=None, help="continue the latest run, or the run DIR")
-    run.add_argument("--save_every", type=COUNT, default=200, help="checkpoint and sample grid every N steps")
-    run.add_argument("--log_every", type=COUNT, default=10)
-    run.add_argument("--report_to", default=None, choices=["tensorboard"], help="also log to RUN/tensorboard "
-                     "(loss, learning rate, MAFD, samples) with accelerate's tracker")
-    check = parser.add_argument_group("fidelity while training (at every --save_every)")
-    check.add_argument("--val_path", default=None, help="held-out fields (default: test.npz next to the training data)")
-    check.add_argument("--val_samples", type=INDEX, default=32, help="samples per check; 0 switches it off")
-    check.add_argument("--val_sampler", default="dpm++", choices=list(SAMPLERS))
-    check.add_argument("--val_steps", type=COUNT, default=10)
-    return parser
-
-
-PARSER = build_parser()
+PARSER = build_parser(__doc__)
 
 
 def parse_args(argv=None):

@@ -27,7 +27,7 @@ import numpy as np
 
 import error_budget
 from cosmodiff.checkpoint import read_config
-from cosmodiff.cli import ArgumentParser
+from cosmodiff.cli import ArgumentParser, folder_name
 from cosmodiff.plots import plt, save
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ def main(args):
 
 if __name__ == "__main__":
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--name", required=True, help="the study's folder under --out")
+    parser.add_argument("--name", type=folder_name, required=True, help="the study's folder under --out")
     parser.add_argument("--budgets", default="200 600 1200 2400 4800", help="training steps at which to copy the run")
     parser.add_argument("--train_args", default="", help="train.py flags of the recipe")
     parser.add_argument("--separate_runs", action="store_true", help="train each budget from scratch (a schedule "

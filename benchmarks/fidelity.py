@@ -19,7 +19,7 @@ from pathlib import Path
 
 import error_budget  # benchmarks/, this script's folder
 from cosmodiff.checkpoint import read_config, read_log
-from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE
+from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, folder_name
 from cosmodiff.diffusion import SAMPLERS, network_evaluations
 from cosmodiff.fields import load_fields
 from cosmodiff.mock import DEFAULT_SPLIT, SPLIT_FOLDERS, SPLITS, ensure_split
@@ -199,7 +199,7 @@ if __name__ == "__main__":
     parser.add_argument("--batch_size", type=COUNT, default=64)
     parser.add_argument("--seed", type=INDEX, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
-    parser.add_argument("--name", default=None, help="the experiment's folder under --out (default: <model>-<length>)")
+    parser.add_argument("--name", type=folder_name, default=None, help="the experiment's folder under --out (default: <model>-<length>)")
     parser.add_argument("--no_memorisation", action="store_true",
                         help="skip the nearest-training-field search (2 minutes per evaluation on 2 cores)")
     parser.add_argument("--results", default=None, help="also add the summary to this file, e.g. "

@@ -8,6 +8,7 @@ folder never mixes two steps. A failed write (a full disk) removes what it began
 previous checkpoint as it was. Nothing is unpickled: weights are safetensors, settings JSON, and
 accelerate's optimizer state is read with torch.load(weights_only=True).
 """
+import contextlib
 import csv
 import fcntl
 import json
@@ -20,8 +21,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from cosmodiff.atomic import atomic_path, atomic_write_text
-from cosmodiff.diffusion import build_formulation
+from cosmodiff.cli import COUNT, FINITE, INDEX, POSITIVE, Number, checked_numbers
+from cosmodiff.diffusion import FORMULATIONS, build_formulation
 from cosmodiff.models import build_model
+from cosmodiff.train_flags import build_parser, numeric_flag_types
 
 
 FORMAT = 2  # 1: before formulations (vp settings without a name); 2: config["diffusion"] names its formulation
@@ -36,30 +39,72 @@ def new_run_dir(results_dir, run_name, model_name):
     return Path(results_dir) / (run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{model_name.replace('/', '')}")
 
 
-HELD_LOCKS = {}  # run folder -> its open lock file, kept open (and so locked) until the process ends
+HELD_LOCKS = {}  # folder -> its open lock file, kept open (and so locked) until released or the process ends
 
 
-def lock_run(run_dir):
-    """Hold run_dir/.lock for as long as this process lives (the kernel drops it when the process
-    dies, even by kill -9); a second training run on the same folder is refused."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = (run_dir / ".lock").open("a+")
+def lock_folder(folder, holder, hint):
+    """Hold folder/.lock until release_folders() or the process's end (the kernel drops it when the
+    process dies, even by kill -9); a second process that asks for the folder is refused in one
+    sentence naming the holder's pid. holder: what holds it ("training run"); hint: what to do instead."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = (folder / ".lock").open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
-        raise CheckpointError(f"{run_dir}: in use by another training run ({handle.read().strip() or 'pid unknown'}); "
-                              "wait for it to end or pick another --run_name") from None
+        holder_pid = handle.read().strip() or "pid unknown"
+        handle.close()
+        raise CheckpointError(f"{folder}: in use by another {holder} ({holder_pid}); wait for it to end or {hint}") from None
     handle.truncate(0)
     handle.write(f"pid {os.getpid()}")
     handle.flush()
-    HELD_LOCKS[run_dir] = handle
+    HELD_LOCKS[folder] = handle
 
 
-def release_runs():
-    """Give up every run folder this process holds (training in-process, a caller's process goes on)."""
+def lock_run(run_dir):
+    """A training run's hold on its run folder."""
+    lock_folder(run_dir, "training run", "pick another --run_name")
+
+
+def release_folders():
+    """Give up every folder this process holds (work done in-process, a caller's process goes on)."""
     while HELD_LOCKS:
         HELD_LOCKS.popitem()[1].close()
+
+
+@contextlib.contextmanager
+def output_lock(folder, holder):
+    """The output folder held while a command works towards it (sampling, evaluation, inference, prepare);
+    a folder it made and left empty but for the lock goes again when the work fails."""
+    folder = Path(folder)
+    made = not folder.exists()
+    lock_folder(folder, holder, "pick another --out")
+    try:
+        yield
+    except BaseException:
+        if made and folder.is_dir() and [path.name for path in folder.iterdir()] == [".lock"]:
+            shutil.rmtree(folder)
+        raise
+    finally:
+        HELD_LOCKS.pop(folder).close()
+
+
+# config.json's numeric keys (dotted; a list's entries share their key) -> the range train.py's flags and
+# the transform fitted on the data give them; the network's sizes are counts, and train_args are the flags'
+CONFIG_RANGES = {
+    "format": COUNT, "image_size": COUNT, "box_size": POSITIVE, "step": INDEX, "sampling_timesteps": COUNT,
+    "n_parameters": COUNT, "num_processes": COUNT, "data.n_fields": COUNT,
+    "transform.offset": FINITE, "transform.scale": POSITIVE, "transform.eps": POSITIVE, "transform.log_mean": FINITE,
+    "transform.log_std": POSITIVE, "transform.data_std": POSITIVE, "transform.x_min": FINITE,
+    "transform.x_max": FINITE, "transform.gains": POSITIVE,
+    "diffusion.sigma_data": POSITIVE, "diffusion.sigma_min": POSITIVE, "diffusion.sigma_max": POSITIVE,
+    **{f"diffusion.{flag}": options["type"] for formulation in FORMULATIONS.values()
+       for flag, options in formulation.flags.items() if isinstance(options.get("type"), Number)},
+    "model.kwargs.*": COUNT, "model.kwargs.cond_dim": INDEX, "model.kwargs.mlp_ratio": POSITIVE,
+    "condition.mean": FINITE, "condition.std": POSITIVE, "condition.low": FINITE, "condition.high": FINITE,
+    **{f"train_args.{name}": kind for name, kind in numeric_flag_types(build_parser()).items()},
+}
 
 
 def read_config(run_dir):
@@ -75,6 +120,10 @@ def read_config(run_dir):
     if config.get("format", 1) > FORMAT:
         raise CheckpointError(f"{path}: written by a newer version (run folder format {config['format']}; this one "
                               f"reads up to {FORMAT}); upgrade cosmodiff to use it")
+    try:
+        checked_numbers(config, CONFIG_RANGES)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
     return config
 
 

@@ -76,6 +76,36 @@ REDSHIFT = Number(float, 0, 1100)  # from today back to recombination
 GUIDANCE = Number(float, 0, 10)
 
 
+def numbers_in(value, key=""):
+    """(dotted key, number) of every number in nested dicts and lists; a list's entries share its key."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            yield from numbers_in(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from numbers_in(item, key)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield key, value
+
+
+def checked_numbers(values, ranges):
+    """Refuse a value read back (a run folder's config, an index) that the flags that wrote it would have
+    refused: each number inside its key's range (ranges: dotted key -> Number; 'parent.*' covers a
+    parent's other keys), any other number finite. Raises ValueError naming the key, value and range."""
+    for key, value in numbers_in(values):
+        kind = ranges.get(key) or ranges.get(key.rsplit(".", 1)[0] + ".*") or FINITE
+        if not (math.isfinite(value) and kind.contains(value)) or (kind.kind is int and value != int(value)):
+            raise ValueError(f"'{key}' is {value}; it must be {kind.describe()}")
+    return values
+
+
+def folder_name(text):
+    """An argparse type: a name joined to a folder (--run_name, --name), which must stay inside it."""
+    if not text or text in (".", "..") or "/" in text or "\\" in text or os.sep in text:
+        raise argparse.ArgumentTypeError(f"must be a folder name without a path separator or '..', got '{text}'")
+    return text
+
+
 def writable_folder(path, flag):
     """Refuse, before any work, an output folder that is a file or that cannot be created or written."""
     path = Path(path)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cosmodiff.atomic import atomic_path
+from cosmodiff.cli import COUNT, GUIDANCE, INDEX, NON_NEGATIVE, POSITIVE, checked_numbers
 from cosmodiff.errors import FieldError  # noqa: F401 (the readers' error, imported from here by callers)
 
 DEFAULT_BOX_SIZE = 1000.0  # Mpc/h, Quijote's box
@@ -193,13 +194,13 @@ def read_npz(path):
         fields = fields[None]
     if fields.ndim != 3:
         raise FieldError(f"{path}: expected 'fields' of shape (H, W) or (N, H, W), got {fields.shape}")
-    return FieldSet(
+    return check_parts_agree(FieldSet(
         fields=fields.astype(np.float32),
         box_size=float(contents["box_size"]) if "box_size" in contents else DEFAULT_BOX_SIZE,
         box_size_assumed="box_size" not in contents,
         params=contents.get("params"),
         param_names=[str(name) for name in contents.get("param_names", [])],
-        sim_index=contents.get("sim_index"))
+        sim_index=contents.get("sim_index")), path)
 
 
 def validate(fields, sources):
@@ -250,6 +251,31 @@ def read_file(path, colormap=None, slab_thickness=None, mesh=DEFAULT_MESH):
     return read_npy(path, slab_thickness), recorded_box_size(path)
 
 
+# samples.json's numbers -> the ranges of generate_images.py's flags and the run that wrote them
+SAMPLES_RANGES = {"box_size": POSITIVE, "step": INDEX, "seed": INDEX, "steps": COUNT, "churn": NON_NEGATIVE,
+                  "guidance": GUIDANCE, "num_samples": COUNT, "batch_size": COUNT, "network_evaluations": COUNT,
+                  "num_processes": COUNT, "seconds": NON_NEGATIVE, "seconds_per_sample": NON_NEGATIVE}
+
+
+def check_parts_agree(fieldset, path):
+    """Refuse a set whose parameters, parameter names or simulation indices do not match its fields."""
+    n_fields = len(fieldset.fields)
+    if fieldset.params is not None:
+        params = np.asarray(fieldset.params)
+        if params.ndim != 2 or len(params) != n_fields:
+            raise FieldError(f"{path}: 'params' has {len(params)} rows for {n_fields} fields; give one row per field")
+        if fieldset.param_names and len(fieldset.param_names) != params.shape[1]:
+            raise FieldError(f"{path}: 'param_names' names {len(fieldset.param_names)} parameters but 'params' has "
+                             f"{params.shape[1]} columns")
+        if not np.isfinite(params).all():
+            raise FieldError(f"{path}: 'params' holds NaN or infinity")
+    if fieldset.sim_index is not None and len(fieldset.sim_index) != n_fields:
+        raise FieldError(f"{path}: 'sim_index' has {len(fieldset.sim_index)} entries for {n_fields} fields")
+    if not (np.isfinite(fieldset.box_size) and fieldset.box_size > 0):
+        raise FieldError(f"{path}: 'box_size' is {fieldset.box_size}; it must be a number > 0 (Mpc/h)")
+    return fieldset
+
+
 def recorded_box_size(path):
     """The box size (Mpc/h) that the record beside a .npy states (generate_images.py's samples.json
     beside samples.npy), else None."""
@@ -257,10 +283,15 @@ def recorded_box_size(path):
     if not record.exists():
         return None
     try:
-        box_size = json.loads(record.read_text()).get("box_size")
+        values = json.loads(record.read_text())
+        box_size = values.get("box_size")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         raise FieldError(f"{record}: not a readable JSON record of {Path(path).name} (corrupt or truncated)") from None
-    return float(box_size) if isinstance(box_size, (int, float)) and box_size > 0 else None
+    try:
+        checked_numbers(values, SAMPLES_RANGES)
+    except ValueError as error:
+        raise FieldError(f"{record}: {error}") from None
+    return None if box_size is None else float(box_size)
 
 
 def field_files(folder):

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from cosmodiff.atomic import atomic_path, atomic_write_text
 from cosmodiff.checkpoint import CheckpointError
+from cosmodiff.cli import COUNT, FINITE, INDEX, NON_NEGATIVE, POSITIVE, checked_numbers
 
 NPE_KIND = "npe"
 # The summary CNN: four 3x3 convolutions, each halving the side by max-pooling, then two dense layers;
@@ -77,6 +78,11 @@ def is_npe_run(folder):
     return config.exists() and json.loads(config.read_text()).get("kind") == NPE_KIND
 
 
+# an NPE folder's config.json numbers -> the ranges of evaluate/train_npe.py's flags and of the data
+NPE_RANGES = {"image_size": COUNT, "box_size": POSITIVE, "fields": COUNT, "seed": INDEX, "batch_size": COUNT,
+              "lr": POSITIVE, "epochs": INDEX, "train_seconds": NON_NEGATIVE, "low": FINITE, "high": FINITE}
+
+
 def load_npe(folder):
     """(sbi DirectPosterior, config) of an NPE folder; a missing or mismatched file is a CheckpointError."""
     from sbi.inference import DirectPosterior
@@ -86,6 +92,12 @@ def load_npe(folder):
         raise CheckpointError(f"{folder}: not an NPE folder (config.json of kind '{NPE_KIND}' and model.safetensors); "
                               "make one with evaluate/train_npe.py")
     config = json.loads((folder / "config.json").read_text())
+    try:
+        checked_numbers(config, NPE_RANGES)
+    except ValueError as error:
+        raise CheckpointError(f"{folder / 'config.json'}: {error}") from None
+    if not all(a < b for a, b in zip(config["low"], config["high"])):
+        raise CheckpointError(f"{folder / 'config.json'}: its prior's 'low' must lie below 'high' in every parameter")
     size, low, high = config["image_size"], config["low"], config["high"]
     builder = density_estimator_builder(config["network"], size)
     # sbi builds a network from a batch (its standardisation); the stored weights then replace everything

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from cosmodiff.checkpoint import output_lock
 from cosmodiff.cli import ArgumentParser, COUNT, POSITIVE, exit_on, writable_folder
 from cosmodiff.condition import join_params, simulation_of
 from cosmodiff.fields import DEFAULT_MESH, FieldError, field_files, load_fields
@@ -53,7 +54,12 @@ def main(args):
     if index.get("settings") != settings:
         raise FieldError(f"{out}: holds a conversion made with other settings ({index.get('settings')}); "
                          "give another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out, "conversion"):
+        convert(args, out, index, sources)
+
+
+def convert(args, out, index, sources):
+    """The sources not yet in the shard set at out, converted shard by shard (each committed to the index)."""
     done = {name for shard in index["shards"] for name, _ in shard["sources"]}
     pending = []
 

@@ -9,27 +9,11 @@ from ema_pytorch import EMA
 from cosmodiff.checkpoint import FORMAT
 from cosmodiff.condition import Condition, join_params
 from cosmodiff.diffusion import FORMULATIONS, build_formulation
-from cosmodiff.cli import COUNT, POSITIVE
-from cosmodiff.fields import DEFAULT_MESH, fit_image_size, load_fields
-from cosmodiff.mock import DEFAULT_DATA, SPLIT_FOLDERS, ensure_split
+from cosmodiff.fields import fit_image_size, load_fields
+from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
 from cosmodiff.models import build_model, model_kwargs
 from cosmodiff.shards import is_shard_set, open_shards
 from cosmodiff.validation import Validation
-
-
-def add_data_flags(group):
-    """The flags training_fields reads (train.py, evaluate/train_npe.py)."""
-    group.add_argument("--data_path", default=str(DEFAULT_DATA), help="field set (any format load_fields reads, or a "
-                       "shard set from cosmodiff.prepare, streamed from disk); a folder with train.npz trains on it; "
-                       "the default data is generated on first use")
-    group.add_argument("--colormap", default=None, help="invert colormapped PNGs, e.g. gnuplot (the earlier work's images)")
-    group.add_argument("--slab_thickness", type=COUNT, default=None, help="slices per 2D slab for 3D density cubes")
-    group.add_argument("--mesh", type=COUNT, default=DEFAULT_MESH, help="nodes per side Gadget HDF5 snapshots are "
-                       "painted on (CIC) before slicing")
-    group.add_argument("--box_size", type=POSITIVE, default=None, help="Mpc/h (default: from the data, else 1000)")
-    group.add_argument("--image_size", type=COUNT, default=64, help="model resolution; larger fields are block-averaged")
-    group.add_argument("--params_file", default=None, help="parameter table joined to the data's simulations, e.g. "
-                       "Quijote's latin_hypercube_params.txt (row = simulation index)")
 
 
 def training_fields(args):

@@ -4,6 +4,7 @@ so that other scripts (evaluate/cosmology.py) sample in-process. Sample i's nois
 interrupted call with the same settings keeps those; the main process merges them into samples.npy
 and writes samples.json (settings, timing, box size, every sample's parameters)."""
 import argparse
+import contextlib
 import json
 import shutil
 import time
@@ -14,7 +15,7 @@ from tqdm import tqdm
 
 from cosmodiff import plots
 from cosmodiff.atomic import atomic_path, atomic_write_text
-from cosmodiff.checkpoint import latest_run, load_run
+from cosmodiff.checkpoint import latest_run, load_run, output_lock
 from cosmodiff.cli import ArgumentParser, COUNT, GUIDANCE, INDEX, NON_NEGATIVE, writable_folder
 from cosmodiff.condition import DEFAULT_GUIDANCE, Condition, parse_params, read_params_table
 from cosmodiff.diffusion import GRIDS, SAMPLERS, network_evaluations, sample, sampler_steps
@@ -28,7 +29,10 @@ def physical_fields(formulation, network, transform, size, indices, seed, sample
     transform. Every caller that turns a network into fields goes through here."""
     model_space = sample(formulation, network, (1, size, size), indices, seed, transform.x0_range, sampler, steps,
                          **options)
-    return transform.inverse(model_space[:, 0].float().cpu().numpy())
+    fields = transform.inverse(model_space[:, 0].float().cpu().numpy())
+    if not np.isfinite(fields).all():  # checked where they are made, in the units they are written in
+        raise ValueError("a sampled field is not finite in physical units; nothing was written")
+    return fields
 
 
 def write_previews(fields, out, colormap, count=16):
@@ -62,18 +66,20 @@ def sample_fields(args, accelerator):
     if condition:
         settings.update(param_names=condition.names, points=points.tolist())
         conds = condition.standardise(points).repeat_interleave(args.num_samples, dim=0).to(accelerator.device)
-    parts = start_parts(out / "parts", settings, accelerator)
-    try:
-        seconds = sample_batches(args, accelerator, network, formulation, transform, config["image_size"], parts,
-                                 total, steps, conds, guidance)
-    except ValueError:  # a non-finite sample: nothing of this call stays behind
+    existed = out.exists()
+    with output_lock(out, "sampling") if accelerator.is_main_process else contextlib.nullcontext():
+        parts = start_parts(out / "parts", settings, accelerator)
+        try:
+            seconds = sample_batches(args, accelerator, network, formulation, transform, config["image_size"], parts,
+                                     total, steps, conds, guidance)
+        except ValueError:  # a non-finite sample: nothing of this call stays behind
+            if accelerator.is_main_process:
+                shutil.rmtree(parts, ignore_errors=True)
+                if not existed:
+                    shutil.rmtree(out, ignore_errors=True)
+            raise
         if accelerator.is_main_process:
-            shutil.rmtree(parts, ignore_errors=True)
-            if out.exists() and not any(out.iterdir()):
-                out.rmdir()
-        raise
-    if accelerator.is_main_process:
-        write_samples(args, out, parts, settings, config, seconds, accelerator)
+            write_samples(args, out, parts, settings, config, seconds, accelerator)
 
 
 def sample_batches(args, accelerator, network, formulation, transform, size, parts, total, steps, conds, guidance):

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from cosmodiff.atomic import atomic_path, atomic_write_text
-from cosmodiff.fields import DEFAULT_BOX_SIZE, FieldError, FieldSet
+from cosmodiff.cli import COUNT, POSITIVE, checked_numbers
+from cosmodiff.fields import DEFAULT_BOX_SIZE, FieldError, FieldSet, check_parts_agree
 
 INDEX = "index.json"
 FORMAT = 1
@@ -20,6 +21,9 @@ FORMAT = 1
 
 def is_shard_set(path):
     return (Path(path) / INDEX).is_file()
+
+
+INDEX_RANGES = {"format": COUNT, "box_size": POSITIVE, "shards.n_fields": COUNT, "shards.sources": COUNT}
 
 
 def read_index(folder):
@@ -30,6 +34,10 @@ def read_index(folder):
         raise FieldError(f"{path}: unreadable shard index ({error})") from None
     if index.get("format", 0) > FORMAT:
         raise FieldError(f"{path}: written by a newer version (shard format {index['format']}); upgrade cosmodiff")
+    try:
+        checked_numbers(index, INDEX_RANGES)
+    except ValueError as error:
+        raise FieldError(f"{path}: {error}") from None
     return index
 
 
@@ -107,8 +115,9 @@ def open_shards(folder, box_size=None):
     fields = ShardedFields([folder / shard["file"] for shard in index["shards"]])
     params = np.concatenate([meta["params"] for meta in metas])
     sim_index = np.concatenate([meta["sim_index"] for meta in metas])
-    return FieldSet(fields=fields, box_size=float(box_size or index.get("box_size") or DEFAULT_BOX_SIZE),
-                    box_size_assumed=box_size is None and index.get("box_size") is None,
-                    params=params if params.shape[1] else None, param_names=index.get("param_names", []),
-                    sources=ShardSources([run for shard in index["shards"] for run in shard["sources"]]),
-                    sim_index=sim_index if (sim_index >= 0).all() else None)
+    return check_parts_agree(FieldSet(
+        fields=fields, box_size=float(box_size or index.get("box_size") or DEFAULT_BOX_SIZE),
+        box_size_assumed=box_size is None and index.get("box_size") is None,
+        params=params if params.shape[1] else None, param_names=index.get("param_names", []),
+        sources=ShardSources([run for shard in index["shards"] for run in shard["sources"]]),
+        sim_index=sim_index if (sim_index >= 0).all() else None), folder)

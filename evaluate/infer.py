@@ -30,8 +30,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from cosmodiff.checkpoint import CheckpointError, load_run
-from cosmodiff.cli import ArgumentParser, COUNT, INDEX, Number, exit_on, finite_json, writable_folder
+from cosmodiff.checkpoint import CheckpointError, load_run, output_lock
+from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, Number, exit_on, finite_json, writable_folder
 from cosmodiff.condition import Condition, parameter_values
 from cosmodiff.fields import FieldError, fit_image_size, load_fields
 from cosmodiff.inference import (PowerSpectrumLikelihood, elbo_levels, grid_draws, grid_posterior, mcmc_samples,
@@ -42,6 +42,16 @@ from cosmodiff.transforms import transform_from_dict
 ROOT = Path(__file__).resolve().parents[1]
 GRID_POINTS = Number(int, 3)  # a grid posterior needs a point between the prior's edges
 WALKERS = Number(int, 4)  # emcee: at least twice the two parameters
+
+
+def matching_fields(fieldset, space, source):
+    """The fields at the model's side, refused when their box is not the runs' (each pixel would then
+    span another length than the model was trained on)."""
+    if fieldset.box_size != space.box_size:
+        recorded = "is not recorded, so it is taken as" if fieldset.box_size_assumed else "is"
+        raise FieldError(f"{source}: its box size {recorded} {fieldset.box_size:g} Mpc/h but the run was trained on "
+                         f"a {space.box_size:g} Mpc/h box; pass --box_size if the fields are of that box")
+    return fit_image_size(fieldset, space.image_size)
 
 
 def selected(fieldset, indices, source):
@@ -199,12 +209,18 @@ def load_models(args):
 
 def main(args):
     writable_folder(args.out, "--out")
+    with output_lock(args.out, "inference"):
+        infer(args)
+
+
+def infer(args):
+    """Every chosen method's posterior of the selected fields, printed and written to --out."""
     methods = chosen_methods(args)
     models = load_models(args)
     space = parameter_space(args, models["elbo"][2] if "elbo" in models else None,
                             models["npe"][1] if "npe" in models else None)
     names = space.names
-    fieldset = fit_image_size(load_fields(args.fields), space.image_size)
+    fieldset = matching_fields(load_fields(args.fields, box_size=args.box_size), space, args.fields)
     chosen = selected(fieldset, args.indices, args.fields)
     true_values = truths(fieldset, chosen, names)
     fields = fieldset.fields[chosen]
@@ -259,7 +275,6 @@ def write_posterior(args, space, methods, results, likelihoods):
                     seed=args.seed, joint=args.joint, names=names,
                     prior={name: [low, high] for name, low, high in zip(names, space.low, space.high)})
     text = finite_json(dict(settings=settings, results=results), f"the posterior of {args.fields}")
-    out.mkdir(parents=True, exist_ok=True)
     (out / "posterior.json").write_text(text)
     if "elbo" in likelihoods:
         elbo = likelihoods["elbo"]
@@ -275,6 +290,8 @@ def build_parser():
                         help=f"comma-separated, of {', '.join(METHODS)}")
     parser.add_argument("--checkpoint", default=None, help="a conditional diffusion run folder (for elbo)")
     parser.add_argument("--npe", default=None, help="an NPE folder from evaluate/train_npe.py (for npe)")
+    parser.add_argument("--box_size", type=POSITIVE, default=None, help="Mpc/h of FIELDS (default: from the data, "
+                        "else 1000); must be the run's")
     parser.add_argument("--indices", default=None, help="comma-separated field indices (default: all)")
     parser.add_argument("--grid", type=GRID_POINTS, default=21, help="grid points per parameter")
     parser.add_argument("--joint", action="store_true", help="one posterior for the selected fields together")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 from cosmodiff import plots, stats
-from cosmodiff.checkpoint import CheckpointError, latest_run, read_config
+from cosmodiff.checkpoint import CheckpointError, latest_run, output_lock, read_config
 from cosmodiff.cli import ArgumentParser, POSITIVE, finite_json, writable_folder
 from cosmodiff.fields import FieldError, load_fields
 from cosmodiff.mock import ensure_default_data
@@ -97,25 +97,32 @@ def main(args):
     try:
         writable_folder(args.out, "--out")
         fill_inputs(args)
-        real = load_fields(args.real, colormap=args.colormap, box_size=args.box_size)
-        generated = load_fields(args.generated, colormap=args.colormap, box_size=args.box_size)
-        train = load_fields(args.train, colormap=args.colormap, box_size=args.box_size) if args.train else None
-        if generated.box_size_assumed and not real.box_size_assumed:
-            generated.box_size = real.box_size  # fields without a box (no samples.json beside them): the real set's
-        if real.box_size != generated.box_size:
-            raise FieldError(f"{args.generated}: box size {generated.box_size} Mpc/h differs from {real.box_size} "
-                             f"Mpc/h of {args.real}; pass --box_size if both are the same box")
-        report = stats.compare(real.fields, generated.fields, real.box_size, MAS=args.MAS, k_max=args.k_max,
-                               train=None if train is None else train.fields)
-        finite_json(report, f"the report of {args.generated} against {args.real}")
+        with output_lock(args.out, "evaluation"):
+            report, generated = evaluate(args)
+            write_report(report, generated.fields, args.out)
     except (FieldError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    report["settings"].update(real=str(args.real), generated=str(args.generated), colormap=args.colormap)
-    write_report(report, generated.fields, args.out)
     print(summary_table(report))
     print(f"Report and figures in {args.out}/")
     return 0
+
+
+def evaluate(args):
+    """The report of args.generated against args.real, and the generated set."""
+    real = load_fields(args.real, colormap=args.colormap, box_size=args.box_size)
+    generated = load_fields(args.generated, colormap=args.colormap, box_size=args.box_size)
+    train = load_fields(args.train, colormap=args.colormap, box_size=args.box_size) if args.train else None
+    if generated.box_size_assumed and not real.box_size_assumed:
+        generated.box_size = real.box_size  # fields without a box (no samples.json beside them): the real set's
+    if real.box_size != generated.box_size:
+        raise FieldError(f"{args.generated}: box size {generated.box_size} Mpc/h differs from {real.box_size} "
+                         f"Mpc/h of {args.real}; pass --box_size if both are the same box")
+    report = stats.compare(real.fields, generated.fields, real.box_size, MAS=args.MAS, k_max=args.k_max,
+                           train=None if train is None else train.fields)
+    finite_json(report, f"the report of {args.generated} against {args.real}")
+    report["settings"].update(real=str(args.real), generated=str(args.generated), colormap=args.colormap)
+    return report, generated
 
 
 def build_parser():

@@ -20,7 +20,8 @@ from cosmodiff.condition import Condition, parameter_values
 from cosmodiff.errors import FieldError
 from cosmodiff.mock import SPLIT_FOLDERS
 from cosmodiff.npe import DEFAULT_NETWORK, save_npe, train_npe
-from cosmodiff.run import add_data_flags, training_fields
+from cosmodiff.run import training_fields
+from cosmodiff.train_flags import add_data_flags
 
 
 def main(args):
