@@ -301,7 +301,7 @@ def beyond_power_spectrum(real_stats, generated_stats, mask, n_splits=200):
     for name, (distance, keys) in distances.items():
         value = distance(*(generated_stats[key] for key in keys), *(real_stats[key] for key in keys))
         floor = split_floor(distance, [real_stats[key] for key in keys], n_generated, n_splits)
-        report[name] = dict(distance=value, floor=floor, over_floor=value / floor)
+        report[name] = dict(distance=float(value), floor=float(floor), over_floor=float(value / floor))
     return report
 
 
