@@ -105,8 +105,11 @@ def report(args):
     Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
     save(figure, args.figure)
     if args.levers:
-        print_levers([row for row in all_rows
-                      if row["solve"] == "reference" and row["recipe"] in [args.name, *args.levers.split()]])
+        lever_rows = [row for row in all_rows
+                      if row["solve"] == "reference" and row["recipe"] in [args.name, *args.levers.split()]]
+        print_levers(lever_rows)
+        if args.band_figure:
+            plot_levers(lever_rows, args.band_figure)
     for (recipe, setting), fit in fits.items():
         reach = f"{fit['minutes_to_1_2']:.3g} CPU-minutes" if fit["minutes_to_1_2"] else "never (no decrease)"
         print(f"{recipe}, {setting}: MAFD/floor = {fit['a']:.2f} t^({-fit['rate']:+.3f}), t in CPU-minutes; "
@@ -115,14 +118,31 @@ def report(args):
 
 
 def print_levers(rows):
-    """The model error (reference solve) of each recipe's budgets, overall and per k band."""
+    """The model error (reference solve) of each recipe's budgets, overall, per k band and, where the row has
+    them, the statistics beyond P(k) (each over its floor)."""
     print("| recipe | steps | CPU-min | model error / floor, delta | per k band (< 0.1, 0.1-0.4, 0.4-Nyquist) | "
-          "log space |")
-    print("| --- | --- | --- | --- | --- | --- |")
+          "log space | bispectrum, peaks, PDF, P(k) correlation |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in sorted(rows, key=lambda row: (row["recipe"], row["cpu_minutes"])):
         bands = ", ".join(f"{value:.1f}" for value in row["band_mafd_over_floor"].values())
+        beyond = ", ".join(f"{value:.1f}" for value in row.get("beyond_over_floor", {}).values()) or "-"
         print(f"| {row['recipe']} | {row['step']} | {row['cpu_minutes']:.1f} | {row['mafd_over_floor']:.2f} | {bands} | "
-              f"{row['log_mafd_over_floor']:.2f} |")
+              f"{row['log_mafd_over_floor']:.2f} | {beyond} |")
+
+
+def plot_levers(rows, path):
+    """Each recipe's model error over the floor per k band (its last budget), one line a recipe."""
+    figure, ax = plt.subplots(figsize=(6.5, 4.5))
+    last = {row["recipe"]: row for row in sorted(rows, key=lambda row: row["cpu_minutes"])}
+    for (recipe, row), marker in zip(sorted(last.items()), itertools.cycle("osD^v")):
+        bands = list(row["band_mafd_over_floor"])
+        ax.plot(bands, list(row["band_mafd_over_floor"].values()), marker + "-",
+                label=f"{recipe} ({row['step']} steps, {row['cpu_minutes']:.0f} CPU-min)")
+    ax.axhline(1, color="gray", lw=0.8)
+    ax.set(xlabel="k band (h/Mpc)", ylabel="model error / sample-variance floor", yscale="log",
+           title="the network's error per scale")
+    ax.legend(fontsize=7)
+    save(figure, path)
 
 
 def main(args):
@@ -161,5 +181,6 @@ if __name__ == "__main__":
     parser.add_argument("--report", action="store_true", help="print the study's table and fit, and plot --figure")
     parser.add_argument("--figure", default=str(ROOT / "images" / "fidelity_convergence.png"))
     parser.add_argument("--compare", default="", help="with --report: recipes drawn and fitted beside --name")
+    parser.add_argument("--band_figure", default=None, help="with --levers: also draw their error per k band here")
     parser.add_argument("--levers", default="", help="with --report: recipes whose model error is tabled beside the study's")
     main(parser.parse_args())
