@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cosmodiff.checkpoint import read_log
 from cosmodiff.cli import ArgumentParser, COUNT
+from cosmodiff.diffusion import parse_setting
 from fidelity import run, trained  # benchmarks/, this script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ def main(args):
                       "--formulation", args.formulation, "--train_steps", args.train_steps, "--save_every", 200,
                       *args.train_args.split()])
     last = read_log(run_dir)[-1]
-    sampler, steps, grid = (args.sampler + ":").split(":")[:3]
+    sampler, steps, grid = parse_setting(args.sampler)
     results = []
     for weight in [float(value) for value in args.guidance.split(",")]:
         out = OUT / f"guidance-{weight:g}"

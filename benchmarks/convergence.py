@@ -28,6 +28,7 @@ import numpy as np
 import error_budget
 from cosmodiff.checkpoint import read_config
 from cosmodiff.cli import ArgumentParser, folder_name
+from cosmodiff.diffusion import parse_setting
 from cosmodiff.plots import plt, save
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +79,7 @@ def report(args):
     for recipe, marker in zip([args.name, *args.compare.split()], itertools.cycle("osD^v")):
         rows = [row for row in all_rows if row["recipe"] == recipe]
         for solve, setting, line in solves:
-            sampler, steps, grid = error_budget.parse_setting(setting)
+            sampler, steps, grid = parse_setting(setting)
             chosen = sorted((row for row in rows if row["solve"] == solve and
                              (row["sampler"], row["steps"], row["grid"]) == (sampler, steps, grid)),
                             key=lambda row: row["cpu_minutes"])

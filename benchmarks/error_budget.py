@@ -27,7 +27,7 @@ from cosmodiff import plots
 from cosmodiff.atomic import atomic_path, atomic_write_text
 from cosmodiff.checkpoint import load_run, read_config, read_log
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX
-from cosmodiff.diffusion import build_formulation, network_evaluations, noise_levels
+from cosmodiff.diffusion import build_formulation, network_evaluations, noise_levels, parse_setting
 from cosmodiff.run import test_split_of
 from cosmodiff.sampling import physical_fields
 from cosmodiff.fields import load_fields
@@ -39,12 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 K_BANDS = {"k < 0.1": (0, 0.1), "0.1-0.4": (0.1, 0.4), "0.4-Nyquist": (0.4, float("inf"))}  # h/Mpc
 TAIL_QUANTILES = (0.99, 0.999)
 CONVERGED = 0.2  # the most a doubled reference may move, in floors
-
-
-def parse_setting(text):
-    """'sampler:steps[:grid]' -> (sampler, steps, grid or None)."""
-    sampler, steps, grid = (text + ":").split(":")[:3]
-    return sampler, int(steps), grid or None
 
 
 def solved(run_dir, setting, n_samples, seed, batch_size, out, device):

@@ -20,7 +20,7 @@ from pathlib import Path
 import error_budget  # benchmarks/, this script's folder
 from cosmodiff.checkpoint import read_config, read_log
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, folder_name
-from cosmodiff.diffusion import SAMPLERS, network_evaluations
+from cosmodiff.diffusion import SAMPLERS, network_evaluations, parse_setting
 from cosmodiff.fields import load_fields
 from cosmodiff.mock import DEFAULT_SPLIT, SPLIT_FOLDERS, SPLITS, ensure_split
 from cosmodiff.sampling import samples_match
@@ -115,8 +115,7 @@ def main(args):
     train_steps = trained(run_dir, ["--data_path", folder, "--model", args.model, "--formulation", args.formulation, *budget,
                                     "--save_every", args.save_every, "--seed", args.seed, *args.train_args.split()])
     for setting in args.samplers.split():
-        sampler, steps, grid = (setting + ":").split(":")[:3]
-        evaluate(args, run_dir, out, n_samples, train_steps, sampler, int(steps), grid, train_path, test_path)
+        evaluate(args, run_dir, out, n_samples, train_steps, *parse_setting(setting), train_path, test_path)
 
 
 def evaluate(args, run_dir, out, n_samples, train_steps, sampler, steps, grid, train_path, test_path):

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cosmodiff.cli import ArgumentParser, COUNT
-from cosmodiff.diffusion import SAMPLERS
+from cosmodiff.diffusion import SAMPLERS, parse_setting
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
@@ -82,7 +82,7 @@ def plot(rows, args):
     figures.mkdir(parents=True, exist_ok=True)
     formulations = sorted({row["formulation"] for row in rows})
     figure, ax = plt.subplots(figsize=(6, 4))
-    sampler, steps, grid = (args.compute_sampler + ":").split(":")[:3]
+    sampler, steps, grid = parse_setting(args.compute_sampler)
     grid = grid or SAMPLERS[sampler].grid
     for formulation in formulations:
         points = sorted((row["train_cpu_minutes"], row["mafd_over_floor"]) for row in rows if row["formulation"] == formulation

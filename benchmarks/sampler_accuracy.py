@@ -16,7 +16,7 @@ import torch
 
 
 from cosmodiff.cli import ArgumentParser
-from cosmodiff.diffusion import FORMULATIONS, build_formulation, network_evaluations, noise_levels
+from cosmodiff.diffusion import FORMULATIONS, build_formulation, network_evaluations, noise_levels, parse_setting
 from cosmodiff.diffusion.samplers import SAMPLERS, per_sample_noise
 
 
@@ -43,11 +43,11 @@ def main(args):
     for name in FORMULATIONS:
         formulation = build_formulation({"formulation": name})
         for setting in args.settings.split():
-            sampler, steps, grid = (setting + ":").split(":")[:3]
+            sampler, steps, grid = parse_setting(setting)
             if sampler == "ddpm" and name != "vp":
                 continue
-            errors = [power_error(formulation, sampler, int(steps), grid or None, spread) for spread in spreads]
-            print(f"| {name} | {sampler} {steps} ({grid or SAMPLERS[sampler].grid}) | {network_evaluations(sampler, int(steps))} | "
+            errors = [power_error(formulation, sampler, steps, grid, spread) for spread in spreads]
+            print(f"| {name} | {sampler} {steps} ({grid or SAMPLERS[sampler].grid}) | {network_evaluations(sampler, steps)} | "
                   + " | ".join(f"{100 * error:+.1f}%" for error in errors) + " |", flush=True)
 
 

@@ -11,7 +11,7 @@ model-space range widened by HEADROOM of its width on both sides (`x0_range`): f
 beyond the training extremes stay reachable, and the clamp only cuts what is far outside anything
 seen in training.
 """
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field as dataclass_field
 
 import numpy as np
 import torch
@@ -107,7 +107,7 @@ class WhitenedLogTransform(LogTransform):
     """The log transform's field with each mode divided by the training set's spread at its |k| (one
     gain per integer |k| in units of the fundamental, the DC mode sharing |k| = 1's), scaled to data_std:
     every scale of model space has the same power, so white noise drowns them all at the same rate."""
-    gains: list = field(default_factory=list)
+    gains: list = dataclass_field(default_factory=list)
 
     name = "log-whitened"
 

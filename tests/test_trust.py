@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -168,7 +167,7 @@ def test_output_folders_in_use_are_refused_naming_the_holder_and_freed_by_kill_9
         "conversion": ["-m", "cosmodiff.prepare", a, "--out", out],
     }
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from cosmodiff.checkpoint import lock_folder; "
-                               f"lock_folder(sys.argv[1], 'x', 'y'); print('held', flush=True); time.sleep(120)", out],
+                               "lock_folder(sys.argv[1], 'x', 'y'); print('held', flush=True); time.sleep(120)", out],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

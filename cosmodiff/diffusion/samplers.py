@@ -251,3 +251,12 @@ def sample(formulation, network, shape, sample_indices, seed, x0_range, sampler=
         index = list(sample_indices)[int((~finite).nonzero()[0, 0])]
         raise ValueError(f"sample {index} of seed {seed} is not finite: the network returned NaN or infinity")
     return fields
+
+
+def parse_setting(text):
+    """'sampler:steps[:grid]' (the benchmarks' way of naming a solve) -> (sampler, steps, grid or None)."""
+    sampler, steps, grid = (text + "::").split(":")[:3]
+    if sampler not in SAMPLERS or not steps.isdigit() or int(steps) < 1 or (grid and grid not in GRIDS):
+        raise ValueError(f"'{text}': a sampler setting is sampler:steps[:grid] with a sampler of "
+                         f"{', '.join(SAMPLERS)}, steps >= 1 and a grid of {', '.join(GRIDS[:-1])}")
+    return sampler, int(steps), grid or None
