@@ -116,7 +116,8 @@ def main(args):
     run_dir = Path(args.run)
     out = Path(args.out) if args.out else run_dir / "error_budget"
     out.mkdir(parents=True, exist_ok=True)
-    test_path = Path(args.test) if args.test else test_split_of(read_config(run_dir)) or ROOT / "train_data" / "test.npz"
+    config = read_config(run_dir)
+    test_path = Path(args.test) if args.test else test_split_of(config) or ROOT / "train_data" / "test.npz"
     real_set = load_fields(test_path)
     n_samples = args.num_samples or len(real_set)
     with accelerated() as accelerator:
@@ -132,7 +133,7 @@ def main(args):
     k, real = spectra(real_set.fields, box_size)
     power = {name: spectra(value, box_size)[1] for name, value in fields.items()}
     masks = band_masks(k, box_size, real_set.fields.shape[-1])
-    report = dict(run=str(run_dir.resolve()), step=read_config(run_dir)["step"],
+    report = dict(run=str(run_dir.resolve()), step=config["step"], data=config.get("data", {}).get("path"),
                   test=str(test_path), n_real=len(real_set), n_generated=n_samples, seed=args.seed,
                   reference=args.reference, sampler=args.sampler,
                   network_evaluations={name: evaluations(run_dir, setting) for name, setting in settings.items()},
@@ -164,7 +165,8 @@ def fidelity_rows(report, recipe, cpu_minutes):
         sampler, steps, grid = parse_setting(report[name])
         delta, log = report["budget"]["delta"], report["budget"]["log"]
         total = "model_error" if name == "reference" else "mafd"
-        rows.append(dict(run=report["run"], recipe=recipe, step=report["step"], cpu_minutes=round(cpu_minutes, 2),
+        rows.append(dict(run=report["run"], recipe=recipe, data=report.get("data"), step=report["step"],
+                         cpu_minutes=round(cpu_minutes, 2),
                          solve=name, sampler=sampler, steps=steps, grid=grid, nfe=report["network_evaluations"][name],
                          n_generated=report["n_generated"], n_real=report["n_real"],
                          mafd=delta["all"][total], floor_median=delta["all"]["floor"],
