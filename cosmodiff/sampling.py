@@ -198,8 +198,9 @@ def build_parser(description=None):
                         help="default unipc (20 steps, log grid): the smallest sampler error per network "
                              "evaluation measured (README, error budget)")
     parser.add_argument("--steps", type=COUNT, default=None,
-                        help="sampler steps (ddim and euler 50, dpm++, dpm++3m and unipc 20, heun 18; "
-                             "vp's ddpm runs all)")
+                        help="sampler steps (default: " + ", ".join(
+                            f"{name} {sampler.default_steps or 'every training timestep'}"
+                            for name, sampler in SAMPLERS.items()) + ")")
     parser.add_argument("--grid", default=None, choices=GRIDS[:-1],
                         help="noise-level grid (default: the sampler's; log keeps small-scale power best, "
                              "benchmarks/sampler_accuracy.py)")
