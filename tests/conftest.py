@@ -7,6 +7,7 @@ import runpy
 import socket
 import subprocess
 import sys
+import time
 import traceback
 import warnings
 from pathlib import Path
@@ -102,6 +103,18 @@ def run_in_process(command, cwd=None, env=None):
         sys.argv, sys.path[:] = saved[2], saved[3]
         gc.collect()  # a finished run's DataLoader workers are shut down now, not in a later test
     return subprocess.CompletedProcess(command, status, stdout.getvalue(), stderr.getvalue())
+
+
+def wait_for_group_exit(group, timeout=30):
+    """Until every process of a killed process group is gone (a DataLoader worker holds the run's lock
+    file until it has exited, a moment after its parent)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
 
 
 def losses(run_dir):

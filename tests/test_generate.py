@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, TINY, free_port, run_in_process, shared_path
+from conftest import ROOT, TINY, free_port, run_in_process, shared_path, wait_for_group_exit
 from cosmodiff.fields import load_fields, save_fields
 from cosmodiff.mock import make_mock_set
 
@@ -161,6 +161,7 @@ def test_interrupted_sampling_keeps_its_finished_batches_and_ends_with_the_same_
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    wait_for_group_exit(process.pid)
     finished = sorted((out / "parts").glob("0*[0-9].npy"))
     assert 2 <= len(finished) < 6 and not (out / "samples.npy").exists()
     shutil.copytree(out, tmp_path / "marked")

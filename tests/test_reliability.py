@@ -18,7 +18,7 @@ from ema_pytorch import EMA
 from safetensors.torch import load_file
 
 import cosmodiff.checkpoint as checkpoint
-from conftest import ROOT, losses, run_in_process, train_command
+from conftest import ROOT, losses, run_in_process, train_command, wait_for_group_exit
 from cosmodiff.checkpoint import CheckpointError, load_run, load_training_state, save_checkpoint
 from cosmodiff.models import build_model
 
@@ -102,6 +102,7 @@ def test_kill_9_at_random_moments_always_resumes_from_one_whole_step(tiny_data, 
             break  # finished before this kill
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        wait_for_group_exit(process.pid)
         kills += 1
         assert_consistent(run)
     assert kills == 10

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, free_port, losses, run_in_process, shared_path, train_command
+from conftest import ROOT, free_port, losses, run_in_process, shared_path, train_command, wait_for_group_exit
 from cosmodiff.models import build_model, model_kwargs
 
 def test_unet_is_exactly_equivariant_to_periodic_shifts():
@@ -59,6 +59,7 @@ def test_killed_run_resumes_from_its_last_checkpoint_with_the_same_losses(tiny_d
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    wait_for_group_exit(process.pid)
     killed_at = json.loads(config_path.read_text())["step"]
     resumed = run_in_process([sys.executable, str(ROOT / "train.py"), "--resume", str(tmp_path / "killed")], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
