@@ -435,12 +435,16 @@ def compare(real, generated, box_size, MAS="None", k_max="nyquist", train=None, 
                                      "generated_mean": generated_stats[name].mean(axis=0).tolist(),
                                      **within_one_sigma(generated_stats[name], real_stats[name])}
     if train is not None:
-        train_logs = log_density(train)
-        generated_nearest, generated_relative = nearest_distances(log_density(generated), train_logs)
-        real_nearest, real_relative = nearest_distances(log_density(real), train_logs)
-        report["memorisation"] = {
-            "generated_to_train": summarise(generated_nearest), "real_to_train": summarise(real_nearest),
+        report["memorisation"] = memorisation(real, generated, train)
+    return report
+
+
+def memorisation(real, generated, train):
+    """How near generated and real fields sit to their nearest training field (nearest_distances)."""
+    train_logs = log_density(train)
+    generated_nearest, generated_relative = nearest_distances(log_density(generated), train_logs)
+    real_nearest, real_relative = nearest_distances(log_density(real), train_logs)
+    return {"generated_to_train": summarise(generated_nearest), "real_to_train": summarise(real_nearest),
             "generated_relative": summarise(generated_relative), "real_relative": summarise(real_relative),
             "fraction_generated_closer_than_real_5th_percentile": float(
                 (generated_relative < np.percentile(real_relative, 5)).mean())}
-    return report
