@@ -120,11 +120,7 @@ def read_config(run_dir):
     if config.get("format", 1) > FORMAT:
         raise CheckpointError(f"{path}: written by a newer version (run folder format {config['format']}; this one "
                               f"reads up to {FORMAT}); upgrade cosmodiff to use it")
-    try:
-        checked_numbers(config, CONFIG_RANGES)
-    except ValueError as error:
-        raise CheckpointError(f"{path}: {error}") from None
-    return config
+    return checked_numbers(config, CONFIG_RANGES, path, CheckpointError)
 
 
 def read_log(run_dir):

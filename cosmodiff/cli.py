@@ -88,14 +88,14 @@ def numbers_in(value, key=""):
         yield key, value
 
 
-def checked_numbers(values, ranges):
+def checked_numbers(values, ranges, source, error=ValueError):
     """Refuse a value read back (a run folder's config, an index) that the flags that wrote it would have
     refused: each number inside its key's range (ranges: dotted key -> Number; 'parent.*' covers a
-    parent's other keys), any other number finite. Raises ValueError naming the key, value and range."""
+    parent's other keys), any other number finite. Raises `error` naming the source, key, value and range."""
     for key, value in numbers_in(values):
         kind = ranges.get(key) or ranges.get(key.rsplit(".", 1)[0] + ".*") or FINITE
         if not (math.isfinite(value) and kind.contains(value)) or (kind.kind is int and value != int(value)):
-            raise ValueError(f"'{key}' is {value}; it must be {kind.describe()}")
+            raise error(f"{source}: '{key}' is {value}; it must be {kind.describe()}")
     return values
 
 

@@ -287,10 +287,7 @@ def recorded_box_size(path):
         box_size = values.get("box_size")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         raise FieldError(f"{record}: not a readable JSON record of {Path(path).name} (corrupt or truncated)") from None
-    try:
-        checked_numbers(values, SAMPLES_RANGES)
-    except ValueError as error:
-        raise FieldError(f"{record}: {error}") from None
+    checked_numbers(values, SAMPLES_RANGES, record, FieldError)
     return None if box_size is None else float(box_size)
 
 

@@ -92,10 +92,7 @@ def load_npe(folder):
         raise CheckpointError(f"{folder}: not an NPE folder (config.json of kind '{NPE_KIND}' and model.safetensors); "
                               "make one with evaluate/train_npe.py")
     config = json.loads((folder / "config.json").read_text())
-    try:
-        checked_numbers(config, NPE_RANGES)
-    except ValueError as error:
-        raise CheckpointError(f"{folder / 'config.json'}: {error}") from None
+    checked_numbers(config, NPE_RANGES, folder / "config.json", CheckpointError)
     if not all(a < b for a, b in zip(config["low"], config["high"])):
         raise CheckpointError(f"{folder / 'config.json'}: its prior's 'low' must lie below 'high' in every parameter")
     size, low, high = config["image_size"], config["low"], config["high"]

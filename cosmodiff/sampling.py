@@ -66,17 +66,14 @@ def sample_fields(args, accelerator):
     if condition:
         settings.update(param_names=condition.names, points=points.tolist())
         conds = condition.standardise(points).repeat_interleave(args.num_samples, dim=0).to(accelerator.device)
-    existed = out.exists()
     with output_lock(out, "sampling") if accelerator.is_main_process else contextlib.nullcontext():
         parts = start_parts(out / "parts", settings, accelerator)
         try:
             seconds = sample_batches(args, accelerator, network, formulation, transform, config["image_size"], parts,
                                      total, steps, conds, guidance)
-        except ValueError:  # a non-finite sample: nothing of this call stays behind
+        except ValueError:  # a non-finite sample: nothing of this call stays behind (output_lock: the folder it made)
             if accelerator.is_main_process:
                 shutil.rmtree(parts, ignore_errors=True)
-                if not existed:
-                    shutil.rmtree(out, ignore_errors=True)
             raise
         if accelerator.is_main_process:
             write_samples(args, out, parts, settings, config, seconds, accelerator)

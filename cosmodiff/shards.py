@@ -34,11 +34,7 @@ def read_index(folder):
         raise FieldError(f"{path}: unreadable shard index ({error})") from None
     if index.get("format", 0) > FORMAT:
         raise FieldError(f"{path}: written by a newer version (shard format {index['format']}); upgrade cosmodiff")
-    try:
-        checked_numbers(index, INDEX_RANGES)
-    except ValueError as error:
-        raise FieldError(f"{path}: {error}") from None
-    return index
+    return checked_numbers(index, INDEX_RANGES, path, FieldError)
 
 
 def write_index(folder, index):

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from cosmodiff.transforms import rfft_wavenumbers
+
 MAS_ORDER = {"None": 0, "NGP": 1, "CIC": 2, "TSC": 3, "PCS": 4}
 LOG_FLOOR = 1e-3  # 1 + delta below 0.1% of the mean counts as 0.1% in log-density statistics
 MIN_FLOOR_FIELDS = 4  # two halves of two fields: the fewest a spread across fields (and a floor) can come from
@@ -209,8 +211,7 @@ def shell_fields(delta, centres, width):
     """For each shell |k| in [centre - width/2, centre + width/2) (DC excluded): the fields with only
     those modes kept (S, N, H, W), and the shells' indicator fields (S, H, W)."""
     grid = delta.shape[-1]
-    k = np.fft.fftfreq(grid, 1 / grid)
-    kmod = np.sqrt(k[:, None] ** 2 + np.fft.rfftfreq(grid, 1 / grid)[None, :] ** 2)
+    kmod = rfft_wavenumbers(grid)
     shells = np.stack([(kmod >= c - width / 2) & (kmod < c + width / 2) & (kmod > 0) for c in centres])
     modes = torch.fft.rfft2(torch.from_numpy(np.asarray(delta, np.float64)))
     masks = torch.from_numpy(shells)

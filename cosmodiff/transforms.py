@@ -38,6 +38,8 @@ class LogTransform:
     x_min: float
     x_max: float
 
+    name = "log"  # config.json's transform name (a class attribute, not a field)
+
     @classmethod
     def fit(cls, fields, data_std=DATA_STD):
         fields = np.asarray(fields, np.float64)
@@ -73,8 +75,6 @@ class LogTransform:
         rho = lib.clamp(rho, min=0) if lib is torch else np.maximum(rho, 0)
         return rho - self.offset
 
-    name = "log"
-
     def to_dict(self):
         return {"name": self.name, **asdict(self)}
 
@@ -83,11 +83,15 @@ class LogTransform:
         return cls(**{key: value for key, value in config.items() if key != "name"})
 
 
-def radial_index(size):
-    """int(|k|) of each mode of a (size, size) grid's rfft2, k in units of the fundamental."""
+def rfft_wavenumbers(size):
+    """|k| of each mode of a (size, size) grid's rfft2, in units of the fundamental."""
     k = np.fft.fftfreq(size, 1 / size)
-    k_half = np.fft.rfftfreq(size, 1 / size)
-    return np.sqrt(k[:, None] ** 2 + k_half[None, :] ** 2).astype(int)
+    return np.sqrt(k[:, None] ** 2 + np.fft.rfftfreq(size, 1 / size)[None, :] ** 2)
+
+
+def radial_index(size):
+    """int(|k|) of each mode of a (size, size) grid's rfft2."""
+    return rfft_wavenumbers(size).astype(int)
 
 
 def radial_filter(fields, gains):
