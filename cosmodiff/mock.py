@@ -45,6 +45,10 @@ DERIVATIVE_STEPS = {"Omega_m": 0.05, "sigma_8": 0.05}  # the conditional split's
 # seeds, so no phase is shared with any other split), a few far-apart slabs each: a calibration file to
 # fit corrections on and a test file to judge posteriors on.
 INFERENCE_SIMS, INFERENCE_SLABS_PER_SIM, INFERENCE_SEEDS = 64, 2, {"calibration": 2, "test": 3}
+# Their particle-mesh counterparts: more cosmologies, fewer slabs of each, so the training split keeps
+# the 2lpt split's size while covering the hypercube four times as densely, and the calibration and
+# test files hold INFERENCE_NONLINEAR_SIMS * INFERENCE_SLABS_PER_SIM fields each.
+CONDITIONAL_NONLINEAR_SIMS, CONDITIONAL_NONLINEAR_SLABS, INFERENCE_NONLINEAR_SIMS = 200, 24, 100
 A_START, PM_STEPS = 0.1, 10  # the particle-mesh method: 2LPT initial conditions at z = 9, then FastPM steps
 
 
@@ -188,24 +192,40 @@ def conditional_test_points():
     return grid + [{name: QUIJOTE_FIDUCIAL[name] for name in LATIN_HYPERCUBE_RANGES}]
 
 
-def conditional_test_set():
-    """CONDITIONAL_SIMS_PER_POINT simulations at each of conditional_test_points()."""
+def conditional_test_set(method, train_sims):
+    """CONDITIONAL_SIMS_PER_POINT simulations at each of conditional_test_points(), numbered after the
+    split's train_sims training simulations (so no phase is shared with them)."""
     cosmologies = [dict(QUIJOTE_FIDUCIAL, **point) for point in conditional_test_points()
                    for _ in range(CONDITIONAL_SIMS_PER_POINT)]
-    return make_mock_set(len(cosmologies), seed=CONDITIONAL_SEED, first_sim=CONDITIONAL_TRAIN_SIMS, cosmologies=cosmologies,
-                         method="2lpt")
+    return make_mock_set(len(cosmologies), seed=CONDITIONAL_SEED, first_sim=train_sims, cosmologies=cosmologies,
+                         method=method)
 
 
-def derivative_set():
+def derivative_set(method, train_sims):
     """Simulations at the fiducial point moved by -/+ DERIVATIVE_STEPS in one parameter at a time, the
     same CONDITIONAL_SIMS_PER_POINT phases at each (paired, as Quijote's derivative simulations), so
-    finite differences of P(k) cancel most of the sample variance."""
-    first_sim = CONDITIONAL_TRAIN_SIMS + CONDITIONAL_SIMS_PER_POINT * len(conditional_test_points())
+    finite differences of P(k) cancel most of the sample variance; numbered after the test simulations."""
+    first_sim = train_sims + CONDITIONAL_SIMS_PER_POINT * len(conditional_test_points())
     sets = [make_mock_set(CONDITIONAL_SIMS_PER_POINT, seed=CONDITIONAL_SEED, first_sim=first_sim,
                           cosmologies=[dict(QUIJOTE_FIDUCIAL, **{name: QUIJOTE_FIDUCIAL[name] + sign * step})]
-                          * CONDITIONAL_SIMS_PER_POINT, method="2lpt")
+                          * CONDITIONAL_SIMS_PER_POINT, method=method)
             for name, step in DERIVATIVE_STEPS.items() for sign in (-1, 1)]
     return concatenated(sets)
+
+
+def conditional_split(method, train_sims, slabs_per_sim=None):
+    """Files of a conditional split: train_sims Latin-hypercube training simulations, the test points'
+    simulations and the paired derivative simulations."""
+    return {"train": partial(make_mock_set, train_sims, seed=CONDITIONAL_SEED, latin_hypercube=True, method=method,
+                             slabs_per_sim=slabs_per_sim),
+            "test": partial(conditional_test_set, method, train_sims),
+            "derivatives": partial(derivative_set, method, train_sims)}
+
+
+def inference_split(method, n_sims):
+    """Files of an inference split: calibration and test, n_sims prior draws each, a few slabs per draw."""
+    return {file: partial(make_mock_set, n_sims, seed=seed, latin_hypercube=True, method=method,
+                          slabs_per_sim=INFERENCE_SLABS_PER_SIM) for file, seed in INFERENCE_SEEDS.items()}
 
 
 def large_train_set(method):
@@ -237,11 +257,10 @@ SPLITS = {
                   "test": partial(default_test_set, method="pm")},
     "large": {"train": partial(large_train_set, method="2lpt"), "test": partial(default_test_set, method="2lpt")},
     "large-nonlinear": {"train": partial(large_train_set, method="pm"), "test": partial(default_test_set, method="pm")},
-    "inference": {file: partial(make_mock_set, INFERENCE_SIMS, seed=seed, latin_hypercube=True, method="2lpt",
-                                slabs_per_sim=INFERENCE_SLABS_PER_SIM) for file, seed in INFERENCE_SEEDS.items()},
-    "conditional": {"train": lambda: make_mock_set(CONDITIONAL_TRAIN_SIMS, seed=CONDITIONAL_SEED, latin_hypercube=True,
-                                                   method="2lpt"),
-                    "test": conditional_test_set, "derivatives": derivative_set},
+    "inference": inference_split("2lpt", INFERENCE_SIMS),
+    "inference-nonlinear": inference_split("pm", INFERENCE_NONLINEAR_SIMS),
+    "conditional": conditional_split("2lpt", CONDITIONAL_TRAIN_SIMS),
+    "conditional-nonlinear": conditional_split("pm", CONDITIONAL_NONLINEAR_SIMS, CONDITIONAL_NONLINEAR_SLABS),
 }
 
 
