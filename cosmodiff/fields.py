@@ -21,8 +21,6 @@ from cosmodiff.errors import FieldError  # noqa: F401 (the readers' error, impor
 DEFAULT_BOX_SIZE = 1000.0  # Mpc/h, Quijote's box
 QUIJOTE_CUBE_NAME = re.compile(r"^df_m_\d+_(CIC|PCS|NGP|TSC)_z=.*\.npy$")
 COLOUR_TOLERANCE = 3.0  # RGB distance to the nearest colormap entry still read as that entry (rounding, not noise)
-SNAPSHOT_SUFFIXES = (".hdf5", ".h5")
-SUPPORTED_IN_FOLDER = (".npy", ".png", *SNAPSHOT_SUFFIXES)
 DEFAULT_MESH = 256  # nodes per side a snapshot is painted on
 
 
@@ -241,14 +239,27 @@ def read_snapshot_slabs(path, slab_thickness, mesh):
     return cube_to_slabs(cube, slab_thickness), box_size
 
 
-def read_file(path, colormap=None, slab_thickness=None, mesh=DEFAULT_MESH):
-    """One .png, .npy or snapshot file as (N, H, W) fields and the box size it carries (None: none)."""
-    suffix = Path(path).suffix.lower()
-    if suffix == ".png":
-        return read_png(path, colormap), None
-    if suffix in SNAPSHOT_SUFFIXES:
-        return read_snapshot_slabs(path, slab_thickness, mesh)
+def png_file(path, colormap, slab_thickness, mesh):
+    return read_png(path, colormap), None
+
+
+def npy_file(path, colormap, slab_thickness, mesh):
     return read_npy(path, slab_thickness), recorded_box_size(path)
+
+
+def snapshot_file(path, colormap, slab_thickness, mesh):
+    return read_snapshot_slabs(path, slab_thickness, mesh)
+
+
+# suffix -> reader(path, colormap, slab_thickness, mesh) -> (fields (N, H, W), the box size the file
+# carries or None): the files a set or a folder of them is made of (an .npz is a whole set, read_npz)
+FILE_READERS = {".npy": npy_file, ".png": png_file, ".hdf5": snapshot_file, ".h5": snapshot_file}
+READABLE = ", ".join([*FILE_READERS, ".npz"])  # what the error messages list
+
+
+def read_file(path, colormap=None, slab_thickness=None, mesh=DEFAULT_MESH):
+    """One file of FILE_READERS as (N, H, W) fields and the box size it carries (None: none)."""
+    return FILE_READERS[Path(path).suffix.lower()](path, colormap, slab_thickness, mesh)
 
 
 # samples.json's numbers -> the ranges of generate_images.py's flags and the run that wrote them
@@ -300,11 +311,11 @@ def field_files(folder):
     level = [folder]
     for _ in range(3):
         entries = [entry for parent in level for entry in sorted(parent.iterdir(), key=natural_key)]
-        files = [entry for entry in entries if entry.is_file() and entry.suffix.lower() in SUPPORTED_IN_FOLDER]
+        files = [entry for entry in entries if entry.is_file() and entry.suffix.lower() in FILE_READERS]
         if files:
             return [file for file in files if not is_later_part(file)]
         level = [entry for entry in entries if entry.is_dir()]
-    raise FieldError(f"{folder}: the folder has no .npy, .png or snapshot files, nor folders of them")
+    raise FieldError(f"{folder}: the folder has no {', '.join(FILE_READERS)} files, nor folders of them")
 
 
 def load_fields(path, colormap=None, slab_thickness=None, box_size=None, mesh=DEFAULT_MESH):
@@ -334,13 +345,12 @@ def load_fields(path, colormap=None, slab_thickness=None, box_size=None, mesh=DE
     elif path.suffix.lower() == ".npz":
         fieldset = read_npz(path)
         fieldset.sources = [f"{path}[{i}]" for i in range(len(fieldset.fields))]
-    elif path.suffix.lower() in SUPPORTED_IN_FOLDER:
+    elif path.suffix.lower() in FILE_READERS:
         fields, box = read_file(path, colormap, slab_thickness, mesh)
         sources = [str(path)] if path.suffix.lower() == ".png" else [f"{path}[{i}]" for i in range(len(fields))]
         fieldset = FieldSet(fields=fields, sources=sources, box_size=box or DEFAULT_BOX_SIZE, box_size_assumed=box is None)
     else:
-        raise FieldError(f"{path}: unsupported file type '{path.suffix}'; use .npy, .npz, .png, .hdf5 or a folder "
-                         "of them")
+        raise FieldError(f"{path}: unsupported file type '{path.suffix}'; use {READABLE} or a folder of them")
     if len(fieldset.fields) == 0 or fieldset.fields.size == 0:
         raise FieldError(f"{path}: holds no fields")
     validate(fieldset.fields, fieldset.sources)

@@ -1,8 +1,11 @@
-"""train.py's flags, in the package so that a run folder's stored arguments (config.json's
-train_args) are checked against the ranges of the flags that wrote them when the folder is read."""
+"""train.py's flags and the settings they make, in the package so that a run folder's stored
+arguments (config.json's train_args) are checked against the ranges of the flags that wrote them when
+the folder is read, and so that `cosmodiff.train` takes the same settings, checked the same way."""
 import argparse
+import dataclasses
+from typing import Any
 
-from cosmodiff.cli import ArgumentParser, COUNT, FINITE, FRACTION, INDEX, POSITIVE, Number, folder_name
+from cosmodiff.cli import ArgumentParser, COUNT, FINITE, FRACTION, INDEX, POSITIVE, Number, checked_numbers, folder_name
 from cosmodiff.diffusion import FORMULATIONS, SAMPLERS
 from cosmodiff.fields import DEFAULT_MESH
 from cosmodiff.mock import DEFAULT_DATA
@@ -95,3 +98,34 @@ def build_parser(description=None):
 def numeric_flag_types(parser):
     """dest -> Number of every numeric flag of a parser: the declared ranges."""
     return {action.dest: action.type for action in parser._actions if isinstance(action.type, Number)}
+
+
+def flag_choices(parser):
+    """dest -> allowed values of every flag with choices."""
+    return {action.dest: list(action.choices) for action in parser._actions if action.choices is not None}
+
+
+def settings_type(parser):
+    """A dataclass with one field per flag of the parser, named as its flag without the dashes, with its
+    default (`python train.py --help` says what each sets): what the training loop and config.json's
+    train_args hold. Built from the flags of the moment, so a formulation registered later brings its own."""
+    return dataclasses.make_dataclass("TrainSettings", [(name, Any, dataclasses.field(default=default))
+                                                        for name, default in vars(parser.parse_args([])).items()])
+
+
+def train_settings(**values):
+    """TrainSettings with train.py's defaults, `values` (flag names without dashes) in their place;
+    refused as the flags refuse them: unknown names, numbers out of range, values not among the choices."""
+    parser = build_parser()
+    settings_class = settings_type(parser)
+    unknown = sorted(set(values) - {field.name for field in dataclasses.fields(settings_class)})
+    if unknown:
+        raise ValueError(f"unknown training setting {', '.join(unknown)}; the settings are train.py's flags "
+                         "(python train.py --help)")
+    given = {name: value for name, value in values.items() if value is not None}
+    numeric, choices = numeric_flag_types(parser), flag_choices(parser)
+    checked_numbers({name: value for name, value in given.items() if name in numeric}, numeric, "training settings")
+    for name, value in given.items():
+        if name in choices and value not in choices[name]:
+            raise ValueError(f"training settings: '{name}' is {value!r}; choose one of {', '.join(map(str, choices[name]))}")
+    return settings_class(**values)

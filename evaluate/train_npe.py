@@ -20,13 +20,14 @@ from cosmodiff.condition import Condition, parameter_values
 from cosmodiff.errors import FieldError
 from cosmodiff.mock import SPLIT_FOLDERS
 from cosmodiff.npe import DEFAULT_NETWORK, save_npe, train_npe
-from cosmodiff.run import training_fields
+from cosmodiff.data import open_data
 from cosmodiff.train_flags import add_data_flags
 
 
 def main(args):
     writable_folder(args.out, "--out")
-    fieldset = training_fields(args)
+    fieldset = open_data(args.data_path, args.image_size, colormap=args.colormap, slab_thickness=args.slab_thickness,
+                         box_size=args.box_size, mesh=args.mesh, params_file=args.params_file)
     names = [name.strip() for name in args.condition.split(",") if name.strip()]
     condition = Condition.fit(fieldset, names)
     theta = parameter_values(fieldset, names, args.data_path)

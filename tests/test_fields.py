@@ -131,7 +131,7 @@ def folder_with(path, *names):
 @pytest.mark.parametrize("make, message", [
     (lambda d: d / "missing.npy", r"missing.npy: no such file or folder"),
     (lambda d: folder_with(d / "empty"), r"empty: the folder is empty"),
-    (lambda d: folder_with(d / "txt", "a.txt"), r"txt: the folder has no .npy, .png or snapshot files"),
+    (lambda d: folder_with(d / "txt", "a.txt"), r"txt: the folder has no \.npy, \.png, \.hdf5, \.h5 files"),
     (lambda d: write(d / "rect.npy", np.ones((2, 16, 32))), r"rect.npy\[0\]: fields must be square, got 16x32"),
     (lambda d: write(d / "odd.npy", np.ones((2, 24, 24))), r"odd.npy\[0\]: the field side must be a power of two >= 16, got 24"),
     (lambda d: write(d / "tiny.npy", np.ones((2, 8, 8))), r"tiny.npy\[0\]: the field side must be a power of two >= 16, got 8"),

@@ -229,8 +229,8 @@ def test_a_formulation_added_in_one_place_trains_and_samples_through_the_command
             self.log_spread = log_spread
 
         @classmethod
-        def from_flags(cls, args):
-            return cls(log_spread=args.log_spread, sigma_data=args.data_std)
+        def from_settings(cls, settings):
+            return cls(log_spread=settings.log_spread, sigma_data=settings.data_std)
 
         def settings(self):
             return dict(super().settings(), formulation=self.name, log_spread=self.log_spread)

@@ -64,9 +64,9 @@ class Formulation:
     max_steps = 10000  # the most steps a sampler may take
 
     @classmethod
-    def from_flags(cls, args):
-        """The formulation a new run trains with, from train.py's parsed flags."""
-        return cls(**{name: getattr(args, name) for name in cls.flags})
+    def from_settings(cls, settings):
+        """The formulation a new run trains with, from its TrainSettings (train.py's flags)."""
+        return cls(**{name: getattr(settings, name) for name in cls.flags})
 
     def settings(self):
         """The constructor's arguments and the name: what config.json stores to rebuild it."""
@@ -219,9 +219,9 @@ class EDM(Formulation):
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
 
     @classmethod
-    def from_flags(cls, args):
+    def from_settings(cls, settings):
         """sigma_data is the model space's spread, --data_std."""
-        return cls(sigma_data=args.data_std, **{name: getattr(args, name) for name in cls.flags})
+        return cls(sigma_data=settings.data_std, **{name: getattr(settings, name) for name in cls.flags})
 
     def settings(self):
         return dict(formulation=self.name, sigma_data=self.sigma_data, p_mean=self.p_mean, p_std=self.p_std,
