@@ -21,7 +21,8 @@ from cosmodiff.training import TrainingError, run_training
 
 def main(args):
     """Trains; returns the exit status (cosmodiff.training.run_training)."""
-    return run_training(train_settings(**vars(args)))
+    status, _ = run_training(train_settings(**vars(args)))
+    return status
 
 
 PARSER = build_parser(__doc__)

@@ -15,7 +15,9 @@ an interrupted call, run again with the same arguments, keeps those and samples 
 process merges them into samples.npy one batch at a time, so memory never holds all the samples.
 """
 
-from cosmodiff.checkpoint import CheckpointError
+from pathlib import Path
+
+from cosmodiff.checkpoint import CheckpointError, latest_run
 from cosmodiff.cli import exit_on
 from cosmodiff.fields import FieldError
 from cosmodiff.launch import accelerated
@@ -23,8 +25,10 @@ from cosmodiff.sampling import build_parser, sample_fields
 
 
 def main(args):
+    run_dir = Path(args.checkpoint) if args.checkpoint else latest_run(args.results_dir)
+    options = {name: value for name, value in vars(args).items() if name not in ("checkpoint", "results_dir", "out")}
     with accelerated() as accelerator:
-        sample_fields(args, accelerator)
+        sample_fields(run_dir, Path(args.out) if args.out else run_dir / "samples", accelerator, **options)
 
 
 def parse_args(argv=None):

@@ -37,10 +37,10 @@ from cosmodiff.coverage import Correction, expected_coverage, log_density_at, sb
 from cosmodiff.inference import grid_draws, grid_posterior, summaries
 from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
 from cosmodiff.npe import is_npe_run
+from cosmodiff.infer import METHODS, plot
 from cosmodiff.plots import plt, save
 
 ROOT = Path(__file__).resolve().parents[1]
-LABELS = {"elbo": "diffusion ELBO", "power_spectrum": "P(k) Gaussian likelihood", "npe": "NPE (CNN summary)"}
 FILES = ("calibration", "test")
 DRAWS = 500  # posterior draws per field for SBC and TARP
 LEVELS = np.linspace(0.02, 0.98, 49)
@@ -60,7 +60,8 @@ def posteriors(args, method, file, count):
         record = json.loads((out / "posterior.json").read_text())
         if len(record["results"]) == count:
             return record
-    runs = ["--checkpoint", args.run] if method == "elbo" else ["--npe", args.npe]
+    # the P(k) baseline needs no model: the NPE folder fixes its prior and training data, as NPE's
+    runs = ["--checkpoint", args.run] if METHODS[method].needs == "checkpoint" else ["--npe", args.npe]
     grid = args.elbo_grid if method == "elbo" else args.grid
     run([sys.executable, ROOT / "evaluate" / "infer.py", SPLIT_FOLDERS["inference"] / f"{file}.npz", *runs,
          "--method", method, "--indices", ",".join(map(str, range(count))), "--grid", grid,
@@ -135,7 +136,7 @@ def plot_coverage(rows, path):
     """A coverage panel per parameter and TARP's joint curve: a colour per method, a line style per variant."""
     parameters = list(dict.fromkeys(row["parameter"] for row in rows))
     figure, panels = plt.subplots(1, len(parameters) + 1, figsize=(4.6 * (len(parameters) + 1), 4.4))
-    colours = {label: f"C{i}" for i, label in enumerate(LABELS.values())}
+    colours = {method.label: method.colour for method in METHODS.values()}
     for ax in panels:
         ax.plot([0, 1], [0, 1], color="k", lw=0.8)
     for row in rows:
@@ -158,9 +159,6 @@ def plot_coverage(rows, path):
 
 def plot_examples(records, methods, path):
     """infer.py's figure for the first test fields, every method on its own grid."""
-    sys.path.insert(0, str(ROOT / "evaluate"))
-    import infer
-
     merged = []
     for position in range(4):
         result = dict(records[methods[0]]["results"][position])
@@ -168,7 +166,7 @@ def plot_examples(records, methods, path):
             other = records[method]["results"][position]
             result[method] = dict(other[method], axes=other["axes"])
         merged.append(result)
-    infer.plot(merged, records[methods[0]]["settings"]["names"], methods, path)
+    plot(merged, records[methods[0]]["settings"]["names"], methods, path)
 
 
 def main(args):
@@ -191,11 +189,11 @@ def main(args):
         log_likes = [np.asarray(result[method]["log_likelihood"]) for result in test["results"]]
         axes = [np.asarray(axis) for axis in test["results"][0]["axes"]]
         seconds = test["results"][0][method]["seconds_per_field"]
-        rows += judged(LABELS[method], test, [grid_posterior(log_like, axes) for log_like in log_likes], names, seconds)
+        rows += judged(METHODS[method].label, test, [grid_posterior(log_like, axes) for log_like in log_likes], names, seconds)
         correction = Correction.fit([result[method]["log_likelihood"] for result in calibration["results"]],
                                     axes, [result["truth"] for result in calibration["results"]])
         corrections[method] = correction.to_dict()
-        rows += judged(f"{LABELS[method]}, corrected", test, [correction(log_like, axes) for log_like in log_likes],
+        rows += judged(f"{METHODS[method].label}, corrected", test, [correction(log_like, axes) for log_like in log_likes],
                        names, seconds)
         if method == "elbo":
             shape = log_likes[0].shape
@@ -203,9 +201,9 @@ def main(args):
             kept, scores = chosen_levels(calibration_levels, axes, [result["truth"] for result in calibration["results"]])
             corrections["elbo_levels"] = dict(kept=kept, min_sigma=float(sigmas[kept - 1]), calibration_log_score=scores)
             test_levels, _ = elbo_levels(args, "test", inside["test"], shape)
-            rows += judged(f"{LABELS[method]}, sigma >= {sigmas[kept - 1]:.3g}", test,
+            rows += judged(f"{METHODS[method].label}, sigma >= {sigmas[kept - 1]:.3g}", test,
                            [grid_posterior(log_like[:kept].sum(axis=0), axes) for log_like in test_levels], names, seconds)
-    reference = {row["parameter"]: row["width_68"] for row in rows if row["method"] == LABELS["power_spectrum"]}
+    reference = {row["parameter"]: row["width_68"] for row in rows if row["method"] == METHODS["power_spectrum"].label}
     for row in rows:
         row["width_68_vs_power_spectrum"] = row["width_68"] / reference[row["parameter"]] if reference else None
 

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from cosmodiff import plots
 from cosmodiff.atomic import atomic_path, atomic_write_text
-from cosmodiff.checkpoint import latest_run, load_run, output_lock
+from cosmodiff.checkpoint import load_run, output_lock
 from cosmodiff.cli import ArgumentParser, COUNT, GUIDANCE, INDEX, NON_NEGATIVE, writable_folder
 from cosmodiff.condition import DEFAULT_GUIDANCE, Condition, parse_params, read_params_table
 from cosmodiff.diffusion import GRIDS, SAMPLERS, network_evaluations, sample, sampler_steps
@@ -46,53 +46,61 @@ def write_previews(fields, out, colormap, count=16):
     plots.field_grid(fields[:count], out / "samples_grid.png", cmap=colormap)
 
 
-def sample_fields(args, accelerator):
-    run_dir = Path(args.checkpoint) if args.checkpoint else latest_run(args.results_dir)
+def sample_fields(run_dir, out, accelerator, num_samples=20, params=None, params_file=None, guidance=None,
+                  unconditional=False, seed=42, sampler="unipc", steps=None, grid=None, churn=0.0, batch_size=16,
+                  colormap="gnuplot"):
+    """Sample a run folder into the folder out: samples.npy (N, H, W) in physical units, PNG previews
+    (colormap) and samples.json. A conditional run samples num_samples fields at each point of params
+    ("Omega_m=0.3,sigma_8=0.8") or of the table params_file, with classifier-free guidance weight
+    guidance (default DEFAULT_GUIDANCE), or its unconditional fields with unconditional=True. steps
+    (default: the sampler's), grid (default: the sampler's) and churn set the solve; generate_images.py's
+    flags of the same names say more."""
     network, formulation, config = load_run(run_dir)
     network.to(accelerator.device)
-    steps = sampler_steps(formulation, args.sampler, args.steps)
+    steps = sampler_steps(formulation, sampler, steps)
     transform = transform_from_dict(config["transform"])
-    condition, points = parameter_points(args, config)
-    guidance = (DEFAULT_GUIDANCE if args.guidance is None else args.guidance) if condition else 1.0
-    total = args.num_samples * (len(points) if condition else 1)
-    out = Path(args.out) if args.out else run_dir / "samples"
+    condition, points = parameter_points(config, params, params_file, guidance, unconditional)
+    guidance = (DEFAULT_GUIDANCE if guidance is None else guidance) if condition else 1.0
+    total = num_samples * (len(points) if condition else 1)
+    out = Path(out)
     writable_folder(out, "--out")
-    settings = dict(checkpoint=str(run_dir), step=config["step"], seed=args.seed, sampler=args.sampler, steps=steps,
-                    grid=args.grid or SAMPLERS[args.sampler].grid, churn=args.churn, guidance=guidance,
-                    num_samples=total, batch_size=args.batch_size)
+    settings = dict(checkpoint=str(run_dir), step=config["step"], seed=seed, sampler=sampler, steps=steps,
+                    grid=grid or SAMPLERS[sampler].grid, churn=churn, guidance=guidance,
+                    num_samples=total, batch_size=batch_size)
     conds = None
-    if args.unconditional:
+    if unconditional:
         settings.update(unconditional=True)
     if condition:
         settings.update(param_names=condition.names, points=points.tolist())
-        conds = condition.standardise(points).repeat_interleave(args.num_samples, dim=0).to(accelerator.device)
+        conds = condition.standardise(points).repeat_interleave(num_samples, dim=0).to(accelerator.device)
+    solve = dict(seed=seed, sampler=sampler, steps=steps, grid=grid, churn=churn, guidance=guidance)
     with output_lock(out, "sampling") if accelerator.is_main_process else contextlib.nullcontext():
         parts = start_parts(out / "parts", settings, accelerator)
         try:
-            seconds = sample_batches(args, accelerator, network, formulation, transform, config["image_size"], parts,
-                                     total, steps, conds, guidance)
+            seconds = sample_batches(accelerator, network, formulation, transform, config["image_size"], parts,
+                                     total, batch_size, conds, solve)
         except ValueError:  # a non-finite sample: nothing of this call stays behind (output_lock: the folder it made)
             if accelerator.is_main_process:
                 shutil.rmtree(parts, ignore_errors=True)
             raise
         if accelerator.is_main_process:
-            write_samples(args, out, parts, settings, config, seconds, accelerator)
+            write_samples(out, parts, settings, config, seconds, accelerator, colormap)
 
 
-def sample_batches(args, accelerator, network, formulation, transform, size, parts, total, steps, conds, guidance):
-    """This process's share of the batches, each written to parts as it is done; returns the seconds."""
+def sample_batches(accelerator, network, formulation, transform, size, parts, total, batch_size, conds, solve):
+    """This process's share of the batches, each written to parts as it is done; returns the seconds.
+    solve: physical_fields' seed, sampler, steps and options."""
     started = time.time()
-    starts = list(range(0, total, args.batch_size))[accelerator.process_index::accelerator.num_processes]
-    with tqdm(total=total, desc=f"{args.sampler} {steps} steps", unit="sample",
+    starts = list(range(0, total, batch_size))[accelerator.process_index::accelerator.num_processes]
+    with tqdm(total=total, desc=f"{solve['sampler']} {solve['steps']} steps", unit="sample",
               disable=not accelerator.is_main_process) as progress:
         for start in starts:
-            batch = list(range(start, min(start + args.batch_size, total)))
+            batch = list(range(start, min(start + batch_size, total)))
             part = parts / f"{start:09d}.npy"
             if not part.exists():  # an interrupted run's finished batches are kept
                 with accelerator.autocast():
-                    fields = physical_fields(formulation, network, transform, size, batch, args.seed, args.sampler,
-                                             steps, cond=None if conds is None else conds[batch], churn=args.churn,
-                                             grid=args.grid, guidance=guidance)
+                    fields = physical_fields(formulation, network, transform, size, batch,
+                                             cond=None if conds is None else conds[batch], **solve)
                 with atomic_path(part) as temporary:
                     np.save(temporary, fields)
             progress.update(len(batch) * accelerator.num_processes)
@@ -100,28 +108,28 @@ def sample_batches(args, accelerator, network, formulation, transform, size, par
     return time.time() - started
 
 
-def parameter_points(args, config):
-    """A conditional run's Condition and its parameter points (R, P) from --params or --params_file;
+def parameter_points(config, params=None, params_file=None, guidance=None, unconditional=False):
+    """A conditional run's Condition and its parameter points (R, P) from params or params_file;
     (None, None) for an unconditional run, which takes neither."""
-    given = args.params or args.params_file
+    given = params or params_file
     if config.get("condition") is None:
-        if given or args.guidance is not None or args.unconditional:
+        if given or guidance is not None or unconditional:
             raise ValueError("this run is unconditional; it takes no --params, --params_file, --guidance or "
                              "--unconditional")
         return None, None
     condition = Condition.from_dict(config["condition"])
-    if args.unconditional:
-        if given or args.guidance is not None:
+    if unconditional:
+        if given or guidance is not None:
             raise ValueError("--unconditional samples without parameters; it takes no --params, --params_file "
                              "or --guidance")
         return None, None
     if not given:
         raise ValueError(f"this run is conditioned on {', '.join(condition.names)}: give --params "
                          f"{','.join(f'{name}=VALUE' for name in condition.names)} or --params_file")
-    if args.params and args.params_file:
+    if params and params_file:
         raise ValueError("give --params or --params_file, not both")
-    names, values = parse_params(args.params) if args.params else read_params_table(args.params_file)
-    return condition, condition.points(names, values, "--params" if args.params else args.params_file)
+    names, values = parse_params(params) if params else read_params_table(params_file)
+    return condition, condition.points(names, values, "--params" if params else params_file)
 
 
 def samples_match(folder, wanted):
@@ -147,27 +155,28 @@ def start_parts(parts, settings, accelerator):
     return parts
 
 
-def write_samples(args, out, parts, settings, config, seconds, accelerator):
+def write_samples(out, parts, settings, config, seconds, accelerator, colormap):
     """samples.npy merged from the batches one at a time into a memory-mapped file (memory is one
-    batch, whatever --num_samples), previews, samples.json; then the batches go."""
+    batch, whatever the number of samples), previews, samples.json; then the batches go."""
     size = config["image_size"]
     total = settings["num_samples"]
     with atomic_path(out / "samples.npy") as temporary:
         merged = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=(total, size, size))
-        for start in range(0, total, args.batch_size):
+        for start in range(0, total, settings["batch_size"]):
             batch = np.load(parts / f"{start:09d}.npy")
             merged[start:start + len(batch)] = batch
         merged.flush()
         del merged
     fields = np.load(out / "samples.npy", mmap_mode="r")
-    write_previews(np.array(fields[:16]), out, args.colormap)
+    write_previews(np.array(fields[:16]), out, colormap)
     record = dict(settings, model=config["model"]["name"], formulation=config["diffusion"].get("formulation", "vp"),
-                  network_evaluations=network_evaluations(args.sampler, settings["steps"], settings["guidance"]),
+                  network_evaluations=network_evaluations(settings["sampler"], settings["steps"], settings["guidance"]),
                   num_processes=accelerator.num_processes, seconds=seconds,
                   seconds_per_sample=seconds / total, box_size=config["box_size"],
                   device=str(accelerator.device), mixed_precision=accelerator.mixed_precision)
     if "points" in settings:  # every sample's parameters, in the order of samples.npy
-        record["params"] = [point for point in settings["points"] for _ in range(args.num_samples)]
+        per_point = total // len(settings["points"])
+        record["params"] = [point for point in settings["points"] for _ in range(per_point)]
     atomic_write_text(out / "samples.json", json.dumps(record, indent=1))
     shutil.rmtree(parts)
     print(f"{total} fields of {size}x{size} in {seconds:.1f} s "
@@ -175,7 +184,7 @@ def write_samples(args, out, parts, settings, config, seconds, accelerator):
 
 
 def build_parser(description=None):
-    """generate_images.py's flags: what sample_fields takes."""
+    """generate_images.py's flags: sample_fields' arguments, and which run folder."""
     parser = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="run folder (default: the latest under --results_dir)")
     parser.add_argument("--results_dir", default="results")

@@ -175,8 +175,8 @@ def check_replicas_agree(accelerator, network):
 
 
 def run_training(settings):
-    """Trains a run (settings: train_flags.train_settings); returns the exit status: 0 when done, PREEMPTED
-    when a signal stopped it at a checkpoint."""
+    """Trains a run (settings: train_flags.train_settings); returns the exit status (0 when done,
+    PREEMPTED when a signal stopped it at a checkpoint) and the run folder."""
     with accelerated(gradient_accumulation_steps=settings.grad_accum, **tracker_settings(settings)) as accelerator:
         return train(settings, accelerator)
 
@@ -324,8 +324,10 @@ def checkpoint(accelerator, run, log, stopping):
 
 
 def train(settings, accelerator):
+    """run_training's loop on one process of the accelerator."""
     try:
-        return train_loop(accelerator, setup(settings, accelerator))
+        run = setup(settings, accelerator)
+        return train_loop(accelerator, run), run.run_dir
     finally:
         release_folders()
 

@@ -24,11 +24,11 @@ from cosmodiff import stats
 from cosmodiff.checkpoint import CheckpointError, read_config
 from cosmodiff.cli import ArgumentParser, COUNT, GUIDANCE, INDEX, exit_on, finite_json, writable_folder
 from cosmodiff.condition import DEFAULT_GUIDANCE, fields_by_point
-from cosmodiff.diffusion import SAMPLERS
+from cosmodiff.diffusion import GRIDS, SAMPLERS
 from cosmodiff.fields import FieldError, load_fields
 from cosmodiff.launch import accelerated
 from cosmodiff.parameters import QUIJOTE_FIDUCIAL
-from cosmodiff.sampling import build_parser as sampling_parser, sample_fields, samples_match
+from cosmodiff.sampling import sample_fields, samples_match
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,10 +43,9 @@ def generated_at(args, accelerator, run_dir, names, point, out):
     wanted = dict(num_samples=args.num_samples, sampler=args.sampler, steps=args.steps, guidance=args.guidance,
                   grid=args.grid or SAMPLERS[args.sampler].grid, seed=args.seed, step=read_config(run_dir)["step"])
     if not samples_match(folder, wanted):
-        settings = ["--checkpoint", run_dir, "--params", label(names, point), "--num_samples", args.num_samples,
-                    "--sampler", args.sampler, "--steps", args.steps, "--guidance", args.guidance, "--seed", args.seed,
-                    "--batch_size", args.batch_size, "--out", folder, *(["--grid", args.grid] if args.grid else [])]
-        sample_fields(sampling_parser().parse_args(list(map(str, settings))), accelerator)
+        sample_fields(run_dir, folder, accelerator, num_samples=args.num_samples, params=label(names, point),
+                      guidance=args.guidance, seed=args.seed, sampler=args.sampler, steps=args.steps, grid=args.grid,
+                      batch_size=args.batch_size)
     return np.load(folder / "samples.npy")
 
 
@@ -215,7 +214,7 @@ def build_parser():
     parser.add_argument("--num_samples", type=COUNT, default=96, help="generated fields per point")
     parser.add_argument("--sampler", default="dpm++")
     parser.add_argument("--steps", type=COUNT, default=20)
-    parser.add_argument("--grid", default=None, help="the sampler's noise-level grid (default: its own)")
+    parser.add_argument("--grid", default=None, choices=GRIDS[:-1], help="the sampler's noise-level grid (default: its own)")
     parser.add_argument("--guidance", type=GUIDANCE, default=DEFAULT_GUIDANCE, help="classifier-free guidance weight W")
     parser.add_argument("--seed", type=INDEX, default=0)
     parser.add_argument("--batch_size", type=COUNT, default=32)

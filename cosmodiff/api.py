@@ -1,0 +1,116 @@
+"""The calls a notebook makes: train a run, load it, sample fields, compare two field sets, and compute
+a posterior over parameters. Each takes explicit arguments and returns arrays, dicts or paths; the
+scripts (train.py, generate_images.py, evaluate/*.py) are these calls behind flags.
+
+    import cosmodiff
+    run_dir = cosmodiff.train("train_data/nonlinear", train_steps=400)
+    run = cosmodiff.load(run_dir)
+    fields = cosmodiff.sample(run, 16)
+    report = cosmodiff.evaluate(real, fields, box_size=run.config["box_size"])
+"""
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cosmodiff import stats
+from cosmodiff.checkpoint import load_run
+from cosmodiff.condition import DEFAULT_GUIDANCE, Condition
+from cosmodiff.diffusion import sampler_steps
+from cosmodiff.mock import DEFAULT_DATA
+from cosmodiff.infer import (load_models, matching_fields, parameter_space, posterior_of, posteriors,
+                                 chosen_methods)
+from cosmodiff.fields import FieldSet
+from cosmodiff.sampling import physical_fields
+from cosmodiff.train_flags import train_settings
+from cosmodiff.training import PREEMPTED, TrainingError, run_training
+from cosmodiff.transforms import transform_from_dict
+
+
+class Run(NamedTuple):
+    """A trained run folder: its EMA network, formulation, config.json, transform and condition (None
+    for an unconditional run)."""
+    folder: Path
+    network: torch.nn.Module
+    formulation: object
+    config: dict
+    transform: object
+    condition: Condition
+
+
+def train(data_path=DEFAULT_DATA, results_dir="results", run_name=None, train_steps=None, **settings):
+    """Train a run on any data path cosmodiff.data.open_data reads (default: the particle-mesh split,
+    made on first use) into results_dir/run_name; returns the run folder. settings: train.py's other
+    flags by name, e.g. model="dit-xs/4", lr=1e-3, condition="Omega_m,sigma_8", resume=RUN_DIR
+    (`python train.py --help` says what each does), checked as the flags check them."""
+    status, run_dir = run_training(train_settings(data_path=str(data_path), results_dir=str(results_dir),
+                                                  run_name=run_name, train_steps=train_steps, **settings))
+    if status == PREEMPTED:
+        raise TrainingError(f"a signal stopped training at a checkpoint of {run_dir}; continue with "
+                            f"cosmodiff.train(resume='{run_dir}')")
+    return Path(run_dir)
+
+
+def load(run_dir):
+    """A run folder as a Run (weights loaded strictly, config checked)."""
+    network, formulation, config = load_run(run_dir)
+    condition = Condition.from_dict(config["condition"]) if config.get("condition") else None
+    return Run(Path(run_dir), network, formulation, config, transform_from_dict(config["transform"]), condition)
+
+
+def sample(run, num_samples=16, params=None, guidance=None, sampler="unipc", steps=None, grid=None, seed=42,
+           batch_size=16, device=None):
+    """num_samples fields (N, H, W) in physical units from a Run (or run folder), in memory. A
+    conditional run samples at params, a dict of its parameters ({"Omega_m": 0.3, "sigma_8": 0.8}),
+    with classifier-free guidance weight guidance (default DEFAULT_GUIDANCE); an unconditional run takes
+    neither. Sample i's noise is seeded from (seed, i), as generate_images.py's; steps and grid default
+    to the sampler's."""
+    run = load(run) if not isinstance(run, Run) else run
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    network = run.network.to(device)
+    cond, options = None, {}
+    if run.condition is not None or params is not None or guidance is not None:
+        if run.condition is None:
+            raise ValueError(f"{run.folder}: this run is unconditional; it takes no params or guidance")
+        if params is None:
+            raise ValueError(f"{run.folder}: this run is conditioned on {', '.join(run.condition.names)}; give params")
+        point = run.condition.points(list(params), np.array([list(params.values())], dtype=float), "params")
+        cond = run.condition.standardise(point).to(device)
+        options["guidance"] = DEFAULT_GUIDANCE if guidance is None else guidance
+    steps = sampler_steps(run.formulation, sampler, steps)
+    batches = []
+    for start in tqdm(range(0, num_samples, batch_size), desc=f"{sampler} {steps} steps", unit="batch"):
+        indices = list(range(start, min(start + batch_size, num_samples)))
+        batch_cond = None if cond is None else cond.expand(len(indices), -1)
+        batches.append(physical_fields(run.formulation, network, run.transform, run.config["image_size"], indices,
+                                       seed, sampler, steps, cond=batch_cond, grid=grid, **options))
+    return np.concatenate(batches)
+
+
+def evaluate(real, generated, box_size, train=None):
+    """evaluate/power_spectrum.py's report of generated against real fields (N, H, W) of a box_size
+    Mpc/h box: MAFD next to its floor, per-k ratio, pixel PDF, Minkowski functionals, peaks, reduced
+    bispectrum, P(k) covariance, seams and, with train (the training fields), memorisation."""
+    return stats.compare(np.asarray(real), np.asarray(generated), box_size, train=train, progress=False)
+
+
+def posterior(fields, checkpoint=None, npe=None, methods="elbo,power_spectrum", indices=None, box_size=None,
+              truths=None, grid=21, joint=False, mcmc=0, **settings):
+    """Every method's posterior (cosmodiff.infer.METHODS) of fields: a data path (open_data; a
+    split folder's test.npz; the comma-separated indices, default all) or an array (N, H, W) of the run's box (box_size Mpc/h, default the
+    run's) with optional truths (N, P). checkpoint: a conditional run folder (the ELBO); npe: an NPE
+    folder. Returns posteriors' list of results, one per field (or one with joint); settings: the
+    methods' own (n_levels, n_draws, seed, batch_size) and emcee's walkers."""
+    options = dict(grid=grid, joint=joint, mcmc=mcmc, **settings)
+    if isinstance(fields, (str, Path)):
+        return posterior_of(fields, checkpoint, npe, methods, indices, box_size, **options)[0]
+    names = chosen_methods(methods, checkpoint, npe)
+    models = load_models(checkpoint, npe)
+    space = parameter_space(models, checkpoint, npe)
+    fields = np.asarray(fields, dtype=np.float32)
+    fieldset = matching_fields(FieldSet(fields=fields, sources=["fields"] * len(fields),
+                                        box_size=space.box_size if box_size is None else box_size), space, "fields")
+    true_values = [None] * len(fields) if truths is None else np.asarray(truths, dtype=float).tolist()
+    return posteriors(fieldset.fields, true_values, list(range(len(fields))), space, names, models, **options)[0]

@@ -1,0 +1,263 @@
+"""Posteriors of fields over a conditional run's parameters, by every inference method: one record per
+method in METHODS (label, colour, the model it needs, the settings it reads, its likelihood), used by
+evaluate/infer.py, benchmarks/inference.py and `cosmodiff.posterior`. Adding a method is a function
+returning a Likelihood, a METHODS row and a test (CONTRIBUTING.md).
+
+Every method gives a log-likelihood on a grid over the runs' flat prior (grid_posterior normalises it);
+fields combine by summing log-likelihoods, and emcee reads any method at any point (of_points).
+"""
+import time
+from functools import partial
+from typing import Callable, NamedTuple
+
+import numpy as np
+import torch
+
+from cosmodiff.checkpoint import CheckpointError, load_run
+from cosmodiff.condition import Condition, parameter_values
+from cosmodiff.data import open_data
+from cosmodiff.fields import FieldError, fit_image_size
+from cosmodiff.inference import (PowerSpectrumLikelihood, elbo_levels, grid_draws, grid_posterior, mcmc_samples,
+                                 negative_elbo, parameter_grid, sample_histogram, sample_summaries, summaries)
+from cosmodiff.npe import grid_log_posterior, load_npe
+from cosmodiff.plots import plt, save
+from cosmodiff.transforms import transform_from_dict
+
+
+class Space(NamedTuple):
+    """What the models given fix: the parameters' names and flat prior, the model's field size and box,
+    and the training data the power-spectrum baseline is fitted on."""
+    names: list
+    low: list
+    high: list
+    image_size: int
+    box_size: float
+    train_path: str
+
+
+class Likelihood(NamedTuple):
+    """A method's log-likelihood at every grid point for every field (N, M), its seconds per field,
+    and of_points(positions, points) -> the summed log-likelihood of those fields at any points (for
+    emcee); the ELBO's also each noise level's term of the grid, (N, L, M), and the levels (L,)."""
+    grid: np.ndarray
+    seconds_per_field: float
+    of_points: Callable
+    per_level: np.ndarray = None
+    sigmas: list = None
+
+
+def elbo_likelihood(space, fields, points, models, n_levels=8, n_draws=1, seed=0, batch_size=64):
+    """The conditional diffusion model's ELBO with common random numbers (cosmodiff.inference)."""
+    network, formulation, config = models["checkpoint"]
+    transform = transform_from_dict(config["transform"])
+    model_space = torch.from_numpy(transform.forward(fields)).float()[:, None]
+    condition = Condition.from_dict(config["condition"])
+    torch.manual_seed(seed)
+
+    def of_points(positions, pts, progress=False, per_level=False):
+        return -negative_elbo(formulation, network, model_space[positions], condition.standardise(pts), n_levels,
+                              n_draws, seed, batch_size, progress=progress, per_level=per_level)
+    started = time.time()
+    per_level = of_points(slice(None), points, progress=True, per_level=True)
+    return Likelihood(per_level.sum(axis=1), (time.time() - started) / len(fields),
+                      lambda positions, pts: of_points(positions, pts).sum(0), per_level,
+                      elbo_levels(formulation, n_levels)[0].tolist())
+
+
+def power_spectrum_likelihood(space, fields, points, models):
+    """A Gaussian likelihood of ln P(k) fitted on the training simulations (space.train_path)."""
+    started = time.time()
+    train = open_data(space.train_path, space.image_size)
+    baseline = PowerSpectrumLikelihood(train.fields, parameter_values(train, space.names, train.sources[0]), space.box_size)
+    log_pk = baseline.log_spectra(fields)
+    grid = baseline.log_likelihood_of_spectra(log_pk, points)
+    return Likelihood(grid, (time.time() - started) / len(fields),
+                      lambda positions, pts: baseline.log_likelihood_of_spectra(log_pk[positions], pts).sum(0))
+
+
+def npe_likelihood(space, fields, points, models):
+    """NPE's posterior density under the flat prior, which is the likelihood up to a constant per field
+    (so fields combine by summing, as the other methods' do)."""
+    posterior, _ = models["npe"]
+    started = time.time()
+    grid = grid_log_posterior(posterior, fields, points)
+    return Likelihood(grid, (time.time() - started) / len(fields),
+                      lambda positions, pts: grid_log_posterior(posterior, fields[positions], pts).sum(0))
+
+
+class Method(NamedTuple):
+    """An inference method: its label in figures and tables, its colour, the model it needs
+    ("checkpoint": a conditional diffusion run; "npe": a folder from evaluate/train_npe.py; None: only
+    the runs' training data), the settings it reads (infer.py's flags of those names) and its
+    likelihood(space, fields, points, models, **settings) -> Likelihood."""
+    label: str
+    colour: str
+    needs: str
+    settings: tuple
+    likelihood: Callable
+
+
+METHODS = {
+    "elbo": Method("diffusion ELBO", "C3", "checkpoint", ("n_levels", "n_draws", "seed", "batch_size"), elbo_likelihood),
+    "power_spectrum": Method("P(k) Gaussian likelihood", "C0", None, (), power_spectrum_likelihood),
+    "npe": Method("NPE (CNN summary)", "C2", "npe", (), npe_likelihood),
+}
+NEEDS = {"checkpoint": "--checkpoint, a conditional diffusion run", "npe": "--npe, a folder made by evaluate/train_npe.py"}
+
+
+def chosen_methods(methods, checkpoint, npe):
+    """The method names of a comma-separated list, each with the model it needs given."""
+    chosen = [name for name in methods.split(",") if name]
+    unknown = [name for name in chosen if name not in METHODS]
+    if unknown or not chosen:
+        raise ValueError(f"--method {methods}: choose from {', '.join(METHODS)} (comma-separated)")
+    given = {"checkpoint": checkpoint, "npe": npe}
+    for name in chosen:
+        needs = METHODS[name].needs
+        if needs and given[needs] is None:
+            raise ValueError(f"--method {name} needs {NEEDS[needs]}")
+    if checkpoint is None and npe is None:
+        raise ValueError("give --checkpoint (a conditional diffusion run) or --npe (an NPE folder): they fix the "
+                         "parameters and their prior")
+    return chosen
+
+
+def load_models(checkpoint=None, npe=None):
+    """The models given, keyed as Method.needs names them."""
+    models = {}
+    if checkpoint is not None:
+        models["checkpoint"] = load_run(checkpoint)
+        if models["checkpoint"][2].get("condition") is None:
+            raise CheckpointError(f"{checkpoint}: an unconditional run has no parameters to infer; train one "
+                                  "with --condition")
+    if npe is not None:
+        models["npe"] = load_npe(npe)
+    return models
+
+
+def parameter_space(models, checkpoint=None, npe=None, train=None):
+    """The Space of the diffusion run if given, else of the NPE folder; both must share parameters.
+    train: the P(k) baseline's training data (default: the run's)."""
+    npe_config = models["npe"][1] if "npe" in models else None
+    if "checkpoint" in models:
+        config = models["checkpoint"][2]
+        condition = Condition.from_dict(config["condition"])
+        space = Space(condition.names, condition.low, condition.high, config["image_size"], config["box_size"],
+                      config["data"]["path"])
+    else:
+        space = Space(npe_config["names"], npe_config["low"], npe_config["high"], npe_config["image_size"],
+                      npe_config["box_size"], npe_config["data_path"])
+    if npe_config is not None and npe_config["names"] != space.names:
+        raise CheckpointError(f"{npe}: infers {','.join(npe_config['names'])} but {checkpoint} is "
+                              f"conditioned on {','.join(space.names)}")
+    return Space(*space[:5], train or space.train_path)
+
+
+def matching_fields(fieldset, space, source):
+    """The fields at the model's side, refused when their box is not the runs' (each pixel would then
+    span another length than the model was trained on)."""
+    if fieldset.box_size != space.box_size:
+        recorded = "is not recorded, so it is taken as" if fieldset.box_size_assumed else "is"
+        raise FieldError(f"{source}: its box size {recorded} {fieldset.box_size:g} Mpc/h but the run was trained on "
+                         f"a {space.box_size:g} Mpc/h box; pass --box_size if the fields are of that box")
+    return fit_image_size(fieldset, space.image_size)
+
+
+def selected(count, indices, source):
+    """Positions of the comma-separated indices among count fields (all when None)."""
+    chosen = list(range(count)) if indices is None else [int(i) for i in indices.split(",")]
+    outside = [i for i in chosen if not 0 <= i < count]
+    if outside:
+        raise FieldError(f"{source}: has {count} fields; index {outside[0]} does not exist")
+    return chosen
+
+
+def truths(fieldset, chosen, names):
+    """The chosen fields' true parameters, or None each when the set does not carry them all."""
+    if any(name not in fieldset.param_names for name in names):
+        return [None] * len(chosen)
+    return parameter_values(fieldset, names, "")[chosen].tolist()
+
+
+def posteriors(fields, true_values, indices, space, methods, models, grid=21, joint=False, mcmc=0, walkers=16,
+               **settings):
+    """Every method's posterior of fields (N, H, W) at the model's size, per field (indices label them)
+    or, with joint, of them together: a list of results (label, indices, truth, axes, and per method
+    its summaries, grid posterior and log-likelihood, seconds per field; emcee's samples with mcmc
+    steps), and each method's Likelihood. settings: the methods' own (Method.settings)."""
+    axes, points = parameter_grid(space.low, space.high, grid)
+    likelihoods = {method: METHODS[method].likelihood(space, fields, points, models,
+                                                      **{name: settings[name] for name in METHODS[method].settings
+                                                         if name in settings})
+                   for method in methods}
+    groups = [(f"fields {','.join(map(str, indices))} jointly", list(range(len(indices))))] if joint else [
+        (f"field {index}", [position]) for position, index in enumerate(indices)]
+    results = []
+    for label, positions in groups:
+        shared_truth = len({tuple(true_values[p] or ()) for p in positions}) == 1
+        truth = true_values[positions[0]] if shared_truth else None
+        result = dict(label=label, indices=[indices[p] for p in positions], truth=truth,
+                      axes=[axis.tolist() for axis in axes])
+        for method, likelihood in likelihoods.items():
+            result[method] = method_result(likelihood, positions, axes, space, truth, mcmc, walkers,
+                                           settings.get("seed", 0))
+        results.append(result)
+    return results, likelihoods
+
+
+def method_result(likelihood, positions, axes, space, truth, mcmc, walkers, seed):
+    """One method's posterior of the fields at positions: the grid's, or emcee's from it."""
+    log_likelihood = likelihood.grid[positions].sum(axis=0)
+    posterior = grid_posterior(log_likelihood, axes)
+    result = dict(summaries(posterior, axes, space.names, truth), posterior=posterior.tolist(),
+                  log_likelihood=log_likelihood.reshape(posterior.shape).tolist(),
+                  seconds_per_field=likelihood.seconds_per_field)
+    if not mcmc:
+        return result
+    started = time.time()
+    samples, acceptance = mcmc_samples(partial(likelihood.of_points, positions), space.low, space.high,
+                                       grid_draws(posterior, axes, walkers, seed), mcmc, seed)
+    return dict(sample_summaries(samples, axes, space.names, truth), posterior=sample_histogram(samples, axes).tolist(),
+                samples=samples.tolist(), acceptance=acceptance, grid_seconds_per_field=likelihood.seconds_per_field,
+                seconds_per_field=likelihood.seconds_per_field + (time.time() - started) / len(positions))
+
+
+def plot(results, names, methods, path):
+    """Every method's 68% and 95% contours (a curve for one parameter) for the first four results."""
+    shown = results[:4]
+    figure, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.8), squeeze=False)
+    for ax, result in zip(axes[0], shown):
+        for method in methods:
+            colour = METHODS[method].colour
+            posterior = np.asarray(result[method]["posterior"])
+            grid_axes = result[method].get("axes", result["axes"])  # a benchmark may merge grids of several runs
+            if posterior.ndim == 2:
+                levels = np.sort(posterior.ravel())[::-1]
+                mass = np.cumsum(levels)
+                contour_levels = sorted({levels[min(np.searchsorted(mass, q), len(levels) - 1)] for q in (0.95, 0.68)})
+                ax.contour(grid_axes[1], grid_axes[0], posterior, levels=contour_levels, colors=colour)
+            else:
+                ax.plot(grid_axes[0], posterior, color=colour)
+            ax.plot([], [], color=colour, label=METHODS[method].label)
+        if result["truth"] is not None and len(names) == 2:
+            ax.plot(result["truth"][1], result["truth"][0], "k*", ms=10, label="truth")
+        ax.set(xlabel=names[-1], ylabel=names[0] if len(names) == 2 else "posterior",
+               title=result["label"] + " (68%, 95%)")
+        ax.legend(fontsize=7)
+    save(figure, path)
+
+
+def posterior_of(fields_path, checkpoint=None, npe=None, methods="elbo,power_spectrum", indices=None, box_size=None,
+                 train=None, **options):
+    """Every chosen method's posterior of the fields of a data path (any open_data reads; the chosen
+    indices, default all): posteriors' results and likelihoods, and the Space. checkpoint: a
+    conditional diffusion run; npe: an NPE folder; options: posteriors' grid, joint, mcmc, walkers
+    and the methods' settings."""
+    chosen_names = chosen_methods(methods, checkpoint, npe)
+    models = load_models(checkpoint, npe)
+    space = parameter_space(models, checkpoint, npe, train)
+    fieldset = matching_fields(open_data(fields_path, file="test", box_size=box_size), space, fields_path)
+    chosen = selected(len(fieldset), indices, fields_path)
+    results, likelihoods = posteriors(fieldset.fields[chosen], truths(fieldset, chosen, space.names), chosen, space,
+                                      chosen_names, models, **options)
+    return results, likelihoods, space, chosen_names

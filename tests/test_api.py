@@ -1,0 +1,58 @@
+"""The Python API (cosmodiff.train, load, sample, evaluate, posterior) and the quickstart example: the
+same fields, posteriors and refusals as the commands."""
+import json
+import runpy
+import sys
+
+import numpy as np
+import pytest
+
+import cosmodiff
+from conftest import ROOT, run_in_process
+from cosmodiff.fields import load_fields
+
+
+def test_the_quickstart_trains_samples_evaluates_and_plots(tmp_path):
+    quickstart = runpy.run_path(str(ROOT / "examples" / "quickstart.py"))
+    report = quickstart["main"](tmp_path)
+    run_dir = tmp_path / "runs" / "quickstart"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["step"] == 60 and config["image_size"] == 32 and (run_dir / "model.safetensors").exists()
+    assert (tmp_path / "power_spectrum.png").stat().st_size > 10_000
+    assert np.isfinite(report["mafd"]) and report["mafd"] > 0 and report["floor"]["median"] > 0
+    assert len(report["power_spectrum"]["k"]) == len(report["power_spectrum"]["ratio"])
+
+
+def test_train_refuses_settings_as_its_flags_do(tmp_path, tiny_data):
+    for settings, message in [(dict(lr=-1.0), "'lr' is -1.0; it must be a number > 0"),
+                              (dict(lr_schedule="linear"), "'lr_schedule' is 'linear'; choose one of cosine, constant, wsd"),
+                              (dict(learning_rate=1e-3), "unknown training setting learning_rate")]:
+        with pytest.raises(ValueError, match=message):
+            cosmodiff.train(tiny_data, results_dir=tmp_path, run_name="never", **settings)
+    assert not (tmp_path / "never").exists()
+
+
+def test_sample_gives_the_fields_generate_images_writes(conditional_run, tmp_path):
+    run_dir = conditional_run / "results" / "run"
+    result = run_in_process([sys.executable, ROOT / "UNet-DDPM" / "generate_images.py", "--checkpoint", run_dir,
+                             "--num_samples", "3", "--steps", "3", "--params", "Omega_m=0.3,sigma_8=0.8", "--guidance",
+                             "1.5", "--seed", "7", "--out", tmp_path / "script"])
+    assert result.returncode == 0, result.stderr
+    fields = cosmodiff.sample(run_dir, 3, params={"sigma_8": 0.8, "Omega_m": 0.3}, guidance=1.5, steps=3, seed=7,
+                              batch_size=2)
+    np.testing.assert_allclose(fields, np.load(tmp_path / "script" / "samples.npy"), rtol=1e-5)
+    with pytest.raises(ValueError, match="conditioned on Omega_m, sigma_8; give params"):
+        cosmodiff.sample(run_dir, 1)
+
+
+def test_posterior_of_an_array_is_the_posterior_of_its_file(conditional_run):
+    run_dir = conditional_run / "results" / "run"
+    fieldset = load_fields(conditional_run / "lh.npz")
+    options = dict(checkpoint=run_dir, methods="elbo,power_spectrum", grid=5, n_levels=2, batch_size=32)
+    from_file = cosmodiff.posterior(conditional_run / "lh.npz", indices="0,1", **options)
+    from_array = cosmodiff.posterior(fieldset.fields[:2], truths=fieldset.params[:2, [0, 4]], **options)
+    for by_file, by_array in zip(from_file, from_array):
+        assert by_file["truth"] == pytest.approx(by_array["truth"])
+        for method in ("elbo", "power_spectrum"):
+            np.testing.assert_allclose(by_array[method]["posterior"], by_file[method]["posterior"], rtol=1e-6)
+            assert 0.99 < np.sum(by_array[method]["posterior"]) < 1.01
