@@ -16,12 +16,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from cosmodiff.benchmark import run, trained
 from cosmodiff.checkpoint import read_log
 from cosmodiff.cli import ArgumentParser, COUNT
 from cosmodiff.diffusion import parse_setting
-from fidelity import run, trained  # benchmarks/, this script's folder
+from cosmodiff.repository import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out" / "conditional"
 
 

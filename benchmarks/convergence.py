@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-import error_budget
 from cosmodiff.checkpoint import read_config
 from cosmodiff.cli import ArgumentParser, folder_name
 from cosmodiff.diffusion import parse_setting
+from cosmodiff.error_budget import measure
 from cosmodiff.plots import plt, save
+from cosmodiff.repository import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT_FILES = ("config.json", "model.safetensors", "log.csv")
 
 
@@ -155,9 +155,7 @@ def main(args):
         folder = out / "checkpoints" / f"step-{budget:07d}"
         if args.evaluate:
             if folder.exists():
-                error_budget.main(error_budget.parse_args([str(folder), "--sampler", args.sampler, "--reference",
-                                                           args.reference, "--results", args.results,
-                                                           "--recipe", args.name]))
+                measure(folder, args.sampler, args.reference, results=args.results, recipe=args.name)
             continue
         if not folder.exists():
             run_dir = out / (f"run-{budget:07d}" if args.separate_runs else "run")

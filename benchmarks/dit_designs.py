@@ -12,14 +12,13 @@ artefact is a step up at that k), training CPU-minutes, parameters and images/s.
 """
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 
 from cosmodiff.checkpoint import log_images_per_s, read_config
 from cosmodiff.cli import ArgumentParser
+from cosmodiff.repository import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
 DEFAULT_RUNS = "unet=unet-vp-500 dit-xs/4=dit-xs4-conv16-1800 dit-xs/2=dit-xs2-conv16-370"
 

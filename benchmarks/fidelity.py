@@ -13,37 +13,19 @@ Prints one table against the targets per sampler and writes fidelity.json next t
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-import error_budget  # benchmarks/, this script's folder
 from cosmodiff.checkpoint import read_config, read_log
+from cosmodiff.benchmark import run, trained
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, folder_name
 from cosmodiff.diffusion import SAMPLERS, network_evaluations, parse_setting
+from cosmodiff.error_budget import K_BANDS, record_rows
 from cosmodiff.fields import load_fields
 from cosmodiff.mock import DEFAULT_SPLIT, SPLIT_FOLDERS, SPLITS, ensure_split
 from cosmodiff.sampling import samples_match
+from cosmodiff.repository import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-K_BANDS = {"k < 0.1": (0, 0.1), "0.1-0.4": (0.1, 0.4), "0.4-Nyquist": (0.4, float("inf"))}  # h/Mpc
-
-
-def run(command):
-    print("$", " ".join(map(str, command)), flush=True)
-    subprocess.run(list(map(str, command)), cwd=ROOT, check=True)
-
-
-def trained(run_dir, train_flags):
-    """The run folder trained to its end: reused when complete, resumed when interrupted, otherwise
-    trained by train.py with train_flags; returns its step."""
-    if (run_dir / "config.json").exists():
-        config = read_config(run_dir)
-        if config["step"] < config["train_args"]["train_steps"]:
-            run([sys.executable, ROOT / "train.py", "--resume", run_dir])
-    else:
-        run([sys.executable, ROOT / "train.py", *train_flags, "--results_dir", run_dir.parent, "--run_name", run_dir.name])
-    return read_config(run_dir)["step"]
 
 
 def sample_stage(args, run_dir, n_samples, out, train_steps, sampler, steps, grid):
@@ -149,7 +131,7 @@ def evaluate(args, run_dir, out, n_samples, train_steps, sampler, steps, grid, t
                    targets=[dict(name=n, measured=m, target=t, met=bool(ok)) for n, m, t, ok in rows])
     (samples / "fidelity.json").write_text(json.dumps(summary, indent=1))
     if args.results:
-        error_budget.record_rows(Path(args.results), [summary], key=("name", "sampler", "steps", "grid"))
+        record_rows(Path(args.results), [summary], key=("name", "sampler", "steps", "grid"))
     print(f"\n{args.model} ({summary['formulation']}), {train_steps} steps ({train_seconds / 60:.1f} min), "
           f"{sampler} {steps} steps ({summary['grid']} grid), {n_samples} generated vs {report['sizes']['real']} test fields")
     print(f"MAFD {100 * report['mafd']:.2f}%  floor {100 * report['floor']['median']:.2f}% "

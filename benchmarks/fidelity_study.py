@@ -21,8 +21,8 @@ from pathlib import Path
 
 from cosmodiff.cli import ArgumentParser, COUNT
 from cosmodiff.diffusion import SAMPLERS, parse_setting
+from cosmodiff.repository import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
 
 

@@ -26,12 +26,12 @@ and TARP) and inference_example.png (every method's posterior for the first test
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from cosmodiff.benchmark import run
 from cosmodiff.cli import ArgumentParser, COUNT, Number
 from cosmodiff.coverage import Correction, expected_coverage, log_density_at, sbc, tarp
 from cosmodiff.inference import grid_draws, grid_posterior, summaries
@@ -39,18 +39,12 @@ from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
 from cosmodiff.npe import is_npe_run
 from cosmodiff.infer import METHODS, plot
 from cosmodiff.plots import plt, save
+from cosmodiff.repository import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 FILES = ("calibration", "test")
 DRAWS = 500  # posterior draws per field for SBC and TARP
 LEVELS = np.linspace(0.02, 0.98, 49)
 GRID_POINTS = Number(int, 3)  # a grid posterior needs a point between the prior's edges
-
-
-def run(command):
-    command = list(map(str, command))
-    print("$", " ".join(command), flush=True)
-    subprocess.run(command, cwd=ROOT, check=True)
 
 
 def posteriors(args, method, file, count):

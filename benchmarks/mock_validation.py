@@ -21,7 +21,6 @@ variation distance). Writes benchmarks/results/mock_validation.json and images/m
 import json
 import time
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -32,8 +31,8 @@ from cosmodiff.mock import DEFAULT_SEED, DEFAULTS, lpt_density, particle_mesh_de
 from cosmodiff.parameters import QUIJOTE_FIDUCIAL
 from cosmodiff.plots import plt, save
 from cosmodiff.stats import power_spectrum
+from cosmodiff.repository import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 0.05
 QUIJOTE_SLAB_CELLS = 5  # the PNG slices average 5 grid slices, each one of the mock's cells thick
 PNG_COLORMAP = "gnuplot"

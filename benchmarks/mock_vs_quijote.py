@@ -12,8 +12,7 @@ from cosmodiff.cli import ArgumentParser
 from cosmodiff.fields import load_fields
 from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
 from cosmodiff.stats import power_spectrum
-
-ROOT = Path(__file__).resolve().parents[1]
+from cosmodiff.repository import ROOT
 
 
 def main(args):

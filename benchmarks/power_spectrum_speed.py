@@ -10,15 +10,13 @@ Fields: the shared Quijote sample when ../shared is present, else lognormal mock
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from cosmodiff.cli import ArgumentParser, COUNT, POSITIVE
 from cosmodiff.fields import load_fields
 from cosmodiff.stats import overdensity, power_spectrum
-
-ROOT = Path(__file__).resolve().parents[1]
+from cosmodiff.repository import ROOT
 
 
 def test_fields(n_fields, size):

@@ -20,8 +20,8 @@ from cosmodiff.cli import ArgumentParser, COUNT, INDEX
 from cosmodiff.fields import load_fields
 from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
 from cosmodiff.sampling import samples_match
+from cosmodiff.repository import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS = "ddpm:1000 ddim:250 ddim:100 ddim:50 ddim:20 ddim:10 dpm++:50 dpm++:20 dpm++:10 dpm++:5"
 
 

@@ -28,8 +28,8 @@ from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE
 from cosmodiff.fields import load_fields
 from cosmodiff.mock import ensure_default_data
 from cosmodiff.shards import FORMAT, is_shard_set, read_index, write_index, write_shard
+from cosmodiff.repository import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out" / "streaming"
 SHARD = 4096
 

@@ -18,8 +18,8 @@ from tqdm import trange
 from cosmodiff.cli import ArgumentParser, COUNT
 from cosmodiff.fields import save_fields
 from cosmodiff.mock import make_mock_set
+from cosmodiff.repository import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
 TINY = ["--image_size", "32", "--batch_size", "4", "--sampling_timesteps", "2", "--warmup_steps", "2"]

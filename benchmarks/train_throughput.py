@@ -22,8 +22,7 @@ from cosmodiff.fields import load_fields
 from cosmodiff.mock import ensure_default_data
 from cosmodiff.models import build_model, model_kwargs
 from cosmodiff.transforms import LogTransform
-
-ROOT = Path(__file__).resolve().parents[1]
+from cosmodiff.repository import ROOT
 
 
 def ours(args, work):

@@ -18,8 +18,11 @@ ranges, test simulations at fixed points (a 3x3 grid over the inner 80% of both 
 fiducial point), several per point so each point has its own sample-variance floor.
 """
 import argparse
+import contextlib
 import itertools
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, REDSHIFT, exit
 from cosmodiff.fields import FieldSet, block_average, cube_to_slabs, save_fields
 from cosmodiff.nbody import Growth, cic_weights, evolve, lpt_initial_conditions, paint
 from cosmodiff.parameters import LATIN_HYPERCUBE_RANGES, PARAM_NAMES, QUIJOTE_FIDUCIAL
+from cosmodiff.repository import ROOT
 
 # Defaults that make a visible cosmic web at 64x64: 128^3 particles in a 250 Mpc/h box, slabs of 4
 # cells (7.8 Mpc/h) along each axis, block-averaged from 128 to 64 pixels (3.9 Mpc/h each).
@@ -155,28 +159,44 @@ def simulation_params(seed, sim, latin_hypercube, n_sims):
     return params
 
 
+def simulation_slabs(sim, cosmology, seed, grid, box_size, slab_thickness, image_size, redshift, method, pm_steps,
+                     slabs_per_sim):
+    """The slabs (each of mean 1) of simulation `sim` at a cosmology; its phases depend only on (seed, sim)."""
+    simulate = partial(particle_mesh_density, pm_steps=pm_steps) if method == "pm" else lpt_density
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(sim,)))
+    slabs = block_average(cube_to_slabs(simulate(cosmology, grid, box_size, rng, redshift), slab_thickness),
+                          image_size or grid)
+    if slabs_per_sim:
+        slabs = slabs[::len(slabs) // slabs_per_sim][:slabs_per_sim]
+    return slabs / slabs.mean(axis=(1, 2), keepdims=True, dtype=np.float64)
+
+
 def make_mock_set(n_sims, grid=DEFAULTS["grid"], box_size=DEFAULTS["box_size"],
                   slab_thickness=DEFAULTS["slab_thickness"], image_size=DEFAULTS["image_size"],
                   seed=DEFAULT_SEED, latin_hypercube=False, first_sim=0, redshift=0.0, progress=True, cosmologies=None,
-                  method="pm", pm_steps=PM_STEPS, slabs_per_sim=None):
+                  method="pm", pm_steps=PM_STEPS, slabs_per_sim=None, workers=1):
     """Fields of simulations first_sim .. first_sim + n_sims - 1; simulation i's phases depend only on
     (seed, i); cosmologies, if given, holds each simulation's parameters (else fiducial or the hypercube's).
     method: "2lpt" (displaced once) or "pm" (particle-mesh N-body from 2LPT initial conditions).
-    slabs_per_sim keeps that many evenly spaced slabs of each simulation (default: all)."""
-    simulate = partial(particle_mesh_density, pm_steps=pm_steps) if method == "pm" else lpt_density
-    stacks, params, sim_index = [], [], []
+    slabs_per_sim keeps that many evenly spaced slabs of each simulation (default: all). workers > 1
+    runs that many simulations at once, one thread each (the same fields as one worker)."""
     total_sims = first_sim + n_sims
-    for sim in tqdm(range(first_sim, total_sims), desc=f"{method} mocks", unit="sim", disable=not progress):
-        cosmology = (cosmologies[sim - first_sim] if cosmologies else
-                     simulation_params(seed, sim, latin_hypercube, total_sims))
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(sim,)))
-        slabs = block_average(cube_to_slabs(simulate(cosmology, grid, box_size, rng, redshift), slab_thickness),
-                              image_size or grid)
-        if slabs_per_sim:
-            slabs = slabs[::len(slabs) // slabs_per_sim][:slabs_per_sim]
-        stacks.append(slabs / slabs.mean(axis=(1, 2), keepdims=True, dtype=np.float64))
-        params += [[cosmology[name] for name in PARAM_NAMES]] * len(slabs)
-        sim_index += [sim] * len(slabs)
+    sims = list(range(first_sim, total_sims))
+    cosmology_of = [cosmologies[sim - first_sim] if cosmologies else simulation_params(seed, sim, latin_hypercube, total_sims)
+                    for sim in sims]
+    simulate = partial(simulation_slabs, seed=seed, grid=grid, box_size=box_size, slab_thickness=slab_thickness,
+                       image_size=image_size, redshift=redshift, method=method, pm_steps=pm_steps,
+                       slabs_per_sim=slabs_per_sim)
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                           initializer=torch.set_num_threads, initargs=(1,)))
+            results = pool.map(simulate, sims, cosmology_of)
+        else:
+            results = map(simulate, sims, cosmology_of)
+        stacks = list(tqdm(results, total=n_sims, desc=f"{method} mocks", unit="sim", disable=not progress))
+    params = [[cosmology[name] for name in PARAM_NAMES] for cosmology, slabs in zip(cosmology_of, stacks) for _ in slabs]
+    sim_index = [sim for sim, slabs in zip(sims, stacks) for _ in slabs]
     fields = np.concatenate(stacks).astype(np.float32)
     return FieldSet(fields=fields, box_size=box_size, params=np.asarray(params), param_names=list(PARAM_NAMES),
                     sources=[f"mock sim {s}" for s in sim_index], sim_index=np.asarray(sim_index))
@@ -192,23 +212,23 @@ def conditional_test_points():
     return grid + [{name: QUIJOTE_FIDUCIAL[name] for name in LATIN_HYPERCUBE_RANGES}]
 
 
-def conditional_test_set(method, train_sims):
+def conditional_test_set(method, train_sims, workers=1):
     """CONDITIONAL_SIMS_PER_POINT simulations at each of conditional_test_points(), numbered after the
     split's train_sims training simulations (so no phase is shared with them)."""
     cosmologies = [dict(QUIJOTE_FIDUCIAL, **point) for point in conditional_test_points()
                    for _ in range(CONDITIONAL_SIMS_PER_POINT)]
     return make_mock_set(len(cosmologies), seed=CONDITIONAL_SEED, first_sim=train_sims, cosmologies=cosmologies,
-                         method=method)
+                         method=method, workers=workers)
 
 
-def derivative_set(method, train_sims):
+def derivative_set(method, train_sims, workers=1):
     """Simulations at the fiducial point moved by -/+ DERIVATIVE_STEPS in one parameter at a time, the
     same CONDITIONAL_SIMS_PER_POINT phases at each (paired, as Quijote's derivative simulations), so
     finite differences of P(k) cancel most of the sample variance; numbered after the test simulations."""
     first_sim = train_sims + CONDITIONAL_SIMS_PER_POINT * len(conditional_test_points())
     sets = [make_mock_set(CONDITIONAL_SIMS_PER_POINT, seed=CONDITIONAL_SEED, first_sim=first_sim,
                           cosmologies=[dict(QUIJOTE_FIDUCIAL, **{name: QUIJOTE_FIDUCIAL[name] + sign * step})]
-                          * CONDITIONAL_SIMS_PER_POINT, method=method)
+                          * CONDITIONAL_SIMS_PER_POINT, method=method, workers=workers)
             for name, step in DERIVATIVE_STEPS.items() for sign in (-1, 1)]
     return concatenated(sets)
 
@@ -228,18 +248,19 @@ def inference_split(method, n_sims):
                           slabs_per_sim=INFERENCE_SLABS_PER_SIM) for file, seed in INFERENCE_SEEDS.items()}
 
 
-def large_train_set(method):
+def large_train_set(method, workers=1):
     """LARGE_TRAIN_SIMS fiducial simulations: the default training simulations and those after the
     default test simulations, so the default test split stays held out."""
     first_extra = DEFAULT_TRAIN_SIMS + DEFAULT_TEST_SIMS
-    return concatenated([make_mock_set(DEFAULT_TRAIN_SIMS, first_sim=0, method=method),
-                         make_mock_set(LARGE_TRAIN_SIMS - DEFAULT_TRAIN_SIMS, first_sim=first_extra, method=method)])
+    return concatenated([make_mock_set(DEFAULT_TRAIN_SIMS, first_sim=0, method=method, workers=workers),
+                         make_mock_set(LARGE_TRAIN_SIMS - DEFAULT_TRAIN_SIMS, first_sim=first_extra, method=method,
+                                       workers=workers)])
 
 
-def default_test_set(method):
+def default_test_set(method, workers=1):
     """The default test simulations (after the default training ones), held out of every fiducial
     training split."""
-    return make_mock_set(DEFAULT_TEST_SIMS, first_sim=DEFAULT_TRAIN_SIMS, method=method)
+    return make_mock_set(DEFAULT_TEST_SIMS, first_sim=DEFAULT_TRAIN_SIMS, method=method, workers=workers)
 
 
 def concatenated(sets):
@@ -264,16 +285,16 @@ SPLITS = {
 }
 
 
-DATA_FOLDER = Path(__file__).resolve().parents[1] / "train_data"  # the repository's data folder
+DATA_FOLDER = ROOT / "train_data"  # the repository's data folder
 # the 2lpt split sits in the data folder itself, where run folders trained on it look for its test file
 SPLIT_FOLDERS = {name: DATA_FOLDER if name == "2lpt" else DATA_FOLDER / name for name in SPLITS}
 DEFAULT_SPLIT = "nonlinear"  # what train.py trains on when given no data
 DEFAULT_DATA = SPLIT_FOLDERS[DEFAULT_SPLIT]
 
 
-def ensure_split(folder, name=DEFAULT_SPLIT):
-    """A named split (by simulation) in folder/<file>.npz (train, test, ...), each file made once;
-    returns the train and test paths."""
+def ensure_split(folder, name=DEFAULT_SPLIT, workers=1):
+    """A named split (by simulation) in folder/<file>.npz (train, test, ...), each file made once (by
+    `workers` processes); returns the train and test paths."""
     folder = Path(folder)
     missing = {file: make for file, make in SPLITS[name].items() if not (folder / f"{file}.npz").exists()}
     if missing:
@@ -281,7 +302,7 @@ def ensure_split(folder, name=DEFAULT_SPLIT):
         start = time.time()
         folder.mkdir(parents=True, exist_ok=True)
         for file, make in missing.items():
-            save_fields(folder / f"{file}.npz", make())
+            save_fields(folder / f"{file}.npz", make(workers=workers))
         print(f"{name.capitalize()} data written in {time.time() - start:.0f} s.")
     return folder / "train.npz", folder / "test.npz"
 
@@ -294,13 +315,13 @@ def ensure_default_data():
 def main(args):
     if args.split:
         writable_folder(args.out, "--out")
-        ensure_split(args.out, args.split)
+        ensure_split(args.out, args.split, args.workers)
         return
     writable_file(args.out, "--out")
     fieldset = make_mock_set(args.n_sims, grid=args.grid, box_size=args.box_size, slab_thickness=args.slab_thickness,
                              image_size=args.image_size, seed=args.seed, latin_hypercube=args.latin_hypercube,
                              first_sim=args.first_sim, redshift=args.redshift, method=args.method,
-                             pm_steps=args.pm_steps)
+                             pm_steps=args.pm_steps, workers=args.workers)
     save_fields(args.out, fieldset)
     print(f"Wrote {len(fieldset)} fields of {fieldset.image_size}x{fieldset.image_size} to {args.out}")
 
@@ -322,6 +343,8 @@ def build_parser():
     parser.add_argument("--pm_steps", type=COUNT, default=PM_STEPS, help="pm: time steps from z = 9, linear in a")
     parser.add_argument("--seed", type=INDEX, default=DEFAULT_SEED)
     parser.add_argument("--latin_hypercube", action="store_true", help="draw (Omega_m, sigma_8) per simulation")
+    parser.add_argument("--workers", type=COUNT, default=1, help="simulations run at once, one core each (the same "
+                        "fields as one)")
     return parser
 
 

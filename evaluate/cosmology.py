@@ -29,8 +29,7 @@ from cosmodiff.fields import FieldError, load_fields
 from cosmodiff.launch import accelerated
 from cosmodiff.parameters import QUIJOTE_FIDUCIAL
 from cosmodiff.sampling import sample_fields, samples_match
-
-ROOT = Path(__file__).resolve().parents[1]
+from cosmodiff.repository import ROOT
 
 
 def label(names, point):

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from cosmodiff.repository import ROOT
+
 SHARED = ROOT.parent / "shared"
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from cosmodiff.error_budget import solved
 from conftest import ROOT, TINY, run_in_process
 from cosmodiff.diffusion import build_formulation
 from cosmodiff.fields import FieldSet, save_fields
@@ -68,7 +69,7 @@ def test_error_budget_splits_the_mafd_into_model_sampler_and_floor(tiny_run):
 
 
 def test_against_its_own_reference_the_model_error_is_zero_and_the_same_solve_has_no_sampler_error(tiny_run):
-    reference = ERROR_BUDGET["solved"](tiny_run / "run", "dpm++3m:4:log", 8, 0, 4, tiny_run, "cpu")
+    reference = solved(tiny_run / "run", "dpm++3m:4:log", 8, 0, 4, tiny_run, "cpu")
     save_fields(tiny_run / "as_real.npz", FieldSet(fields=reference, box_size=250.0))
     report = budget(tiny_run, "second", "--test", str(tiny_run / "as_real.npz"), "--sampler", "dpm++3m:4:log")
     for space in ("delta", "log"):

@@ -108,3 +108,11 @@ def test_mock_validation_renders_slabs_as_the_quijote_pngs_and_recovers_their_sc
     assert np.isclose(sum(levels["level_fraction"]), 1)
     assert levels["clipped_fraction"] == np.mean(scale * fields >= 255 / 256)  # the top entry
     assert abs(levels["quantiles"]["0.5"] - np.median(fields) * scale / rendered.mean()) < 1 / 255 / rendered.mean()
+
+
+def test_simulations_run_by_several_workers_give_the_fields_of_one():
+    options = dict(grid=32, image_size=32, latin_hypercube=True, seed=5, first_sim=1, progress=False, slabs_per_sim=4)
+    one, two = make_mock_set(3, **options), make_mock_set(3, workers=2, **options)
+    np.testing.assert_array_equal(one.fields, two.fields)
+    np.testing.assert_array_equal(one.params, two.params)
+    np.testing.assert_array_equal(one.sim_index, [1] * 4 + [2] * 4 + [3] * 4)
