@@ -6,18 +6,9 @@ matrix of each solve against the real fields, next to their floors (`cosmodiff.s
     python benchmarks/error_budget.py RUN [--sampler dpm++:20:log] [--reference dpm++3m:40:log]
                                           [--check_reference] [--num_samples 384]
 
-- sampler error: the MAFD between the sampler's fields and the reference solve's from the same
-  initial noise (seed and sample indices), so the fields are paired and only the solve differs;
-- model error: the reference solve against the real test fields (the network's own error, once
-  the solve is exact);
-- floor: the MAFD between disjoint halves of the real set, scaled to the compared sizes
-  (`cosmodiff.stats.mafd_floor`).
---check_reference also solves at twice the reference's steps: the change must stay below 0.2x the
-floor for the reference to count as exact. One-point statistics that the exponential amplifies
-(variance of delta against that of ln(1 + delta), the upper quantiles of delta) come with it.
-Writes OUT/error_budget.json and OUT/error_budget.png (OUT: RUN/error_budget by default); solved
-fields are kept in OUT and reused when their settings match. The measurement is
-cosmodiff.error_budget.measure.
+What each error means, and the one-point statistics beside them: cosmodiff.error_budget, whose
+`measure` this script calls. Writes OUT/error_budget.json and OUT/error_budget.png (OUT:
+RUN/error_budget by default); solved fields are kept in OUT and reused when their settings match.
 """
 import argparse
 

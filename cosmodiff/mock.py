@@ -312,18 +312,16 @@ def ensure_default_data():
     return ensure_split(DEFAULT_DATA, DEFAULT_SPLIT)
 
 
-def main(args):
-    if args.split:
-        writable_folder(args.out, "--out")
-        ensure_split(args.out, args.split, args.workers)
+def write_mock_set(out, split=None, **options):
+    """A named split into the folder out, else make_mock_set(**options) into the file out."""
+    if split:
+        writable_folder(out, "--out")
+        ensure_split(out, split, options.get("workers", 1))
         return
-    writable_file(args.out, "--out")
-    fieldset = make_mock_set(args.n_sims, grid=args.grid, box_size=args.box_size, slab_thickness=args.slab_thickness,
-                             image_size=args.image_size, seed=args.seed, latin_hypercube=args.latin_hypercube,
-                             first_sim=args.first_sim, redshift=args.redshift, method=args.method,
-                             pm_steps=args.pm_steps, workers=args.workers)
-    save_fields(args.out, fieldset)
-    print(f"Wrote {len(fieldset)} fields of {fieldset.image_size}x{fieldset.image_size} to {args.out}")
+    writable_file(out, "--out")
+    fieldset = make_mock_set(**options)
+    save_fields(out, fieldset)
+    print(f"Wrote {len(fieldset)} fields of {fieldset.image_size}x{fieldset.image_size} to {out}")
 
 
 def build_parser():
@@ -348,5 +346,9 @@ def build_parser():
     return parser
 
 
+def main(argv=None):
+    exit_on(ValueError, lambda args: write_mock_set(**vars(args)), build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    exit_on(ValueError, main, build_parser().parse_args())
+    main()

@@ -43,23 +43,28 @@ def describe(fieldset):
                 param_names=fieldset.param_names)
 
 
-def main(args):
-    out = Path(args.out)
+def prepare(src, out, shard_size=4096, colormap=None, slab_thickness=None, box_size=None, mesh=DEFAULT_MESH,
+            params_file=None):
+    """The field set src (any load_fields reads) as a shard set in the folder out, about shard_size
+    fields a shard; resumes a conversion made with the same settings. colormap, slab_thickness,
+    box_size and mesh read the sources as load_fields does; params_file joins their parameters."""
+    out = Path(out)
     writable_folder(out, "--out")
-    settings = dict(source=str(Path(args.src).resolve()), slab_thickness=args.slab_thickness, mesh=args.mesh,
-                    colormap=args.colormap, box_size=args.box_size,
-                    params_file=args.params_file and str(Path(args.params_file).resolve()))
-    sources = sources_of(args.src)
+    settings = dict(source=str(Path(src).resolve()), slab_thickness=slab_thickness, mesh=mesh, colormap=colormap,
+                    box_size=box_size, params_file=params_file and str(Path(params_file).resolve()))
+    sources = sources_of(src)
     index = read_index(out) if is_shard_set(out) else dict(format=FORMAT, settings=settings, shards=[])
     if index.get("settings") != settings:
         raise FieldError(f"{out}: holds a conversion made with other settings ({index.get('settings')}); "
                          "give another --out")
     with output_lock(out, "conversion"):
-        convert(args, out, index, sources)
+        convert(out, index, sources, shard_size, dict(colormap=colormap, slab_thickness=slab_thickness,
+                                                     box_size=box_size, mesh=mesh), params_file)
 
 
-def convert(args, out, index, sources):
-    """The sources not yet in the shard set at out, converted shard by shard (each committed to the index)."""
+def convert(out, index, sources, shard_size, reading, params_file):
+    """The sources not yet in the shard set at out, converted shard by shard (each committed to the
+    index); reading: load_fields' options."""
     done = {name for shard in index["shards"] for name, _ in shard["sources"]}
     pending = []
 
@@ -74,10 +79,9 @@ def convert(args, out, index, sources):
     for source in tqdm(sources, desc="prepare", unit="source"):
         if str(source) in done:
             continue
-        fieldset = load_fields(source, colormap=args.colormap, slab_thickness=args.slab_thickness,
-                               box_size=args.box_size, mesh=args.mesh)
-        if args.params_file:
-            fieldset = join_params(fieldset, args.params_file)
+        fieldset = load_fields(source, **reading)
+        if params_file:
+            fieldset = join_params(fieldset, params_file)
         shared = describe(fieldset)
         index.update({key: value for key, value in shared.items() if key not in index})
         expected = {key: index[key] for key in shared}
@@ -85,7 +89,7 @@ def convert(args, out, index, sources):
             raise FieldError(f"{source}: its fields ({shared}) differ from the set's ({expected}); a shard set has "
                              "one field side, box size and parameter list")
         pending.append((str(source), fieldset))
-        if sum(len(f) for _, f in pending) >= args.shard_size:
+        if sum(len(f) for _, f in pending) >= shard_size:
             flush()
     if pending:
         flush()
@@ -107,5 +111,9 @@ def build_parser():
     return parser
 
 
+def main(argv=None):
+    exit_on((FieldError, ValueError), lambda args: prepare(**vars(args)), build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    exit_on((FieldError, ValueError), main, build_parser().parse_args())
+    main()
