@@ -23,7 +23,7 @@ import torch
 
 from cosmodiff import stats
 from cosmodiff.benchmark import run
-from cosmodiff.checkpoint import log_images_per_s
+from cosmodiff.checkpoint import log_images_per_s, read_config
 from cosmodiff.cli import ArgumentParser, COUNT, POSITIVE
 from cosmodiff.fields import save_fields
 from cosmodiff.mock import CONDITIONAL_NONLINEAR_SIMS, CONDITIONAL_NONLINEAR_SLABS, CONDITIONAL_SEED, make_mock_set
@@ -67,9 +67,9 @@ def conditional_run(args, work):
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.safetensors", "log.csv"):
         shutil.copy2(work / "conditional" / name, folder / name)
-    log = (work / "conditional" / "log.csv").read_text().splitlines()
-    return dict(simulation_seconds=simulated, steps=int(log[-1].split(",")[0]),
-                images_per_s=log_images_per_s(work / "conditional", after_step=20))
+    steps = read_config(work / "conditional")["step"]
+    return dict(simulation_seconds=simulated, steps=steps,
+                images_per_s=log_images_per_s(work / "conditional", after_step=steps // 10))
 
 
 def main(args):

@@ -1,0 +1,115 @@
+"""The ELBO posterior's own noise: how far its mean moves from one noise seed to the next, against the
+width it claims, at each count of noise levels and draws; and whether the grid resolves it.
+
+    python benchmarks/elbo_variance.py --run RUN --fields train_data/inference-nonlinear/calibration.npz \
+        [--n_fields 10] [--seeds 8] [--settings "4:1 8:1 4:4 8:4"] [--grid 13] [--refined_grid 25] \
+        [--out benchmarks/out/elbo_variance] [--results benchmarks/results/elbo_variance.json]
+
+Each setting "levels:draws" is the ELBO of cosmodiff.inference.negative_elbo (common random numbers
+across the grid) on the first --n_fields fields, once per seed. Per setting and parameter: the seed
+spread, the standard deviation over seeds of the posterior mean divided by the mean posterior sigma
+(median and largest over the fields), the network evaluations and seconds per field and seed. The
+grid check compares the first setting's seed-0 posterior on --grid and --refined_grid points per
+parameter: the moves of mean and sigma in units of sigma.
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cosmodiff.checkpoint import load_run
+from cosmodiff.cli import ArgumentParser, COUNT, Number
+from cosmodiff.condition import Condition
+from cosmodiff.data import open_data
+from cosmodiff.inference import elbo_levels, grid_posterior, negative_elbo, parameter_grid, summaries
+from cosmodiff.repository import ROOT
+from cosmodiff.transforms import transform_from_dict
+
+GRID_POINTS = Number(int, 3)
+
+
+def posterior_moments(model, fields, grid, n_levels, n_draws, seed, batch_size):
+    """Per field, the ELBO posterior's mean and sigma of every parameter (F, P) each, and the seconds."""
+    network, formulation, condition, names = model
+    axes, points = parameter_grid(condition.low, condition.high, grid)
+    started = time.time()
+    nll = negative_elbo(formulation, network, fields, condition.standardise(points).to(fields.device), n_levels,
+                        n_draws, seed, batch_size, progress=False)
+    seconds = time.time() - started
+    moments = [summaries(grid_posterior(-row, axes), axes, names) for row in nll]
+    means = np.array([[field[name]["mean"] for name in names] for field in moments])
+    sigmas = np.array([[field[name]["std"] for name in names] for field in moments])
+    return means, sigmas, seconds
+
+
+def spread_row(model, fields, args, setting):
+    """One setting's seed spread per parameter, its evaluations and seconds per field."""
+    n_levels, n_draws = (int(part) for part in setting.split(":"))
+    runs = [posterior_moments(model, fields, args.grid, n_levels, n_draws, seed, args.batch_size)
+            for seed in range(args.seeds)]
+    means = np.stack([run[0] for run in runs])  # (seeds, F, P)
+    sigmas = np.stack([run[1] for run in runs])
+    ratio = means.std(axis=0, ddof=1) / sigmas.mean(axis=0)  # (F, P)
+    levels = len(elbo_levels(model[1], n_levels)[0])
+    return dict(setting=setting, n_levels=n_levels, levels_after_snapping=levels, n_draws=n_draws,
+                grid=args.grid, evaluations_per_field=args.grid ** 2 * levels * n_draws,
+                seconds_per_field=float(np.mean([run[2] for run in runs])) / len(fields),
+                spread_over_sigma={name: dict(median=float(np.median(ratio[:, i])), max=float(ratio[:, i].max()))
+                                   for i, name in enumerate(model[3])},
+                sigma={name: float(sigmas[..., i].mean()) for i, name in enumerate(model[3])})
+
+
+def grid_check(model, fields, args, setting):
+    """The move of each field's posterior mean and sigma from --grid to --refined_grid, in sigmas."""
+    n_levels, n_draws = (int(part) for part in setting.split(":"))
+    coarse_means, coarse_sigmas, _ = posterior_moments(model, fields, args.grid, n_levels, n_draws, 0, args.batch_size)
+    fine_means, fine_sigmas, _ = posterior_moments(model, fields, args.refined_grid, n_levels, n_draws, 0,
+                                                   args.batch_size)
+    return dict(setting=setting, grid=args.grid, refined_grid=args.refined_grid,
+                **{name: dict(mean_move_over_sigma=float(np.max(np.abs(fine_means - coarse_means)[:, i] / fine_sigmas[:, i])),
+                              sigma_move_over_sigma=float(np.max(np.abs(fine_sigmas - coarse_sigmas)[:, i] / fine_sigmas[:, i])))
+                   for i, name in enumerate(model[3])})
+
+
+def main(args):
+    network, formulation, config = load_run(args.run)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    condition = Condition.from_dict(config["condition"])
+    model = (network.to(device), formulation, condition, condition.names)
+    fieldset = open_data(args.fields, config["image_size"])
+    model_space = transform_from_dict(config["transform"]).forward(fieldset.fields[:args.n_fields])
+    fields = torch.from_numpy(model_space).float()[:, None].to(device)
+    settings = args.settings.split()
+    rows = [spread_row(model, fields, args, setting) for setting in settings]
+    report = dict(run=str(args.run), fields=str(args.fields), n_fields=len(fields), seeds=args.seeds,
+                  device=str(device), rows=rows, grid_check=grid_check(model, fields, args, settings[0]))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "elbo_variance.json").write_text(json.dumps(report, indent=1))
+    if args.results:
+        Path(args.results).write_text(json.dumps(report, indent=1) + "\n")
+    print("| levels:draws | evaluations / field | s / field | " + " | ".join(
+        f"{name} spread / sigma (median, max)" for name in condition.names) + " |")
+    for row in rows:
+        print(f"| {row['setting']} | {row['evaluations_per_field']} | {row['seconds_per_field']:.2f} | " + " | ".join(
+            f"{row['spread_over_sigma'][name]['median']:.2f}, {row['spread_over_sigma'][name]['max']:.2f}"
+            for name in condition.names) + " |")
+    print(json.dumps(report["grid_check"]))
+
+
+if __name__ == "__main__":
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="a conditional run folder")
+    parser.add_argument("--fields", default=str(ROOT / "train_data" / "inference-nonlinear" / "calibration.npz"))
+    parser.add_argument("--n_fields", type=COUNT, default=10)
+    parser.add_argument("--seeds", type=Number(int, 2), default=8)
+    parser.add_argument("--settings", default="4:1 8:1 4:4 8:4", help="levels:draws, space-separated")
+    parser.add_argument("--grid", type=GRID_POINTS, default=13)
+    parser.add_argument("--refined_grid", type=GRID_POINTS, default=25)
+    parser.add_argument("--batch_size", type=COUNT, default=256)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "elbo_variance"))
+    parser.add_argument("--results", default=None, help="also write the report here, e.g. "
+                        "benchmarks/results/elbo_variance.json")
+    main(parser.parse_args())
