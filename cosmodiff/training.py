@@ -356,6 +356,7 @@ def train_loop(accelerator, run):
             config["step"] = step + 1
             if settings.train_steps is None and config["step"] - start_step == TIMING_STEPS:
                 settings.train_steps = steps_in_budget(accelerator, settings, (time.time() - timing_start) / TIMING_STEPS)
+                config["train_args"]["train_steps"] = settings.train_steps  # a resumed run ends where this one would
                 progress.total = settings.train_steps
             stopping = preemption.requested(accelerator)
             saving = config["step"] % settings.save_every == 0 or config["step"] == settings.train_steps or stopping

@@ -72,6 +72,8 @@ def run_in_process(command, cwd=None, env=None):
     module = command[2] if command[1] == "-m" else None
     argv = [module, *command[3:]] if module else command[1:]
     saved = os.getcwd(), dict(os.environ), sys.argv, list(sys.path)
+    # `python -m` starts without the module imported; a test that imported it keeps its copy afterwards
+    imported = sys.modules.pop(module, None) if module else None
     stdout, stderr, status = io.StringIO(), io.StringIO(), 0
     try:
         os.chdir(cwd or saved[0])
@@ -102,6 +104,8 @@ def run_in_process(command, cwd=None, env=None):
         os.environ.clear()
         os.environ.update(saved[1])
         sys.argv, sys.path[:] = saved[2], saved[3]
+        if imported is not None:
+            sys.modules[module] = imported
         gc.collect()  # a finished run's DataLoader workers are shut down now, not in a later test
     return subprocess.CompletedProcess(command, status, stdout.getvalue(), stderr.getvalue())
 
