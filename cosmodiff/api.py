@@ -19,10 +19,10 @@ from cosmodiff import stats
 from cosmodiff.checkpoint import load_run
 from cosmodiff.condition import DEFAULT_GUIDANCE, Condition
 from cosmodiff.diffusion import sampler_steps
-from cosmodiff.mock import DEFAULT_DATA
-from cosmodiff.infer import (load_models, matching_fields, parameter_space, posterior_of, posteriors,
-                                 chosen_methods)
 from cosmodiff.fields import FieldSet
+from cosmodiff.infer import (chosen_methods, load_models, matching_fields, parameter_space, posterior_of,
+                             posteriors)
+from cosmodiff.mock import DEFAULT_DATA
 from cosmodiff.sampling import physical_fields
 from cosmodiff.train_flags import train_settings
 from cosmodiff.training import PREEMPTED, TrainingError, run_training

@@ -1,9 +1,9 @@
-"""The training loop: a run folder trained from its settings (train_flags.train_settings: train.py's flags), new or resumed,
-with its log, checkpoints, fidelity checks and sample grids; train.py and `cosmodiff.train` call
-run_training."""
-import dataclasses
+"""The training loop: a run folder trained from its settings (train_flags.train_settings: train.py's
+flags), new or resumed, with its log, checkpoints, fidelity checks and sample grids; train.py and
+`cosmodiff.train` call run_training."""
 import collections
 import contextlib
+import dataclasses
 import csv
 import importlib.util
 import itertools
