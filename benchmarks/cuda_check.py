@@ -8,8 +8,9 @@ the run's output, for inference on CPU).
 
 Writes OUT/cuda_check.json (the numbers) and OUT/conditional/{config.json,model.safetensors,log.csv}.
 The conditional split (cosmodiff.mock's conditional-nonlinear train file, --conditional_sims
-simulations) is simulated there by --workers processes; the run uses the recipe of docs/results.md's best lever (wsd, lr 1e-3, EMA 0.999,
---loss_k_power 1) for --conditional_minutes of training at batch --conditional_batch.
+simulations) is simulated there by --workers processes; the run uses the recipe of docs/results.md's
+best lever (wsd, lr 1e-3, EMA 0.999, --loss_k_power 1) for --conditional_minutes of training at batch
+--conditional_batch.
 """
 import argparse
 import json
@@ -40,7 +41,7 @@ def run_at(command, precision):
 def training_speed(args, work, precision):
     """images/s of the default UNet over --steps steps, past the warm-up window."""
     run_at([ROOT / "train.py", "--data_path", args.data, "--train_steps", args.steps, "--save_every", args.steps,
-         "--log_every", 25, "--val_samples", 0, "--results_dir", work, "--run_name", f"speed-{precision}"], precision)
+            "--log_every", 25, "--val_samples", 0, "--results_dir", work, "--run_name", f"speed-{precision}"], precision)
     return log_images_per_s(work / f"speed-{precision}", after_step=args.steps // 4)
 
 
@@ -48,7 +49,7 @@ def sampling(args, work, run_dir, precision):
     """--samples fields of the run with UniPC 20 steps, and the seconds per sample."""
     out = work / f"samples-{precision}"
     run_at([ROOT / "UNet-DDPM" / "generate_images.py", "--checkpoint", run_dir, "--num_samples", args.samples,
-         "--batch_size", 128, "--out", out], precision)
+            "--batch_size", 128, "--out", out], precision)
     return np.load(out / "samples.npy"), json.loads((out / "samples.json").read_text())["seconds_per_sample"]
 
 
@@ -61,8 +62,8 @@ def conditional_run(args, work):
                                                   workers=args.workers))
     simulated = time.time() - started
     run_at([ROOT / "train.py", "--data_path", data, "--condition", "Omega_m,sigma_8", *RECIPE, "--train_minutes",
-         args.conditional_minutes, "--batch_size", args.conditional_batch, "--save_every", 100000, "--val_samples", 0,
-         "--results_dir", work, "--run_name", "conditional"], "bf16")
+            args.conditional_minutes, "--batch_size", args.conditional_batch, "--save_every", 100000, "--val_samples", 0,
+            "--results_dir", work, "--run_name", "conditional"], "bf16")
     folder = Path(args.out) / "conditional"
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.safetensors", "log.csv"):
@@ -81,8 +82,9 @@ def main(args):
     fields, seconds = {}, {}
     for precision in ("no", "bf16"):
         fields[precision], seconds[precision] = sampling(args, work, work / "speed-bf16", precision)
-    k, pk_fp32, _ = stats.power_spectrum(fields["no"], 250.0)
-    _, pk_bf16, _ = stats.power_spectrum(fields["bf16"], 250.0)
+    box_size = read_config(work / "speed-bf16")["box_size"]
+    _, pk_fp32, _ = stats.power_spectrum(fields["no"], box_size)
+    _, pk_bf16, _ = stats.power_spectrum(fields["bf16"], box_size)
     record["sample_seconds_per_field"] = seconds
     record["bf16_vs_fp32"] = dict(max_abs_mean_pk_ratio_minus_1=float(np.max(np.abs(pk_bf16.mean(0) / pk_fp32.mean(0) - 1))),
                                   median_abs_field_difference=float(np.median(np.abs(fields["bf16"] - fields["no"]))))

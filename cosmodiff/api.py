@@ -20,8 +20,7 @@ from cosmodiff.checkpoint import load_run
 from cosmodiff.condition import DEFAULT_GUIDANCE, Condition
 from cosmodiff.diffusion import sampler_steps
 from cosmodiff.fields import FieldSet
-from cosmodiff.infer import (chosen_methods, load_models, matching_fields, parameter_space, posterior_of,
-                             posteriors)
+from cosmodiff.infer import matching_fields, posterior_of, posteriors, prepared
 from cosmodiff.mock import DEFAULT_DATA
 from cosmodiff.sampling import physical_fields
 from cosmodiff.train_flags import train_settings
@@ -98,17 +97,15 @@ def evaluate(real, generated, box_size, train=None):
 
 def posterior(fields, checkpoint=None, npe=None, methods="elbo,power_spectrum", indices=None, box_size=None,
               truths=None, grid=21, joint=False, mcmc=0, **settings):
-    """Every method's posterior (cosmodiff.infer.METHODS) of fields: a data path (open_data; a
-    split folder's test.npz; the comma-separated indices, default all) or an array (N, H, W) of the run's box (box_size Mpc/h, default the
-    run's) with optional truths (N, P). checkpoint: a conditional run folder (the ELBO); npe: an NPE
+    """Every method's posterior (cosmodiff.infer.METHODS) of fields: a data path (open_data; a split
+    folder's test.npz; the comma-separated indices, default all) or an array (N, H, W) of the run's box
+    (box_size Mpc/h, default the run's) with optional truths (N, P). checkpoint: a conditional run folder (the ELBO); npe: an NPE
     folder. Returns posteriors' list of results, one per field (or one with joint); settings: the
     methods' own (n_levels, n_draws, seed, batch_size) and emcee's walkers."""
     options = dict(grid=grid, joint=joint, mcmc=mcmc, **settings)
     if isinstance(fields, (str, Path)):
         return posterior_of(fields, checkpoint, npe, methods, indices, box_size, **options)[0]
-    names = chosen_methods(methods, checkpoint, npe)
-    models = load_models(checkpoint, npe)
-    space = parameter_space(models, checkpoint, npe)
+    names, models, space = prepared(methods, checkpoint, npe)
     fields = np.asarray(fields, dtype=np.float32)
     fieldset = matching_fields(FieldSet(fields=fields, sources=["fields"] * len(fields),
                                         box_size=space.box_size if box_size is None else box_size), space, "fields")

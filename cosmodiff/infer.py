@@ -247,15 +247,20 @@ def plot(results, names, methods, path):
     save(figure, path)
 
 
+def prepared(methods, checkpoint=None, npe=None, train=None):
+    """The chosen method names, the models they need and the Space those fix (parameter_space)."""
+    chosen_names = chosen_methods(methods, checkpoint, npe)
+    models = load_models(checkpoint, npe)
+    return chosen_names, models, parameter_space(models, checkpoint, npe, train)
+
+
 def posterior_of(fields_path, checkpoint=None, npe=None, methods="elbo,power_spectrum", indices=None, box_size=None,
                  train=None, **options):
     """Every chosen method's posterior of the fields of a data path (any open_data reads; the chosen
     indices, default all): posteriors' results and likelihoods, and the Space. checkpoint: a
     conditional diffusion run; npe: an NPE folder; options: posteriors' grid, joint, mcmc, walkers
     and the methods' settings."""
-    chosen_names = chosen_methods(methods, checkpoint, npe)
-    models = load_models(checkpoint, npe)
-    space = parameter_space(models, checkpoint, npe, train)
+    chosen_names, models, space = prepared(methods, checkpoint, npe, train)
     fieldset = matching_fields(open_data(fields_path, file="test", box_size=box_size), space, fields_path)
     chosen = selected(len(fieldset), indices, fields_path)
     results, likelihoods = posteriors(fieldset.fields[chosen], truths(fieldset, chosen, space.names), chosen, space,
