@@ -6,13 +6,12 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import ROOT, run_in_process
 from cosmodiff.coverage import Correction, expected_coverage, sbc, tarp
 from cosmodiff.fields import FieldSet, save_fields
 from cosmodiff.inference import grid_draws, grid_posterior, parameter_grid
-from cosmodiff.npe import load_npe
+from cosmodiff.npe import load_npe, log_density
 from test_inference import SIZE, gaussian_field
 
 
@@ -90,7 +89,9 @@ def test_npe_recovers_the_amplitude_of_gaussian_fields(tmp_path):
     assert sorted(path.name for path in (tmp_path / "npe").iterdir()) == ["config.json", "logs", "model.safetensors"]
     posterior, config = load_npe(tmp_path / "npe")
     assert config["names"] == ["A"] and config["low"][0] == pytest.approx(0.5, abs=0.01)
-    assert posterior.sample((10,), x=torch.zeros(SIZE, SIZE), show_progress_bars=False).shape == (10, 1)
+    # a field of the prior's amplitudes: a constant field (amplitude 0) would leave the prior's box to rejection sampling
+    field = log_density(amplitude_set([1.5], 7000).fields)[0]
+    assert posterior.sample((10,), x=field, show_progress_bars=False).shape == (10, 1)
 
     result = run_in_process([sys.executable, str(ROOT / "evaluate" / "infer.py"), str(tmp_path / "test.npz"),
                              "--npe", str(tmp_path / "npe"), "--method", "npe,power_spectrum", "--grid", "81",
