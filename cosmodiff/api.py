@@ -96,16 +96,18 @@ def evaluate(real, generated, box_size, train=None):
 
 
 def posterior(fields, checkpoint=None, npe=None, methods="elbo,power_spectrum", indices=None, box_size=None,
-              truths=None, grid=21, joint=False, mcmc=0, **settings):
+              truths=None, grid=21, joint=False, mcmc=0, npe_power_spectrum=None, **settings):
     """Every method's posterior (cosmodiff.infer.METHODS) of fields: a data path (open_data; a split
     folder's test.npz; the comma-separated indices, default all) or an array (N, H, W) of the run's box
-    (box_size Mpc/h, default the run's) with optional truths (N, P). checkpoint: a conditional run folder (the ELBO); npe: an NPE
-    folder. Returns posteriors' list of results, one per field (or one with joint); settings: the
-    methods' own (n_levels, n_draws, seed, batch_size) and emcee's walkers."""
+    (box_size Mpc/h, default the run's) with optional truths (N, P). checkpoint: a conditional run
+    folder (the ELBO); npe, npe_power_spectrum: NPE folders on the field and on its P(k)
+    (evaluate/train_npe.py). Returns posteriors' list of results, one per field (or one with joint);
+    settings: the methods' own (n_levels, n_draws, seed, batch_size) and emcee's walkers."""
     options = dict(grid=grid, joint=joint, mcmc=mcmc, **settings)
+    folders = dict(checkpoint=checkpoint, npe=npe, npe_power_spectrum=npe_power_spectrum)
     if isinstance(fields, (str, Path)):
-        return posterior_of(fields, checkpoint, npe, methods, indices, box_size, **options)[0]
-    names, models, space = prepared(methods, checkpoint, npe)
+        return posterior_of(fields, folders, methods, indices, box_size, **options)[0]
+    names, models, space = prepared(methods, folders)
     fields = np.asarray(fields, dtype=np.float32)
     fieldset = matching_fields(FieldSet(fields=fields, sources=["fields"] * len(fields),
                                         box_size=space.box_size if box_size is None else box_size), space, "fields")

@@ -2,8 +2,10 @@
 implementations: simulation-based calibration ranks (Talts et al. 2018, `run_sbc`, with the KS test of
 their uniformity) and TARP (Lemos et al. 2023, `run_tarp`, `check_tarp`). Our part is the adapter that
 hands sbi samples we already have (a grid posterior's draws, NPE's samples), expected-coverage curves
-with bootstrap bands from the SBC ranks, and a post-hoc correction (shift, then temper) of grid
-posteriors that is fitted on a calibration split and judged on a test split.
+with bootstrap bands from the SBC ranks, and two post-hoc corrections of grid posteriors, each fitted
+on a calibration split and judged on a test split: one temperature for every field (Correction), and
+an affine map of each posterior whose widening depends on how wide it is (AffineCorrection), so the
+sharpness a field earns is kept.
 """
 import warnings
 
@@ -11,7 +13,7 @@ import numpy as np
 import torch
 from scipy import ndimage, optimize
 
-from cosmodiff.inference import grid_posterior, summaries
+from cosmodiff.inference import grid_moments, grid_points, grid_posterior, summaries
 
 
 class SampledPosterior:
@@ -117,3 +119,72 @@ class Correction:
 
     def to_dict(self):
         return dict(shift=self.shift.tolist(), temperature=self.temperature)
+
+
+class AffineCorrection:
+    """A post-hoc correction that keeps the sharpness a field earns. Each raw posterior's mean m and
+    covariance S are mapped to
+
+        mean m + shift + slope (m - centre),    covariance D S D + F F^T,
+
+        D diagonal (a per-parameter rescaling), F lower-triangular (a width every field lacks, e.g. an
+        estimator's own noise),
+
+    fitted on calibration fields by the Gaussian log density of their truths (a proper scoring rule),
+    and the raw posterior is carried along by the affine map between the two Gaussians, so its shape
+    (skewness, a curved degeneracy) is kept. One temperature (Correction) widens every field by the
+    same factor; here an informative field's posterior widens only by the floor F it lacks."""
+
+    def __init__(self, shift, slope, centre, scale, floor):
+        self.shift, self.slope, self.centre = (np.asarray(v, np.float64) for v in (shift, slope, centre))
+        self.scale, self.floor = np.asarray(scale, np.float64), np.asarray(floor, np.float64)
+
+    def moments(self, mean, covariance):
+        """The corrected mean (..., P) and covariance (..., P, P) of raw posteriors'."""
+        scaling = np.diag(self.scale)
+        return (mean + self.shift + (mean - self.centre) @ self.slope.T,
+                scaling @ covariance @ scaling + self.floor @ self.floor.T)
+
+    @classmethod
+    def from_vector(cls, vector, centre):
+        dims = len(centre)
+        shift, slope = vector[:dims], vector[dims:dims + dims ** 2].reshape(dims, dims)
+        scale = np.exp(vector[dims + dims ** 2:2 * dims + dims ** 2])
+        floor = np.zeros((dims, dims))
+        floor[np.tril_indices(dims)] = vector[2 * dims + dims ** 2:]
+        return cls(shift, slope, centre, scale, floor)
+
+    @classmethod
+    def fit(cls, log_likelihoods, axes, truths):
+        moments = [grid_moments(grid_posterior(log_like, axes), axes) for log_like in log_likelihoods]
+        means, covariances = np.array([m for m, _ in moments]), np.array([c for _, c in moments])
+        truths, dims = np.asarray(truths, np.float64), len(axes)
+        centre = means.mean(axis=0)
+        cell = np.array([axis[1] - axis[0] for axis in axes])
+
+        def loss(vector):
+            new_means, new_covariances = cls.from_vector(vector, centre).moments(means, covariances)
+            offsets = (truths - new_means)[..., None]
+            mahalanobis = (offsets * np.linalg.solve(new_covariances, offsets)).sum(axis=(1, 2))
+            return 0.5 * np.mean(mahalanobis + np.linalg.slogdet(new_covariances)[1])
+        start = np.concatenate([np.zeros(dims + dims ** 2), np.zeros(dims), np.diag(cell)[np.tril_indices(dims)]])
+        best = optimize.minimize(loss, start, method="L-BFGS-B")
+        return cls.from_vector(best.x, centre)
+
+    def __call__(self, log_likelihood, axes):
+        """The corrected posterior (normalised grid): the raw one read at the affine map's preimage of
+        every grid point (linear interpolation; beyond the grid its edge values, as Correction's)."""
+        raw = grid_posterior(log_likelihood, axes)
+        mean, covariance = grid_moments(raw, axes)
+        new_mean, new_covariance = self.moments(mean, covariance)
+        # A maps raw offsets from the mean to corrected ones: A S A^T = the corrected covariance
+        inverse_map = np.linalg.cholesky(covariance) @ np.linalg.inv(np.linalg.cholesky(new_covariance))
+        preimage = mean + (grid_points(axes) - new_mean) @ inverse_map.T
+        cells = [(preimage[:, d] - axis[0]) / (axis[1] - axis[0]) for d, axis in enumerate(axes)]
+        log_raw = np.asarray(log_likelihood, np.float64).reshape(raw.shape)
+        values = ndimage.map_coordinates(log_raw - log_raw.max(), cells, order=1, mode="nearest")
+        return grid_posterior(values.reshape(raw.shape), axes)
+
+    def to_dict(self):
+        return dict(shift=self.shift.tolist(), slope=self.slope.tolist(), centre=self.centre.tolist(),
+                    scale=self.scale.tolist(), floor=self.floor.tolist())

@@ -19,7 +19,7 @@ from cosmodiff.data import open_data
 from cosmodiff.fields import FieldError, fit_image_size
 from cosmodiff.inference import (PowerSpectrumLikelihood, elbo_levels, grid_draws, grid_posterior, mcmc_samples,
                                  negative_elbo, parameter_grid, sample_histogram, sample_summaries, summaries)
-from cosmodiff.npe import grid_log_posterior, load_npe
+from cosmodiff.npe import grid_log_posterior, load_npe, npe_inputs, summary_of
 from cosmodiff.plots import plt, save
 from cosmodiff.transforms import transform_from_dict
 
@@ -75,21 +75,21 @@ def power_spectrum_likelihood(space, fields, points, models):
                       lambda positions, pts: baseline.log_likelihood_of_spectra(log_pk[positions], pts).sum(0))
 
 
-def npe_likelihood(space, fields, points, models):
-    """NPE's posterior density under the flat prior, which is the likelihood up to a constant per field
-    (so fields combine by summing, as the other methods' do)."""
-    posterior, _ = models["npe"]
+def npe_likelihood(space, fields, points, models, model="npe"):
+    """The posterior density of the NPE in models[model] under the flat prior, which is the likelihood up
+    to a constant per field (so fields combine by summing, as the other methods' do)."""
+    posterior, config = models[model]
     started = time.time()
-    grid = grid_log_posterior(posterior, fields, points)
+    inputs = npe_inputs(config, fields)
+    grid = grid_log_posterior(posterior, inputs, points)
     return Likelihood(grid, (time.time() - started) / len(fields),
-                      lambda positions, pts: grid_log_posterior(posterior, fields[positions], pts).sum(0))
+                      lambda positions, pts: grid_log_posterior(posterior, inputs[positions], pts).sum(0))
 
 
 class Method(NamedTuple):
-    """An inference method: its label in figures and tables, its colour, the model it needs
-    ("checkpoint": a conditional diffusion run; "npe": a folder from evaluate/train_npe.py; None: only
-    the runs' training data), the settings it reads (infer.py's flags of those names) and its
-    likelihood(space, fields, points, models, **settings) -> Likelihood."""
+    """An inference method: its label in figures and tables, its colour, the model it needs (a key of
+    NEEDS; None: only the runs' training data), the settings it reads (infer.py's flags of those names)
+    and its likelihood(space, fields, points, models, **settings) -> Likelihood."""
     label: str
     colour: str
     needs: str
@@ -101,55 +101,67 @@ METHODS = {
     "elbo": Method("diffusion ELBO", "C3", "checkpoint", ("n_levels", "n_draws", "seed", "batch_size"), elbo_likelihood),
     "power_spectrum": Method("P(k) Gaussian likelihood", "C0", None, (), power_spectrum_likelihood),
     "npe": Method("NPE (CNN summary)", "C2", "npe", (), npe_likelihood),
+    "npe_power_spectrum": Method("NPE (P(k) summary)", "C4", "npe_power_spectrum", (),
+                                 partial(npe_likelihood, model="npe_power_spectrum")),
 }
-NEEDS = {"checkpoint": "--checkpoint, a conditional diffusion run", "npe": "--npe, a folder made by evaluate/train_npe.py"}
+# model -> the flag that gives its folder and what that folder is
+NEEDS = {"checkpoint": "--checkpoint, a conditional diffusion run", "npe": "--npe, a folder made by evaluate/train_npe.py",
+         "npe_power_spectrum": "--npe_power_spectrum, a folder made by evaluate/train_npe.py --summary power_spectrum"}
+NPE_SUMMARIES = {"npe": "field", "npe_power_spectrum": "power_spectrum"}  # the NPE models and the summary each reads
 
 
-def chosen_methods(methods, checkpoint, npe):
-    """The method names of a comma-separated list, each with the model it needs given."""
+def chosen_methods(methods, folders):
+    """The method names of a comma-separated list, each with the model it needs given (folders: a
+    NEEDS key -> a folder or None)."""
     chosen = [name for name in methods.split(",") if name]
     unknown = [name for name in chosen if name not in METHODS]
     if unknown or not chosen:
         raise ValueError(f"--method {methods}: choose from {', '.join(METHODS)} (comma-separated)")
-    given = {"checkpoint": checkpoint, "npe": npe}
     for name in chosen:
         needs = METHODS[name].needs
-        if needs and given[needs] is None:
+        if needs and folders.get(needs) is None:
             raise ValueError(f"--method {name} needs {NEEDS[needs]}")
-    if checkpoint is None and npe is None:
-        raise ValueError("give --checkpoint (a conditional diffusion run) or --npe (an NPE folder): they fix the "
-                         "parameters and their prior")
+    if not any(folders.values()):
+        raise ValueError("give --checkpoint (a conditional diffusion run) or an NPE folder (--npe, "
+                         "--npe_power_spectrum): they fix the parameters and their prior")
     return chosen
 
 
-def load_models(checkpoint=None, npe=None):
-    """The models given, keyed as Method.needs names them."""
+def load_models(folders):
+    """The models of the folders given (a NEEDS key -> a folder or None), keyed as Method.needs names them."""
     models = {}
+    checkpoint = folders.get("checkpoint")
     if checkpoint is not None:
         models["checkpoint"] = load_run(checkpoint)
         if models["checkpoint"][2].get("condition") is None:
             raise CheckpointError(f"{checkpoint}: an unconditional run has no parameters to infer; train one "
                                   "with --condition")
-    if npe is not None:
-        models["npe"] = load_npe(npe)
+    for model, summary in NPE_SUMMARIES.items():
+        if folders.get(model) is not None:
+            models[model] = load_npe(folders[model])
+            if summary_of(models[model][1]) != summary:
+                raise CheckpointError(f"{folders[model]}: an NPE on the {summary_of(models[model][1])} summary; "
+                                      f"{NEEDS[model].split(',')[0]} takes one on the {summary} summary")
     return models
 
 
-def parameter_space(models, checkpoint=None, npe=None, train=None):
-    """The Space of the diffusion run if given, else of the NPE folder; both must share parameters.
+def parameter_space(models, folders, train=None):
+    """The Space of the diffusion run if given, else of the first NPE folder; all must share parameters.
     train: the P(k) baseline's training data (default: the run's)."""
-    npe_config = models["npe"][1] if "npe" in models else None
+    npe_configs = {model: models[model][1] for model in NPE_SUMMARIES if model in models}
     if "checkpoint" in models:
-        config = models["checkpoint"][2]
+        config, source = models["checkpoint"][2], folders["checkpoint"]
         condition = Condition.from_dict(config["condition"])
         space = Space(condition.names, condition.low, condition.high, config["image_size"], config["box_size"],
                       config["data"]["path"])
     else:
+        source, npe_config = next((folders[model], config) for model, config in npe_configs.items())
         space = Space(npe_config["names"], npe_config["low"], npe_config["high"], npe_config["image_size"],
                       npe_config["box_size"], npe_config["data_path"])
-    if npe_config is not None and npe_config["names"] != space.names:
-        raise CheckpointError(f"{npe}: infers {','.join(npe_config['names'])} but {checkpoint} is "
-                              f"conditioned on {','.join(space.names)}")
+    for model, npe_config in npe_configs.items():
+        if npe_config["names"] != space.names:
+            raise CheckpointError(f"{folders[model]}: infers {','.join(npe_config['names'])} but {source} "
+                                  f"infers {','.join(space.names)}")
     return Space(*space[:5], train or space.train_path)
 
 
@@ -247,20 +259,21 @@ def plot(results, names, methods, path):
     save(figure, path)
 
 
-def prepared(methods, checkpoint=None, npe=None, train=None):
-    """The chosen method names, the models they need and the Space those fix (parameter_space)."""
-    chosen_names = chosen_methods(methods, checkpoint, npe)
-    models = load_models(checkpoint, npe)
-    return chosen_names, models, parameter_space(models, checkpoint, npe, train)
+def prepared(methods, folders, train=None):
+    """The chosen method names, the models they need (folders: a NEEDS key -> a folder or None) and
+    the Space those fix (parameter_space)."""
+    chosen_names = chosen_methods(methods, folders)
+    models = load_models(folders)
+    return chosen_names, models, parameter_space(models, folders, train)
 
 
-def posterior_of(fields_path, checkpoint=None, npe=None, methods="elbo,power_spectrum", indices=None, box_size=None,
-                 train=None, **options):
+def posterior_of(fields_path, folders, methods="elbo,power_spectrum", indices=None, box_size=None, train=None,
+                 **options):
     """Every chosen method's posterior of the fields of a data path (any open_data reads; the chosen
-    indices, default all): posteriors' results and likelihoods, and the Space. checkpoint: a
-    conditional diffusion run; npe: an NPE folder; options: posteriors' grid, joint, mcmc, walkers
-    and the methods' settings."""
-    chosen_names, models, space = prepared(methods, checkpoint, npe, train)
+    indices, default all): posteriors' results and likelihoods, and the Space. folders: a NEEDS key
+    (checkpoint: a conditional diffusion run; npe, npe_power_spectrum: NPE folders) -> a folder or
+    None; options: posteriors' grid, joint, mcmc, walkers and the methods' settings."""
+    chosen_names, models, space = prepared(methods, folders, train)
     fieldset = matching_fields(open_data(fields_path, file="test", box_size=box_size), space, fields_path)
     chosen = selected(len(fieldset), indices, fields_path)
     results, likelihoods = posteriors(fieldset.fields[chosen], truths(fieldset, chosen, space.names), chosen, space,

@@ -74,8 +74,13 @@ def negative_elbo(formulation, network, fields, conds, n_levels=8, n_draws=1, se
 def parameter_grid(low, high, size):
     """Axes (P lists) and the grid's points (size^P, P), first parameter slowest."""
     axes = [np.linspace(a, b, size) for a, b in zip(low, high)]
+    return axes, grid_points(axes)
+
+
+def grid_points(axes):
+    """Every point (M, P) of the grid the axes span, first parameter slowest (as grids are shaped)."""
     mesh = np.meshgrid(*axes, indexing="ij")
-    return axes, np.stack([m.ravel() for m in mesh], axis=1)
+    return np.stack([m.ravel() for m in mesh], axis=1)
 
 
 def grid_posterior(log_likelihood, axes):
@@ -102,6 +107,22 @@ def summaries(posterior, axes, names, truth=None):
         if truth is not None:  # truth_rank: the marginal's cumulative probability at the truth (coverage)
             result[name].update(truth=float(truth[dim]), truth_rank=float(np.interp(truth[dim], axis, cdf, 0.0, 1.0)))
     return result
+
+
+def grid_moments(posterior, axes):
+    """Mean (P,) and covariance (P, P) of a grid posterior whose mass is spread uniformly within each
+    cell (as grid_draws draws it), so a posterior narrower than a cell keeps a cell's width."""
+    points = grid_points(axes)
+    weights = np.asarray(posterior, np.float64).ravel()
+    mean = weights @ points
+    centred = points - mean
+    within_cell = np.diag([(axis[1] - axis[0]) ** 2 / 12 for axis in axes])
+    return mean, (centred * weights[:, None]).T @ centred + within_cell
+
+
+def figure_of_merit(posterior, axes):
+    """1 / sqrt(det Cov) of a grid posterior: the inverse of the area its parameters are known to."""
+    return float(1 / np.sqrt(np.linalg.det(grid_moments(posterior, axes)[1])))
 
 
 def grid_draws(posterior, axes, count, seed=0):
@@ -165,6 +186,12 @@ def quadratic_features(theta):
     return np.stack(columns, axis=1)
 
 
+def log_power_spectra(fields, box_size):
+    """ln P(k) (N, K) of fields (N, H, W) of a box_size Mpc/h box, in the bins up to Nyquist."""
+    k, pk, _ = stats.power_spectrum(fields, box_size)
+    return np.log(pk[:, stats.nyquist_mask(k, box_size, np.shape(fields)[-1])])
+
+
 class PowerSpectrumLikelihood:
     """Gaussian likelihood of ln P(k): mean quadratic in the parameters, covariance from simulations."""
 
@@ -179,8 +206,7 @@ class PowerSpectrumLikelihood:
         self.precision = (n - bins - 2) / (n - 1) * np.linalg.inv(covariance)  # Hartlap et al. 2007
 
     def log_spectra(self, fields):
-        k, pk, _ = stats.power_spectrum(fields, self.box_size)
-        return np.log(pk[:, stats.nyquist_mask(k, self.box_size, fields.shape[-1])])
+        return log_power_spectra(fields, self.box_size)
 
     def log_likelihood(self, fields, grid_points):
         """ln L (F, T) of every field at every grid point, up to a constant."""

@@ -2,7 +2,8 @@
 from the diffusion model's likelihood (its ELBO), from the power spectrum alone, or from a neural
 posterior estimate on the field (NPE).
 
-    python evaluate/infer.py FIELDS --checkpoint RUN [--npe NPE_RUN] [--method elbo,power_spectrum,npe]
+    python evaluate/infer.py FIELDS --checkpoint RUN [--npe NPE_RUN] [--npe_power_spectrum NPE_PK_RUN]
+                             [--method elbo,power_spectrum,npe,npe_power_spectrum]
                              [--indices 0,1,2] [--grid 21] [--joint] [--n_levels 8] [--n_draws 1]
                              [--mcmc STEPS] [--out evaluation/inference]
 
@@ -10,12 +11,13 @@ FIELDS is any data path cosmodiff.data.open_data reads (a split folder: its test
 than the run's are block-averaged). The methods are cosmodiff.infer.METHODS. The
 posterior is evaluated on a grid over the run's training range of every parameter (a flat prior
 there), for each field, or for the selected fields taken together with --joint. The runs given fix
-the parameters and the prior: --checkpoint (a conditional diffusion run, needed by elbo) or --npe
-(a folder from evaluate/train_npe.py, needed by npe). The model's ELBO uses common random numbers:
+the parameters and the prior: --checkpoint (a conditional diffusion run, needed by elbo), --npe
+(a folder from evaluate/train_npe.py, needed by npe) or --npe_power_spectrum (one from
+evaluate/train_npe.py --summary power_spectrum, needed by npe_power_spectrum). The model's ELBO uses common random numbers:
 the same --n_levels noise levels and --n_draws noise draws at every grid point
 (cosmodiff/inference.py). The power-spectrum baseline is a Gaussian likelihood of ln P(k) whose mean
 is a quadratic in the parameters fitted over the run's training simulations (--train, default the
-run's training data) and whose covariance comes from them. NPE's density q(theta | field) is read on
+run's training data) and whose covariance comes from them. NPE's density q(theta | summary) is read on
 the same grid (cosmodiff/npe.py). With --mcmc STEPS, every method's posterior comes from emcee chains
 of that many steps (--walkers walkers started from the grid posterior), at any resolution; the figure
 bins them on the grid. Writes posterior.json (per field and method: mean, std, 68% and 95% intervals,
@@ -44,8 +46,9 @@ def main(args):
 
 def infer(args):
     """Every chosen method's posterior of the selected fields, printed and written to --out."""
+    folders = dict(checkpoint=args.checkpoint, npe=args.npe, npe_power_spectrum=args.npe_power_spectrum)
     results, likelihoods, space, methods = posterior_of(
-        args.fields, args.checkpoint, args.npe, args.method, args.indices, args.box_size, args.train, grid=args.grid,
+        args.fields, folders, args.method, args.indices, args.box_size, args.train, grid=args.grid,
         joint=args.joint, mcmc=args.mcmc, walkers=args.walkers, n_levels=args.n_levels, n_draws=args.n_draws,
         seed=args.seed, batch_size=args.batch_size)
     for result in results:
@@ -70,7 +73,8 @@ def write_posterior(args, space, methods, results, likelihoods):
     with the ELBO elbo_levels.npz: its log-likelihood per field, noise level and grid point, so a
     benchmark can weigh the levels afresh without the network."""
     out, names = Path(args.out), space.names
-    settings = dict(checkpoint=str(args.checkpoint), npe=str(args.npe), methods=methods, fields=str(args.fields),
+    settings = dict(checkpoint=str(args.checkpoint), npe=str(args.npe), npe_power_spectrum=str(args.npe_power_spectrum),
+                    methods=methods, fields=str(args.fields),
                     grid=args.grid, n_levels=args.n_levels, n_draws=args.n_draws, mcmc=args.mcmc, walkers=args.walkers,
                     seed=args.seed, joint=args.joint, names=names,
                     prior={name: [low, high] for name, low, high in zip(names, space.low, space.high)})
@@ -90,6 +94,8 @@ def build_parser():
                         help=f"comma-separated, of {', '.join(METHODS)}")
     parser.add_argument("--checkpoint", default=None, help="a conditional diffusion run folder (for elbo)")
     parser.add_argument("--npe", default=None, help="an NPE folder from evaluate/train_npe.py (for npe)")
+    parser.add_argument("--npe_power_spectrum", default=None,
+                        help="an NPE folder from evaluate/train_npe.py --summary power_spectrum (for npe_power_spectrum)")
     parser.add_argument("--box_size", type=POSITIVE, default=None, help="Mpc/h of FIELDS (default: from the data, "
                         "else 1000); must be the run's")
     parser.add_argument("--indices", default=None, help="comma-separated field indices (default: all)")

@@ -1,6 +1,7 @@
-"""Calibration: the coverage diagnostics on posteriors whose calibration is known, the post-hoc correction
-against the miscalibration it was built for, and NPE (evaluate/train_npe.py, infer.py --method npe)
-recovering the amplitude of Gaussian fields."""
+"""Calibration: the coverage diagnostics on posteriors whose calibration is known, the post-hoc
+corrections against the miscalibrations they are built for, the figure of merit on an analytic case,
+and NPE on the field and on its P(k) (evaluate/train_npe.py, infer.py) recovering the amplitude of
+Gaussian fields."""
 import json
 import sys
 
@@ -8,9 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_in_process
-from cosmodiff.coverage import Correction, expected_coverage, sbc, tarp
+from cosmodiff.coverage import AffineCorrection, Correction, expected_coverage, sbc, tarp
 from cosmodiff.fields import FieldSet, save_fields
-from cosmodiff.inference import grid_draws, grid_posterior, parameter_grid
+from cosmodiff.inference import (figure_of_merit, grid_draws, grid_moments, grid_posterior, log_power_spectra,
+                                 parameter_grid)
 from cosmodiff.npe import load_npe, log_density
 from test_inference import SIZE, gaussian_field
 
@@ -70,6 +72,55 @@ def test_correction_fitted_on_calibration_fields_calibrates_the_test_fields():
     assert (before[:, 0] < 0.45).all() and np.abs(after[:, 0] - 0.68).max() < 0.1
 
 
+def heteroscedastic_log_likelihoods(count, points, bias, floor, seed):
+    """Truths drawn from the grid's flat prior and Gaussian log-likelihood grids of widths w from 0.005
+    to 0.05 (log-uniform) centred on truth + bias + w z + floor z': each claims only its own width w,
+    so the exact posterior's is sqrt(w^2 + floor^2), narrow fields being the most overconfident."""
+    rng = np.random.default_rng(seed)
+    truths = rng.uniform(0.3, 0.7, (count, 2))
+    widths = np.exp(rng.uniform(np.log(0.005), np.log(0.05), count))
+    centres = truths + bias + widths[:, None] * rng.normal(size=(count, 2)) + floor * rng.normal(size=(count, 2))
+    return truths, widths, [-0.5 * (((points - c) / w) ** 2).sum(axis=1).reshape(81, 81) for c, w in zip(centres, widths)]
+
+
+def test_the_affine_correction_calibrates_narrow_and_wide_posteriors_and_keeps_their_sharpness():
+    axes, points = parameter_grid([0.3, 0.3], [0.7, 0.7], 81)
+    bias, floor = np.array([0.03, -0.02]), 0.02
+    calibration_truths, _, calibration = heteroscedastic_log_likelihoods(200, points, bias, floor, seed=0)
+    truths, widths, test = heteroscedastic_log_likelihoods(200, points, bias, floor, seed=1)
+    affine = AffineCorrection.fit(calibration, axes, calibration_truths)
+    tempered = Correction.fit(calibration, axes, calibration_truths)
+    assert affine.shift == pytest.approx(-bias, abs=0.006)
+    assert np.sqrt(np.diag(affine.floor @ affine.floor.T)) == pytest.approx([floor, floor], abs=0.004)
+
+    order = np.argsort(widths)
+    narrow, wide = order[:70], order[-70:]
+
+    def coverage_68(posteriors, chosen):
+        samples = np.stack([grid_draws(posteriors[i], axes, 400, seed=i) for i in chosen], axis=1)
+        return expected_coverage(sbc(samples, truths[chosen])[0], 400, [0.68])[0][:, 0]
+
+    def figure_of_merit_mean(posteriors):  # geometric: the FoM spans orders of magnitude across fields
+        return np.exp(np.mean([np.log(figure_of_merit(p, axes)) for p in posteriors]))
+    by_affine = [affine(log_like, axes) for log_like in test]
+    by_temperature = [tempered(log_like, axes) for log_like in test]
+    for chosen in (narrow, wide):
+        assert np.abs(coverage_68(by_affine, chosen) - 0.68).max() < 0.1
+    # one temperature leaves narrow fields overconfident and wide ones underconfident, and is less sharp
+    assert coverage_68(by_temperature, narrow).min() < 0.55 and coverage_68(by_temperature, wide).max() > 0.85
+    assert figure_of_merit_mean(by_affine) > 1.2 * figure_of_merit_mean(by_temperature)
+
+
+def test_figure_of_merit_of_a_gaussian_posterior_is_its_inverse_area():
+    axes, points = parameter_grid([-1.0, -1.0], [1.0, 1.0], 201)
+    covariance = np.array([[0.04, 0.018], [0.018, 0.0225]])
+    log_like = -0.5 * np.einsum("mi,ij,mj->m", points, np.linalg.inv(covariance), points)
+    posterior = grid_posterior(log_like, axes)
+    mean, moments = grid_moments(posterior, axes)
+    assert mean == pytest.approx([0, 0], abs=1e-9) and moments == pytest.approx(covariance, rel=0.01)
+    assert figure_of_merit(posterior, axes) == pytest.approx(1 / np.sqrt(np.linalg.det(covariance)), rel=0.01)
+
+
 def amplitude_set(amplitudes, first_seed):
     fields = np.stack([1 + 0.1 * gaussian_field(a, first_seed + i).numpy() for i, a in enumerate(amplitudes)])
     return FieldSet(fields=fields.astype(np.float32), box_size=100.0, params=np.asarray(amplitudes)[:, None],
@@ -82,23 +133,27 @@ def test_npe_recovers_the_amplitude_of_gaussian_fields(tmp_path):
     rng = np.random.default_rng(0)
     save_fields(tmp_path / "train.npz", amplitude_set(rng.uniform(0.5, 2.5, 800), 100))
     save_fields(tmp_path / "test.npz", amplitude_set([1.0] * 6 + [2.0] * 6, 5000))
-    result = run_in_process([sys.executable, str(ROOT / "evaluate" / "train_npe.py"), "--data_path",
-                             str(tmp_path / "train.npz"), "--condition", "A", "--image_size", str(SIZE),
-                             "--max_epochs", "20", "--lr", "2e-3", "--out", str(tmp_path / "npe")])
-    assert result.returncode == 0, result.stderr
-    assert sorted(path.name for path in (tmp_path / "npe").iterdir()) == ["config.json", "logs", "model.safetensors"]
+    for summary, folder in (("field", "npe"), ("power_spectrum", "npe-pk")):
+        result = run_in_process([sys.executable, str(ROOT / "evaluate" / "train_npe.py"), "--data_path",
+                                 str(tmp_path / "train.npz"), "--condition", "A", "--image_size", str(SIZE),
+                                 "--summary", summary, "--max_epochs", "20", "--lr", "2e-3", "--out", str(tmp_path / folder)])
+        assert result.returncode == 0, result.stderr
+        assert sorted(path.name for path in (tmp_path / folder).iterdir()) == ["config.json", "logs", "model.safetensors"]
     posterior, config = load_npe(tmp_path / "npe")
-    assert config["names"] == ["A"] and config["low"][0] == pytest.approx(0.5, abs=0.01)
+    assert config["names"] == ["A"] and config["low"][0] == pytest.approx(0.5, abs=0.01) and config["summary"] == "field"
     # a field of the prior's amplitudes: a constant field (amplitude 0) would leave the prior's box to rejection sampling
     field = log_density(amplitude_set([1.5], 7000).fields)[0]
     assert posterior.sample((10,), x=field, show_progress_bars=False).shape == (10, 1)
+    # the P(k) summary: the bins up to Nyquist of a 16x16 field
+    assert load_npe(tmp_path / "npe-pk")[1]["input_shape"] == [log_power_spectra(field[None].exp().numpy(), 100.0).shape[1]]
 
+    methods = ("npe", "npe_power_spectrum", "power_spectrum")
     result = run_in_process([sys.executable, str(ROOT / "evaluate" / "infer.py"), str(tmp_path / "test.npz"),
-                             "--npe", str(tmp_path / "npe"), "--method", "npe,power_spectrum", "--grid", "81",
-                             "--out", str(tmp_path / "posterior")])
+                             "--npe", str(tmp_path / "npe"), "--npe_power_spectrum", str(tmp_path / "npe-pk"),
+                             "--method", ",".join(methods), "--grid", "81", "--out", str(tmp_path / "posterior")])
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "posterior" / "posterior.json").read_text())["results"]
-    for method in ("npe", "power_spectrum"):
+    for method in methods:
         summaries = [r[method]["A"] for r in results]
         for truth in (1.0, 2.0):
             chosen = [s for s in summaries if s["truth"] == truth]
@@ -106,6 +161,12 @@ def test_npe_recovers_the_amplitude_of_gaussian_fields(tmp_path):
             spread = np.mean([s["std"] for s in chosen])
             # six fields' averaged estimate lies within 3 of its standard errors; the posterior is informative
             assert abs(mean - truth) < 3 * spread / np.sqrt(len(chosen)) + 0.02 and spread < 0.25 * truth, (method, truth)
+
+    swapped = run_in_process([sys.executable, str(ROOT / "evaluate" / "infer.py"), str(tmp_path / "test.npz"),
+                              "--npe_power_spectrum", str(tmp_path / "npe"), "--method", "npe_power_spectrum",
+                              "--out", str(tmp_path / "never")])
+    assert swapped.returncode == 2 and "an NPE on the field summary" in swapped.stderr
+    assert not (tmp_path / "never").exists()
 
 
 def test_infer_needs_the_run_each_method_uses(tmp_path):
