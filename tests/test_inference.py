@@ -12,7 +12,7 @@ from conftest import ROOT, noise_level, run_in_process
 from cosmodiff.diffusion import build_formulation
 from cosmodiff.fields import load_fields
 from cosmodiff.inference import (PowerSpectrumLikelihood, grid_draws, grid_posterior, mcmc_samples, negative_elbo,
-                                 parameter_grid, quadratic_features, sample_histogram, sample_summaries, summaries)
+                                 parameter_grid, quadratic_features, quadratic_fit, sample_histogram, sample_summaries, summaries)
 
 SIZE = 16
 K = np.sqrt(np.add.outer(np.fft.fftfreq(SIZE) ** 2, np.fft.fftfreq(SIZE) ** 2)) * SIZE
@@ -93,6 +93,28 @@ def test_mcmc_resolves_a_posterior_narrower_than_the_grid_cells():
     assert result["b"]["interval_68"] == pytest.approx([-0.5, 0.1], abs=0.06)
     assert result["a"]["truth_rank"] == pytest.approx(0.5, abs=0.1) and result["b"]["truth_rank"] > 0.99
     assert sample_histogram(samples, axes).shape == (11, 11) and sample_histogram(samples, axes)[5].sum() > 0.99
+
+
+def test_a_quadratic_fit_resolves_a_posterior_narrower_than_the_grid_cells():
+    covariance = np.array([[0.01 ** 2, 0.6 * 0.01 * 0.015], [0.6 * 0.01 * 0.015, 0.015 ** 2]])
+    centre = np.array([0.3317, 0.7843])  # between grid points
+
+    def log_like(points):
+        offset = points - centre
+        return -0.5 * np.einsum("mi,ij,mj->m", offset, np.linalg.inv(covariance), offset)
+    axes, points = parameter_grid([0.1, 0.6], [0.5, 1.0], 11)  # cells 0.04 wide: four sigma of the first parameter
+    coarse = summaries(grid_posterior(log_like(points), axes), axes, ["a", "b"])
+    fine_axes, fitted = quadratic_fit(log_like(points), axes, 81)
+    fine = summaries(grid_posterior(fitted, fine_axes), fine_axes, ["a", "b"])
+    assert len(fine_axes[0]) == 81 and fitted.shape == (81 * 81,)
+    for name, dim in (("a", 0), ("b", 1)):
+        sigma = np.sqrt(covariance[dim, dim])
+        assert fine[name]["mean"] == pytest.approx(centre[dim], abs=0.05 * sigma)
+        assert fine[name]["std"] == pytest.approx(sigma, rel=0.05)
+    assert abs(coarse["a"]["std"] - 0.01) > 0.1 * 0.01  # the coarse grid alone does not resolve it
+    # a log-likelihood that is not concave near its maximum is read by interpolation, not extrapolated
+    flat_axes, flat = quadratic_fit(np.cos(8 * points[:, 0]) + points[:, 1], axes, 21)
+    assert flat.max() <= (np.cos(8 * points[:, 0]) + points[:, 1]).max() + 1e-9
 
 
 def test_power_spectrum_baseline_recovers_the_amplitude_of_gaussian_fields():
