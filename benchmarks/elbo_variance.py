@@ -3,14 +3,17 @@ width it claims, at each count of noise levels and draws; and whether the grid r
 
     python benchmarks/elbo_variance.py --run RUN --fields train_data/inference-nonlinear/calibration.npz \
         [--n_fields 10] [--seeds 8] [--settings "4:1 8:1 4:4 8:4"] [--grid 13] [--refined_grid 25] \
-        [--out benchmarks/out/elbo_variance] [--results benchmarks/results/elbo_variance.json]
+        [--fine 81] [--studies spread,grid] [--out benchmarks/out/elbo_variance] \
+        [--results benchmarks/results/elbo_variance.json]
 
 Each setting "levels:draws" is the ELBO of cosmodiff.inference.negative_elbo (common random numbers
 across the grid) on the first --n_fields fields, once per seed. Per setting and parameter: the seed
 spread, the standard deviation over seeds of the posterior mean divided by the mean posterior sigma
 (median and largest over the fields), the network evaluations and seconds per field and seed. The
 grid check compares the first setting's seed-0 posterior on --grid and --refined_grid points per
-parameter: the moves of mean and sigma in units of sigma.
+parameter: the moves of mean and sigma in units of sigma, for the grids as they are and for both read
+through the quadratic fit on --fine points per parameter (cosmodiff.inference.quadratic_fit; the same
+noise draws at both grids). --studies picks the spread rows, the grid check or both.
 """
 import argparse
 import json
@@ -21,28 +24,39 @@ import numpy as np
 import torch
 
 from cosmodiff.checkpoint import load_run
-from cosmodiff.cli import ArgumentParser, COUNT, Number
+from cosmodiff.cli import ArgumentParser, COUNT, INDEX, Number
 from cosmodiff.condition import Condition
 from cosmodiff.data import open_data
-from cosmodiff.inference import elbo_levels, grid_posterior, negative_elbo, parameter_grid, summaries
+from cosmodiff.inference import elbo_levels, grid_posterior, negative_elbo, parameter_grid, quadratic_fit, summaries
 from cosmodiff.repository import ROOT
 from cosmodiff.transforms import transform_from_dict
 
 GRID_POINTS = Number(int, 3)
 
 
-def posterior_moments(model, fields, grid, n_levels, n_draws, seed, batch_size):
-    """Per field, the ELBO posterior's mean and sigma of every parameter (F, P) each, and the seconds."""
-    network, formulation, condition, names = model
+def elbo_grid(model, fields, grid, n_levels, n_draws, seed, batch_size):
+    """The ELBO log-likelihood of every field on the grid (F, M), its axes and the seconds it took."""
+    network, formulation, condition, _ = model
     axes, points = parameter_grid(condition.low, condition.high, grid)
     started = time.time()
     nll = negative_elbo(formulation, network, fields, condition.standardise(points).to(fields.device), n_levels,
                         n_draws, seed, batch_size, progress=False)
-    seconds = time.time() - started
-    moments = [summaries(grid_posterior(-row, axes), axes, names) for row in nll]
-    means = np.array([[field[name]["mean"] for name in names] for field in moments])
-    sigmas = np.array([[field[name]["std"] for name in names] for field in moments])
-    return means, sigmas, seconds
+    return axes, -nll, time.time() - started
+
+
+def moments(axes, log_likes, names, fine=0):
+    """Per field, the posterior mean and sigma of every parameter (F, P) each; with fine, read through
+    the quadratic fit on fine points per parameter."""
+    read = [quadratic_fit(log_like, axes, fine) if fine else (axes, log_like) for log_like in log_likes]
+    fields = [summaries(grid_posterior(log_like, fit_axes), fit_axes, names) for fit_axes, log_like in read]
+    return (np.array([[field[name]["mean"] for name in names] for field in fields]),
+            np.array([[field[name]["std"] for name in names] for field in fields]))
+
+
+def posterior_moments(model, fields, grid, n_levels, n_draws, seed, batch_size):
+    """Per field, the ELBO posterior's mean and sigma of every parameter (F, P) each, and the seconds."""
+    axes, log_likes, seconds = elbo_grid(model, fields, grid, n_levels, n_draws, seed, batch_size)
+    return (*moments(axes, log_likes, model[3]), seconds)
 
 
 def spread_row(model, fields, args, setting):
@@ -63,15 +77,21 @@ def spread_row(model, fields, args, setting):
 
 
 def grid_check(model, fields, args, setting):
-    """The move of each field's posterior mean and sigma from --grid to --refined_grid, in sigmas."""
+    """The largest move over the fields of the posterior mean and sigma from --grid to --refined_grid, in
+    sigmas: the grids as they are, and with --fine both read through the quadratic fit."""
     n_levels, n_draws = (int(part) for part in setting.split(":"))
-    coarse_means, coarse_sigmas, _ = posterior_moments(model, fields, args.grid, n_levels, n_draws, 0, args.batch_size)
-    fine_means, fine_sigmas, _ = posterior_moments(model, fields, args.refined_grid, n_levels, n_draws, 0,
-                                                   args.batch_size)
-    return dict(setting=setting, grid=args.grid, refined_grid=args.refined_grid,
-                **{name: dict(mean_move_over_sigma=float(np.max(np.abs(fine_means - coarse_means)[:, i] / fine_sigmas[:, i])),
-                              sigma_move_over_sigma=float(np.max(np.abs(fine_sigmas - coarse_sigmas)[:, i] / fine_sigmas[:, i])))
-                   for i, name in enumerate(model[3])})
+    readings = {"grid": 0, "quadratic_fit": args.fine} if args.fine else {"grid": 0}
+    result = dict(setting=setting, grid=args.grid, refined_grid=args.refined_grid, fine=args.fine)
+    coarse = elbo_grid(model, fields, args.grid, n_levels, n_draws, 0, args.batch_size)
+    refined = elbo_grid(model, fields, args.refined_grid, n_levels, n_draws, 0, args.batch_size)
+    for reading, fine in readings.items():
+        coarse_means, coarse_sigmas = moments(*coarse[:2], model[3], fine)
+        fine_means, fine_sigmas = moments(*refined[:2], model[3], fine)
+        result[reading] = {name: dict(
+            mean_move_over_sigma=float(np.max(np.abs(fine_means - coarse_means)[:, i] / fine_sigmas[:, i])),
+            sigma_move_over_sigma=float(np.max(np.abs(fine_sigmas - coarse_sigmas)[:, i] / fine_sigmas[:, i])))
+            for i, name in enumerate(model[3])}
+    return result
 
 
 def main(args):
@@ -82,10 +102,12 @@ def main(args):
     fieldset = open_data(args.fields, config["image_size"])
     model_space = transform_from_dict(config["transform"]).forward(fieldset.fields[:args.n_fields])
     fields = torch.from_numpy(model_space).float()[:, None].to(device)
-    settings = args.settings.split()
-    rows = [spread_row(model, fields, args, setting) for setting in settings]
+    settings, studies = args.settings.split(), args.studies.split(",")
+    rows = [spread_row(model, fields, args, setting) for setting in settings] if "spread" in studies else []
     report = dict(run=str(args.run), fields=str(args.fields), n_fields=len(fields), seeds=args.seeds,
-                  device=str(device), rows=rows, grid_check=grid_check(model, fields, args, settings[0]))
+                  device=str(device), rows=rows)
+    if "grid" in studies:
+        report["grid_check"] = grid_check(model, fields, args, settings[0])
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "elbo_variance.json").write_text(json.dumps(report, indent=1))
     if args.results:
@@ -96,7 +118,7 @@ def main(args):
         print(f"| {row['setting']} | {row['evaluations_per_field']} | {row['seconds_per_field']:.2f} | " + " | ".join(
             f"{row['spread_over_sigma'][name]['median']:.2f}, {row['spread_over_sigma'][name]['max']:.2f}"
             for name in condition.names) + " |")
-    print(json.dumps(report["grid_check"]))
+    print(json.dumps(report.get("grid_check")))
 
 
 if __name__ == "__main__":
@@ -108,6 +130,9 @@ if __name__ == "__main__":
     parser.add_argument("--settings", default="4:1 8:1 4:4 8:4", help="levels:draws, space-separated")
     parser.add_argument("--grid", type=GRID_POINTS, default=13)
     parser.add_argument("--refined_grid", type=GRID_POINTS, default=25)
+    parser.add_argument("--fine", type=INDEX, default=81,
+                        help="points per parameter of the quadratic fit in the grid check (0: the grids only)")
+    parser.add_argument("--studies", default="spread,grid", choices=["spread,grid", "spread", "grid"])
     parser.add_argument("--batch_size", type=COUNT, default=256)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "elbo_variance"))
     parser.add_argument("--results", default=None, help="also write the report here, e.g. "
