@@ -18,7 +18,8 @@ from cosmodiff.condition import Condition, parameter_values
 from cosmodiff.data import open_data
 from cosmodiff.fields import FieldError, fit_image_size
 from cosmodiff.inference import (PowerSpectrumLikelihood, elbo_levels, grid_draws, grid_posterior, mcmc_samples,
-                                 negative_elbo, parameter_grid, sample_histogram, sample_summaries, summaries)
+                                 negative_elbo, parameter_grid, quadratic_fit, sample_histogram, sample_summaries,
+                                 summaries)
 from cosmodiff.npe import grid_log_posterior, load_npe, npe_inputs, summary_of
 from cosmodiff.plots import plt, save
 from cosmodiff.transforms import transform_from_dict
@@ -191,12 +192,14 @@ def truths(fieldset, chosen, names):
     return parameter_values(fieldset, names, "")[chosen].tolist()
 
 
-def posteriors(fields, true_values, indices, space, methods, models, grid=21, joint=False, mcmc=0, walkers=16,
+def posteriors(fields, true_values, indices, space, methods, models, grid=21, joint=False, mcmc=0, walkers=16, fine=0,
                **settings):
     """Every method's posterior of fields (N, H, W) at the model's size, per field (indices label them)
     or, with joint, of them together: a list of results (label, indices, truth, axes, and per method
     its summaries, grid posterior and log-likelihood, seconds per field; emcee's samples with mcmc
-    steps), and each method's Likelihood. settings: the methods' own (Method.settings)."""
+    steps), and each method's Likelihood. With fine, every grid is read through the quadratic fit on
+    fine points per parameter (inference.quadratic_fit; the method's own axes then go with it).
+    settings: the methods' own (Method.settings)."""
     axes, points = parameter_grid(space.low, space.high, grid)
     likelihoods = {method: METHODS[method].likelihood(space, fields, points, models,
                                                       **{name: settings[name] for name in METHODS[method].settings
@@ -212,18 +215,23 @@ def posteriors(fields, true_values, indices, space, methods, models, grid=21, jo
                       axes=[axis.tolist() for axis in axes])
         for method, likelihood in likelihoods.items():
             result[method] = method_result(likelihood, positions, axes, space, truth, mcmc, walkers,
-                                           settings.get("seed", 0))
+                                           settings.get("seed", 0), fine)
         results.append(result)
     return results, likelihoods
 
 
-def method_result(likelihood, positions, axes, space, truth, mcmc, walkers, seed):
-    """One method's posterior of the fields at positions: the grid's, or emcee's from it."""
+def method_result(likelihood, positions, axes, space, truth, mcmc, walkers, seed, fine=0):
+    """One method's posterior of the fields at positions: the grid's (read through the quadratic fit
+    with fine), or emcee's from it."""
     log_likelihood = likelihood.grid[positions].sum(axis=0)
+    fitted = {}
+    if fine:
+        axes, log_likelihood = quadratic_fit(log_likelihood, axes, fine)
+        fitted = dict(axes=[axis.tolist() for axis in axes])
     posterior = grid_posterior(log_likelihood, axes)
     result = dict(summaries(posterior, axes, space.names, truth), posterior=posterior.tolist(),
                   log_likelihood=log_likelihood.reshape(posterior.shape).tolist(),
-                  seconds_per_field=likelihood.seconds_per_field)
+                  seconds_per_field=likelihood.seconds_per_field, **fitted)
     if not mcmc:
         return result
     started = time.time()
@@ -231,7 +239,7 @@ def method_result(likelihood, positions, axes, space, truth, mcmc, walkers, seed
                                        grid_draws(posterior, axes, walkers, seed), mcmc, seed)
     return dict(sample_summaries(samples, axes, space.names, truth), posterior=sample_histogram(samples, axes).tolist(),
                 samples=samples.tolist(), acceptance=acceptance, grid_seconds_per_field=likelihood.seconds_per_field,
-                seconds_per_field=likelihood.seconds_per_field + (time.time() - started) / len(positions))
+                seconds_per_field=likelihood.seconds_per_field + (time.time() - started) / len(positions), **fitted)
 
 
 def plot(results, names, methods, path):

@@ -161,5 +161,11 @@ def test_infer_writes_both_posteriors_per_field_and_jointly(conditional_run, tmp
         samples = np.asarray(joint[0][method]["samples"])
         assert samples.shape == (8 * 4, 2) and np.asarray(joint[0][method]["posterior"]).sum() == pytest.approx(1)
         assert joint[0][method]["Omega_m"]["mean"] == pytest.approx(samples[:, 0].mean())
+    result = infer("--indices", "0", "--fine", "17", "--out", tmp_path / "fine")  # read through the quadratic fit
+    assert result.returncode == 0, result.stderr
+    fine = json.loads((tmp_path / "fine" / "posterior.json").read_text())["results"][0]
+    for method in ("elbo", "power_spectrum"):
+        assert np.asarray(fine[method]["posterior"]).shape == (17, 17) and len(fine[method]["axes"][0]) == 17
+        assert fine[method]["axes"][0][0] == record["results"][0]["axes"][0][0]
     result = infer("--indices", "99999", "--out", tmp_path / "never")
     assert result.returncode == 2 and "index 99999 does not exist" in result.stderr and not (tmp_path / "never").exists()
