@@ -130,7 +130,8 @@ def quadratic_fit(log_likelihood, axes, size, depth=12.5):
     if np.all(np.linalg.eigvalsh(hessian) < 0):
         return fine_axes, quadratic_features(fine_points) @ coefficients
     cells = [(fine_points[:, d] - axis[0]) / (axis[1] - axis[0]) for d, axis in enumerate(axes)]
-    return fine_axes, ndimage.map_coordinates(log_likelihood.reshape([len(a) for a in axes]), cells, order=1)
+    return fine_axes, ndimage.map_coordinates(log_likelihood.reshape([len(a) for a in axes]), cells, order=1,
+                                              mode="nearest")
 
 
 def grid_moments(posterior, axes):
