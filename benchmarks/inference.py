@@ -42,7 +42,7 @@ import numpy as np
 from cosmodiff.benchmark import run
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, Number
 from cosmodiff.coverage import AffineCorrection, Correction, expected_coverage, log_density_at, sbc, tarp
-from cosmodiff.inference import figure_of_merit, grid_draws, grid_posterior, quadratic_fit, summaries
+from cosmodiff.inference import figure_of_merit, grid_draws, grid_posterior, parameter_grid, quadratic_fit, summaries
 from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
 from cosmodiff.npe import is_npe_run
 from cosmodiff.infer import METHODS, plot
@@ -218,7 +218,8 @@ def judged_method(args, method, test, calibration, names, reference_foms):
     coarse_axes = [np.asarray(axis) for axis in test["results"][0]["axes"]]
     shape = tuple(len(axis) for axis in coarse_axes)
     fine = method == "elbo" and args.elbo_fine
-    axes = quadratic_fit(np.zeros(shape), coarse_axes, args.elbo_fine)[0] if fine else coarse_axes
+    axes = parameter_grid([axis[0] for axis in coarse_axes], [axis[-1] for axis in coarse_axes],
+                          args.elbo_fine)[0] if fine else coarse_axes
 
     def read(log_like):
         if fine:
