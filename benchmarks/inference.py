@@ -45,7 +45,7 @@ from cosmodiff.coverage import AffineCorrection, Correction, expected_coverage, 
 from cosmodiff.inference import figure_of_merit, grid_draws, grid_posterior, parameter_grid, quadratic_fit, summaries
 from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
 from cosmodiff.npe import is_npe_run
-from cosmodiff.infer import METHODS, plot
+from cosmodiff.infer import METHODS, NPE_SUMMARIES, plot
 from cosmodiff.plots import plt, save
 from cosmodiff.repository import ROOT
 
@@ -56,11 +56,11 @@ GRID_POINTS = Number(int, 3)  # a grid posterior needs a point between the prior
 # inference split -> the conditional split its models train on, its results file and figures' suffix
 SPLITS = {"inference": ("conditional", "inference.json", ""),
           "inference-nonlinear": ("conditional-nonlinear", "inference_nonlinear.json", "_nonlinear")}
-NPE_SUMMARIES = {"npe": "field", "npe_power_spectrum": "power_spectrum"}  # NPE method -> train_npe.py's --summary
 CORRECTIONS = {"tempered": Correction, "affine": AffineCorrection}  # variant -> the correction fitted
 
 
 def npe_folder(args, method):
+    """Where the NPE a method needs (a key of NPE_SUMMARIES) is trained and read, under --out."""
     return Path(args.out) / method.replace("_", "-")
 
 
