@@ -5,7 +5,8 @@ calibration fields only.
 
     python benchmarks/inference.py [--split inference] [--run benchmarks/out/conditional/results/run] \
         [--methods elbo,power_spectrum,npe,npe_power_spectrum] [--test_fields all] [--calibration_fields all] \
-        [--elbo_fields N] [--grid 41] [--elbo_grid 13] [--n_levels 4] [--out benchmarks/out/SPLIT] \
+        [--elbo_fields N] [--grid 41] [--elbo_grid 13] [--n_levels 4] [--n_draws 1] [--batch_size 64] \
+        [--device cuda] [--out benchmarks/out/SPLIT] \
         [--results benchmarks/results/inference.json] [--figures images]
 
 --split inference holds 2LPT simulations (train_data/inference, judged against the conditional
@@ -13,10 +14,11 @@ split's models and results/inference.json); inference-nonlinear particle-mesh on
 (train_data/inference-nonlinear, the conditional-nonlinear split, results/inference_nonlinear.json).
 For each method and each file of the split (calibration.npz, test.npz; made on first use) it runs
 evaluate/infer.py on the first --test_fields and --calibration_fields fields (--elbo_fields for the
-ELBO, whose cost is network evaluations per grid point; finished files are reused), on --grid points
-per parameter (--elbo_grid for the ELBO). The NPEs (on the field and on its P(k)) are trained first
-if --out holds none (evaluate/train_npe.py on the split's conditional training data, which also fits
-the P(k) baseline). Fields whose truth lies outside the prior box (the training set's hull, which the
+ELBO, whose cost is network evaluations per grid point; finished files are reused where their grid
+and ELBO settings are the ones asked), on --grid points per parameter (--elbo_grid for the ELBO; its
+--n_levels, --n_draws, network batch and device as infer.py's). The NPEs (on the field and on its
+P(k)) are trained first if --out holds none (evaluate/train_npe.py on the split's conditional
+training data, which also fits the P(k) baseline). Fields whose truth lies outside the prior box (the training set's hull, which the
 split's ranges exceed by a little) are left out and counted. Per method and parameter on the test
 fields: coverage of the 68% and 95% equal-tailed intervals, the KS p-value of the SBC ranks, TARP's
 ATC and KS p-value (sbi, on 500 draws per posterior), the mean signed offset (posterior mean - truth)
@@ -40,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from cosmodiff.benchmark import run
-from cosmodiff.cli import ArgumentParser, COUNT, INDEX, Number
+from cosmodiff.cli import ArgumentParser, COUNT, INDEX, Number, device_name
 from cosmodiff.coverage import AffineCorrection, Correction, expected_coverage, log_density_at, sbc, tarp
 from cosmodiff.inference import figure_of_merit, grid_draws, grid_posterior, parameter_grid, quadratic_fit, summaries
 from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
@@ -67,17 +69,21 @@ def npe_folder(args, method):
 def posteriors(args, method, file, count):
     """The posterior.json of one method on the first count fields of one file of the split (made once)."""
     out = Path(args.out) / f"{method}-{file}"
+    settings = dict(grid=args.elbo_grid, n_levels=args.n_levels, n_draws=args.n_draws) if method == "elbo" else dict(
+        grid=args.grid)
     if (out / "posterior.json").exists():
         record = json.loads((out / "posterior.json").read_text())
-        if len(record["results"]) == count:
+        if len(record["results"]) == count and all(record["settings"].get(key) == value
+                                                   for key, value in settings.items()):
             return record
     # the P(k) baseline needs no model: the NPE folder fixes its prior and training data, as NPE's
     needs = METHODS[method].needs or "npe"
     runs = ["--checkpoint", args.run] if needs == "checkpoint" else [f"--{needs}", npe_folder(args, needs)]
-    grid = args.elbo_grid if method == "elbo" else args.grid
+    devices = ["--device", args.device] if args.device else []
     run([sys.executable, ROOT / "evaluate" / "infer.py", SPLIT_FOLDERS[args.split] / f"{file}.npz", *runs,
-         "--method", method, "--indices", ",".join(map(str, range(count))), "--grid", grid,
-         "--n_levels", args.n_levels, "--out", out])
+         "--method", method, "--indices", ",".join(map(str, range(count))), "--n_levels", args.n_levels,
+         "--n_draws", args.n_draws, "--batch_size", args.batch_size, *devices, "--out", out,
+         *(item for key, value in settings.items() for item in (f"--{key}", value))])
     return json.loads((out / "posterior.json").read_text())
 
 
@@ -280,7 +286,7 @@ def main(args):
 
     table = markdown_table(rows)
     settings = dict(split=args.split, run=str(args.run), npe=str(npe_folder(args, "npe")), grid=args.grid,
-                    elbo_grid=args.elbo_grid, n_levels=args.n_levels, draws=DRAWS,
+                    elbo_grid=args.elbo_grid, n_levels=args.n_levels, n_draws=args.n_draws, draws=DRAWS,
                     fields={key: len(record["results"]) for key, record in
                             ((f"{method}-{file}", record) for (method, file), record in records.items())},
                     outside_prior=outside, corrections=corrections)
@@ -315,7 +321,11 @@ def build_parser():
     parser.add_argument("--elbo_grid", type=GRID_POINTS, default=13, help="grid points per parameter for the ELBO")
     parser.add_argument("--elbo_fine", type=INDEX, default=81,
                         help="points per parameter of the quadratic fit the ELBO's grid is read through (0: the grid)")
-    parser.add_argument("--n_levels", type=COUNT, default=4)
+    parser.add_argument("--n_levels", type=COUNT, default=4, help="the ELBO's noise levels")
+    parser.add_argument("--n_draws", type=COUNT, default=1, help="the ELBO's noise draws per level")
+    parser.add_argument("--batch_size", type=COUNT, default=64, help="the ELBO's network batch")
+    parser.add_argument("--device", type=device_name, default=None, help="the ELBO's device (default: the GPU where "
+                        "there is one)")
     parser.add_argument("--out", default=None, help="default: benchmarks/out/SPLIT")
     parser.add_argument("--results", default=None, help="default: benchmarks/results/ the split's file")
     parser.add_argument("--figures", default=None, help="copy the figures here, e.g. images")

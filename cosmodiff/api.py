@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from cosmodiff import stats
-from cosmodiff.checkpoint import load_run
+from cosmodiff.checkpoint import load_run, torch_device
 from cosmodiff.condition import DEFAULT_GUIDANCE, Condition
 from cosmodiff.diffusion import sampler_steps
 from cosmodiff.fields import FieldSet
@@ -67,7 +67,7 @@ def sample(run, num_samples=16, params=None, guidance=None, sampler="unipc", ste
     neither. Sample i's noise is seeded from (seed, i), as generate_images.py's; steps and grid default
     to the sampler's."""
     run = load(run) if not isinstance(run, Run) else run
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch_device(device)
     network = run.network.to(device)
     cond, options = None, {}
     if run.condition is not None or params is not None or guidance is not None:

@@ -17,6 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -228,6 +229,11 @@ def latest_run(results_dir):
         raise CheckpointError(f"{results_dir}: no run folders with a config.json; train one with "
                               "`accelerate launch train.py` or pass --checkpoint DIR")
     return configs[-1].parent
+
+
+def torch_device(name=None):
+    """The named torch device, else the GPU where there is one: where a loaded run computes."""
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def load_run(run_dir):

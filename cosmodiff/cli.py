@@ -106,6 +106,15 @@ def folder_name(text):
     return text
 
 
+def device_name(text):
+    """An argparse type: a torch device, e.g. cpu, cuda, cuda:1."""
+    import torch  # here, so the scripts that take no device do not load torch to parse their flags
+    try:
+        return torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"must be a torch device such as cpu, cuda or cuda:1, got '{text}'") from None
+
+
 def writable_folder(path, flag):
     """Refuse, before any work, an output folder that is a file or that cannot be created or written."""
     path = Path(path)

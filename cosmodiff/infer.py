@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from cosmodiff.checkpoint import CheckpointError, load_run
+from cosmodiff.checkpoint import CheckpointError, load_run, torch_device
 from cosmodiff.condition import Condition, parameter_values
 from cosmodiff.data import open_data
 from cosmodiff.fields import FieldError, fit_image_size
@@ -47,11 +47,14 @@ class Likelihood(NamedTuple):
     sigmas: list = None
 
 
-def elbo_likelihood(space, fields, points, models, n_levels=8, n_draws=1, seed=0, batch_size=64):
-    """The conditional diffusion model's ELBO with common random numbers (cosmodiff.inference)."""
+def elbo_likelihood(space, fields, points, models, n_levels=8, n_draws=1, seed=0, batch_size=64, device=None):
+    """The conditional diffusion model's ELBO with common random numbers (cosmodiff.inference), its
+    network on device (default: the GPU where there is one)."""
     network, formulation, config = models["checkpoint"]
+    device = torch_device(device)
+    network.to(device)
     transform = transform_from_dict(config["transform"])
-    model_space = torch.from_numpy(transform.forward(fields)).float()[:, None]
+    model_space = torch.from_numpy(transform.forward(fields)).float()[:, None].to(device)
     condition = Condition.from_dict(config["condition"])
     torch.manual_seed(seed)
 
@@ -99,7 +102,8 @@ class Method(NamedTuple):
 
 
 METHODS = {
-    "elbo": Method("diffusion ELBO", "C3", "checkpoint", ("n_levels", "n_draws", "seed", "batch_size"), elbo_likelihood),
+    "elbo": Method("diffusion ELBO", "C3", "checkpoint", ("n_levels", "n_draws", "seed", "batch_size", "device"),
+                   elbo_likelihood),
     "power_spectrum": Method("P(k) Gaussian likelihood", "C0", None, (), power_spectrum_likelihood),
     "npe": Method("NPE (CNN summary)", "C2", "npe", (), npe_likelihood),
     "npe_power_spectrum": Method("NPE (P(k) summary)", "C4", "npe_power_spectrum", (),

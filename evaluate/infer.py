@@ -4,7 +4,7 @@ posterior estimate on the field (NPE).
 
     python evaluate/infer.py FIELDS --checkpoint RUN [--npe NPE_RUN] [--npe_power_spectrum NPE_PK_RUN]
                              [--method elbo,power_spectrum,npe,npe_power_spectrum]
-                             [--indices 0,1,2] [--grid 21] [--joint] [--n_levels 8] [--n_draws 1]
+                             [--indices 0,1,2] [--grid 21] [--joint] [--n_levels 8] [--n_draws 1] [--device cuda]
                              [--mcmc STEPS] [--out evaluation/inference]
 
 FIELDS is any data path cosmodiff.data.open_data reads (a split folder: its test.npz; fields larger
@@ -13,11 +13,12 @@ posterior is evaluated on a grid over the run's training range of every paramete
 there), for each field, or for the selected fields taken together with --joint. The runs given fix
 the parameters and the prior: --checkpoint (a conditional diffusion run, needed by elbo), --npe
 (a folder from evaluate/train_npe.py, needed by npe) or --npe_power_spectrum (one from
-evaluate/train_npe.py --summary power_spectrum, needed by npe_power_spectrum). The model's ELBO uses common random numbers:
-the same --n_levels noise levels and --n_draws noise draws at every grid point
-(cosmodiff/inference.py). The power-spectrum baseline is a Gaussian likelihood of ln P(k) whose mean
-is a quadratic in the parameters fitted over the run's training simulations (--train, default the
-run's training data) and whose covariance comes from them. NPE's density q(theta | summary) is read on
+evaluate/train_npe.py --summary power_spectrum, needed by npe_power_spectrum). The model's ELBO uses
+common random numbers: the same --n_levels noise levels and --n_draws noise draws at every grid point
+(cosmodiff/inference.py), on --device (default: the GPU where there is one). The power-spectrum
+baseline is a Gaussian likelihood of ln P(k) whose mean is a quadratic in the parameters fitted over
+the run's training simulations (--train, default the run's training data) and whose covariance comes
+from them. NPE's density q(theta | summary) is read on
 the same grid (cosmodiff/npe.py). With --mcmc STEPS, every method's posterior comes from emcee chains
 of that many steps (--walkers walkers started from the grid posterior), at any resolution; the figure
 bins them on the grid. With --fine N, every grid is read through a quadratic fitted near its maximum on
@@ -32,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from cosmodiff.checkpoint import CheckpointError, output_lock
-from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, Number, exit_on, finite_json, writable_folder
+from cosmodiff.cli import (ArgumentParser, COUNT, INDEX, POSITIVE, Number, device_name, exit_on, finite_json,
+                          writable_folder)
 from cosmodiff.fields import FieldError
 from cosmodiff.infer import METHODS, plot, posterior_of
 
@@ -52,7 +54,7 @@ def infer(args):
     results, likelihoods, space, methods = posterior_of(
         args.fields, folders, args.method, args.indices, args.box_size, args.train, grid=args.grid,
         joint=args.joint, mcmc=args.mcmc, walkers=args.walkers, fine=args.fine, n_levels=args.n_levels, n_draws=args.n_draws,
-        seed=args.seed, batch_size=args.batch_size)
+        seed=args.seed, batch_size=args.batch_size, device=args.device)
     for result in results:
         print_result(result, space.names, methods)
     write_posterior(args, space, methods, results, likelihoods)
@@ -110,7 +112,9 @@ def build_parser():
     parser.add_argument("--mcmc", type=INDEX, default=0, help="emcee steps after the grid (0: the grid's posterior)")
     parser.add_argument("--walkers", type=WALKERS, default=16, help="emcee walkers (with --mcmc)")
     parser.add_argument("--seed", type=INDEX, default=0)
-    parser.add_argument("--batch_size", type=COUNT, default=64)
+    parser.add_argument("--batch_size", type=COUNT, default=64, help="network batch of the ELBO")
+    parser.add_argument("--device", type=device_name, default=None,
+                        help="where the ELBO's network runs, e.g. cpu, cuda:1 (default: the GPU where there is one)")
     parser.add_argument("--train", default=None, help="training fields for the P(k) baseline (default: the run's)")
     parser.add_argument("--out", default="evaluation/inference")
     return parser

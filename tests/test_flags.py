@@ -100,6 +100,8 @@ def test_number_ranges_and_their_probes():
     ("UNet-DDPM/generate_images.py", ["--guidance", "-1"], "argument --guidance: must be a number in [0, 10], got -1"),
     ("evaluate/infer.py", ["f.npz", "--checkpoint", "run", "--grid", "1"],
      "argument --grid: must be an integer >= 3, got 1"),
+    ("evaluate/infer.py", ["f.npz", "--checkpoint", "run", "--device", "gpu0"],
+     "argument --device: must be a torch device such as cpu, cuda or cuda:1, got 'gpu0'"),
 ])
 def test_the_reported_bad_flags_get_one_sentence_and_exit_2(script, argv, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

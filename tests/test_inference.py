@@ -69,6 +69,21 @@ def test_elbo_maximum_moves_with_the_amplitude_that_made_the_field():
     assert best[0] == pytest.approx(0.6, rel=0.35) and best[1] == pytest.approx(2.0, rel=0.35)
 
 
+def test_the_elbo_is_the_same_whatever_the_network_batch():
+    # a batch mixes levels, draws and parameters: how they are cut into batches must not change the noise
+    formulation = build_formulation({"formulation": "vp", "timesteps": 200})
+    fields = torch.stack([gaussian_field(1.0, seed) for seed in range(2)])[:, None].float()
+    amplitudes = torch.linspace(0.5, 2.0, 7)[:, None]
+    runs = [negative_elbo(formulation, GaussianOracle(formulation), fields, amplitudes, n_levels=5, n_draws=3,
+                          batch_size=size, progress=False, per_level=True) for size in (1, 5, 64, 1000)]
+    assert runs[0].shape == (2, 5, 7)
+    for other in runs[1:]:
+        np.testing.assert_allclose(other, runs[0], rtol=1e-12)
+    one_draw = negative_elbo(formulation, GaussianOracle(formulation), fields, amplitudes, n_levels=5, n_draws=1,
+                             progress=False, per_level=True)
+    assert not np.allclose(one_draw, runs[0])
+
+
 def test_grid_summaries_of_a_known_gaussian_posterior():
     axes, points = parameter_grid([0.0, -1.0], [1.0, 1.0], 201)
     assert points.shape == (201 * 201, 2) and points[1].tolist() == [0.0, -0.99]
