@@ -72,13 +72,14 @@ def test_correction_fitted_on_calibration_fields_calibrates_the_test_fields():
     assert (before[:, 0] < 0.45).all() and np.abs(after[:, 0] - 0.68).max() < 0.1
 
 
-def heteroscedastic_log_likelihoods(count, points, bias, floor, seed):
-    """Truths drawn from the grid's flat prior and Gaussian log-likelihood grids of widths w from 0.005
-    to 0.05 (log-uniform) centred on truth + bias + w z + floor z': each claims only its own width w,
-    so the exact posterior's is sqrt(w^2 + floor^2), narrow fields being the most overconfident."""
+def heteroscedastic_log_likelihoods(count, points, bias, floor, seed, narrowest=0.005):
+    """Truths drawn from the grid's flat prior and Gaussian log-likelihood grids of widths w from
+    narrowest to 0.05 (log-uniform) centred on truth + bias + w z + floor z': each claims only its own
+    width w, so the exact posterior's is sqrt(w^2 + floor^2), narrow fields being the most
+    overconfident. With no bias and no floor every posterior is exact."""
     rng = np.random.default_rng(seed)
     truths = rng.uniform(0.3, 0.7, (count, 2))
-    widths = np.exp(rng.uniform(np.log(0.005), np.log(0.05), count))
+    widths = np.exp(rng.uniform(np.log(narrowest), np.log(0.05), count))
     centres = truths + bias + widths[:, None] * rng.normal(size=(count, 2)) + floor * rng.normal(size=(count, 2))
     return truths, widths, [-0.5 * (((points - c) / w) ** 2).sum(axis=1).reshape(81, 81) for c, w in zip(centres, widths)]
 
@@ -109,6 +110,29 @@ def test_the_affine_correction_calibrates_narrow_and_wide_posteriors_and_keeps_t
     # one temperature leaves narrow fields overconfident and wide ones underconfident, and is less sharp
     assert coverage_68(by_temperature, narrow).min() < 0.55 and coverage_68(by_temperature, wide).max() > 0.85
     assert figure_of_merit_mean(by_affine) > 1.2 * figure_of_merit_mean(by_temperature)
+
+
+def test_both_corrections_leave_exact_posteriors_as_they_are():
+    # exact posteriors, resolved by the grid (at least three cells wide): either correction keeps their
+    # centres and widths within the noise of 400 calibration fields
+    axes, points = parameter_grid([0.3, 0.3], [0.7, 0.7], 81)
+    no_bias = np.zeros(2)
+    calibration_truths, _, calibration = heteroscedastic_log_likelihoods(400, points, no_bias, 0.0, seed=0, narrowest=0.015)
+    _, _, test = heteroscedastic_log_likelihoods(200, points, no_bias, 0.0, seed=1, narrowest=0.015)
+    affine = AffineCorrection.fit(calibration, axes, calibration_truths)
+    tempered = Correction.fit(calibration, axes, calibration_truths)
+    assert np.abs(affine.shift).max() < 0.005 and np.abs(tempered.shift).max() < 0.005
+    assert np.abs(affine.slope).max() < 0.05 and tempered.temperature == pytest.approx(1, abs=0.2)
+
+    def moments(posteriors):
+        means, covariances = zip(*(grid_moments(p, axes) for p in posteriors))
+        return np.array(means), np.sqrt(np.diagonal(np.array(covariances), axis1=1, axis2=2))
+    raw = [grid_posterior(log_like, axes) for log_like in test]
+    raw_means, raw_sigmas = moments(raw)
+    for correct in (affine, tempered):
+        means, sigmas = moments([correct(log_like, axes) for log_like in test])
+        assert np.median(np.abs(means - raw_means) / raw_sigmas) < 0.15
+        assert np.median(np.abs(sigmas / raw_sigmas - 1)) < 0.12
 
 
 def test_figure_of_merit_of_a_gaussian_posterior_is_its_inverse_area():
