@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cosmodiff.checkpoint import load_run
+from cosmodiff.checkpoint import load_run, torch_device
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, Number
 from cosmodiff.condition import Condition
 from cosmodiff.data import open_data
@@ -96,7 +96,7 @@ def grid_check(model, fields, args, setting):
 
 def main(args):
     network, formulation, config = load_run(args.run)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch_device()
     condition = Condition.from_dict(config["condition"])
     model = (network.to(device), formulation, condition, condition.names)
     fieldset = open_data(args.fields, config["image_size"])
