@@ -9,16 +9,16 @@ calibration fields only.
         [--device cuda] [--out benchmarks/out/SPLIT] \
         [--results benchmarks/results/inference.json] [--figures images]
 
---split inference holds 2LPT simulations (train_data/inference, judged against the conditional
-split's models and results/inference.json); inference-nonlinear particle-mesh ones
-(train_data/inference-nonlinear, the conditional-nonlinear split, results/inference_nonlinear.json).
+--split inference holds 2LPT simulations (train_data/inference, its NPEs trained on the conditional
+split, results/inference.json); inference-nonlinear particle-mesh ones (train_data/inference-nonlinear,
+its NPEs trained on the npe-nonlinear split's 480 simulations, results/inference_nonlinear.json).
 For each method and each file of the split (calibration.npz, test.npz; made on first use) it runs
 evaluate/infer.py on the first --test_fields and --calibration_fields fields (--elbo_fields for the
 ELBO, whose cost is network evaluations per grid point; finished files are reused where their grid
 and ELBO settings are the ones asked), on --grid points per parameter (--elbo_grid for the ELBO; its
 --n_levels, --n_draws, network batch and device as infer.py's). The NPEs (on the field and on its
-P(k)) are trained first if --out holds none (evaluate/train_npe.py on the split's conditional
-training data, which also fits the P(k) baseline). Fields whose truth lies outside the prior box (the
+P(k)) are trained first if --out holds none (evaluate/train_npe.py on the split's NPE training data,
+made on first use, which also fits the P(k) baseline). Fields whose truth lies outside the prior box (the
 training set's hull, which the split's ranges exceed by a little) are left out and counted. Per method and parameter on the test
 fields: coverage of the 68% and 95% equal-tailed intervals, the KS p-value of the SBC ranks, TARP's
 ATC and KS p-value (sbi, on 500 draws per posterior), the mean signed offset (posterior mean - truth)
@@ -55,9 +55,9 @@ FILES = ("calibration", "test")
 DRAWS = 500  # posterior draws per field for SBC and TARP
 LEVELS = np.linspace(0.02, 0.98, 49)
 GRID_POINTS = Number(int, 3)  # a grid posterior needs a point between the prior's edges
-# inference split -> the conditional split its models train on, its results file and figures' suffix
+# inference split -> the split its NPEs (and the P(k) baseline) train on, its results file and figures' suffix
 SPLITS = {"inference": ("conditional", "inference.json", ""),
-          "inference-nonlinear": ("conditional-nonlinear", "inference_nonlinear.json", "_nonlinear")}
+          "inference-nonlinear": ("npe-nonlinear", "inference_nonlinear.json", "_nonlinear")}
 CORRECTIONS = {"tempered": Correction, "affine": AffineCorrection}  # variant -> the correction fitted
 
 
@@ -209,12 +209,22 @@ def plot_examples(records, methods, path):
 
 def trained_npes(args, methods):
     """Each NPE the methods (or the P(k) baseline, which reads its prior and training data) need, trained
-    on the split's conditional training data unless --out holds it."""
+    on the split's NPE training data unless --out holds it."""
     needed = {METHODS[m].needs or "npe" for m in methods} & set(NPE_SUMMARIES)
+    training_split = SPLITS[args.split][0]
     for method in sorted(needed):
         if not is_npe_run(npe_folder(args, method)):
-            run([sys.executable, ROOT / "evaluate" / "train_npe.py", "--data_path", SPLIT_FOLDERS[SPLITS[args.split][0]],
+            ensure_split(SPLIT_FOLDERS[training_split], training_split)
+            run([sys.executable, ROOT / "evaluate" / "train_npe.py", "--data_path", SPLIT_FOLDERS[training_split],
                  "--summary", NPE_SUMMARIES[method], "--out", npe_folder(args, method)])
+
+
+def npe_training(folder):
+    """The data an NPE folder was trained on and its field count (None where there is no NPE)."""
+    if not is_npe_run(folder):
+        return None
+    config = json.loads((Path(folder) / "config.json").read_text())
+    return dict(data_path=config["data_path"], fields=config["fields"])
 
 
 def judged_method(args, method, test, calibration, names, reference_foms):
@@ -285,7 +295,8 @@ def main(args):
         row["width_68_vs_power_spectrum"] = row["width_68"] / reference[row["parameter"]] if reference else None
 
     table = markdown_table(rows)
-    settings = dict(split=args.split, run=str(args.run), npe=str(npe_folder(args, "npe")), grid=args.grid,
+    settings = dict(split=args.split, run=str(args.run), npe=str(npe_folder(args, "npe")),
+                    npe_training=npe_training(npe_folder(args, "npe")), grid=args.grid,
                     elbo_grid=args.elbo_grid, n_levels=args.n_levels, n_draws=args.n_draws, draws=DRAWS,
                     fields={key: len(record["results"]) for key, record in
                             ((f"{method}-{file}", record) for (method, file), record in records.items())},

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, REDSHIFT, exit_on, writable_file, writable_folder
-from cosmodiff.fields import FieldSet, block_average, cube_to_slabs, save_fields
+from cosmodiff.fields import FieldSet, block_average, cube_to_slabs, load_fields, save_fields
 from cosmodiff.nbody import Growth, cic_weights, evolve, lpt_initial_conditions, paint
 from cosmodiff.parameters import LATIN_HYPERCUBE_RANGES, PARAM_NAMES, QUIJOTE_FIDUCIAL
 from cosmodiff.repository import ROOT
@@ -53,6 +53,9 @@ INFERENCE_SIMS, INFERENCE_SLABS_PER_SIM, INFERENCE_SEEDS = 64, 2, {"calibration"
 # the 2lpt split's size while covering the hypercube four times as densely, and the calibration and
 # test files hold INFERENCE_NONLINEAR_SIMS * INFERENCE_SLABS_PER_SIM fields each.
 CONDITIONAL_NONLINEAR_SIMS, CONDITIONAL_NONLINEAR_SLABS, INFERENCE_NONLINEAR_SIMS = 200, 24, 100
+# The particle-mesh NPE's training split: ten times the 2lpt NPE's simulations, the conditional-nonlinear
+# split's and more on a Latin hypercube of their own seed (no phase shared with any other split).
+NPE_NONLINEAR_SIMS, NPE_NONLINEAR_SEED = 10 * CONDITIONAL_TRAIN_SIMS, 4
 A_START, PM_STEPS = 0.1, 10  # the particle-mesh method: 2LPT initial conditions at z = 9, then FastPM steps
 
 
@@ -248,6 +251,18 @@ def inference_split(method, n_sims):
                           slabs_per_sim=INFERENCE_SLABS_PER_SIM) for file, seed in INFERENCE_SEEDS.items()}
 
 
+def npe_train_set(workers=1):
+    """NPE_NONLINEAR_SIMS particle-mesh simulations over the hypercube: the conditional-nonlinear split's
+    training file (made in its folder once, and read from there) and the rest numbered after them, so
+    the larger set costs only its new simulations."""
+    conditional_train, _ = ensure_split(SPLIT_FOLDERS["conditional-nonlinear"], "conditional-nonlinear", workers,
+                                        files=["train"])
+    more = make_mock_set(NPE_NONLINEAR_SIMS - CONDITIONAL_NONLINEAR_SIMS, seed=NPE_NONLINEAR_SEED, latin_hypercube=True,
+                         first_sim=CONDITIONAL_NONLINEAR_SIMS, method="pm", slabs_per_sim=CONDITIONAL_NONLINEAR_SLABS,
+                         workers=workers)
+    return concatenated([load_fields(conditional_train), more])
+
+
 def large_train_set(method, workers=1):
     """LARGE_TRAIN_SIMS fiducial simulations: the default training simulations and those after the
     default test simulations, so the default test split stays held out."""
@@ -282,6 +297,7 @@ SPLITS = {
     "inference-nonlinear": inference_split("pm", INFERENCE_NONLINEAR_SIMS),
     "conditional": conditional_split("2lpt", CONDITIONAL_TRAIN_SIMS),
     "conditional-nonlinear": conditional_split("pm", CONDITIONAL_NONLINEAR_SIMS, CONDITIONAL_NONLINEAR_SLABS),
+    "npe-nonlinear": {"train": npe_train_set},
 }
 
 
@@ -292,11 +308,12 @@ DEFAULT_SPLIT = "nonlinear"  # what train.py trains on when given no data
 DEFAULT_DATA = SPLIT_FOLDERS[DEFAULT_SPLIT]
 
 
-def ensure_split(folder, name=DEFAULT_SPLIT, workers=1):
-    """A named split (by simulation) in folder/<file>.npz (train, test, ...), each file made once (by
-    `workers` processes); returns the train and test paths."""
+def ensure_split(folder, name=DEFAULT_SPLIT, workers=1, files=None):
+    """A named split (by simulation) in folder/<file>.npz (train, test, ...; only `files` where given),
+    each file made once (by `workers` processes); returns the train and test paths."""
     folder = Path(folder)
-    missing = {file: make for file, make in SPLITS[name].items() if not (folder / f"{file}.npz").exists()}
+    missing = {file: make for file, make in SPLITS[name].items()
+               if (files is None or file in files) and not (folder / f"{file}.npz").exists()}
     if missing:
         print(f"Generating the {name} mock data set in {folder} (once) ...")
         start = time.time()

@@ -54,8 +54,8 @@ def build_parser(description=None):
     data.add_argument("--num_workers", type=INDEX, default=1, help="DataLoader worker processes reading fields ahead")
     data.add_argument("--data_std", type=POSITIVE, default=DATA_STD, help="spread of the standardised log density in model space")
     data.add_argument("--transform", default="log", choices=list(TRANSFORMS), help="physical units -> model space: "
-                      "log (standardised log density) or log-whitened (each |k| scaled to the same power: equal-SNR "
-                      "diffusion)")
+                      "log (standardised log density), log-whitened (each |k| scaled to the same power: equal-SNR "
+                      "diffusion) or sqrt (standardised square root of the density: peaks less compressed)")
     add_model_flags(parser.add_argument_group("model and diffusion"))
     train = parser.add_argument_group("training")
     length = train.add_mutually_exclusive_group()

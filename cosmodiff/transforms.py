@@ -6,7 +6,8 @@ and a smaller one drowns the low-amplitude small scales early in the forward pro
 samplers spend few steps. `log-whitened` also divides each Fourier mode of that field by the
 training set's spread at its |k| (equal-SNR diffusion, Falck et al. 2025): white noise then corrupts
 every scale at the same rate, where under plain white noise the faint small scales of a red spectrum
-drown first. The samplers clamp each predicted clean field x0 to the training set's
+drown first. `sqrt` standardises the square root of the density instead: the collapsed peaks, which
+the log compresses most, keep more of model space. The samplers clamp each predicted clean field x0 to the training set's
 model-space range widened by HEADROOM of its width on both sides (`x0_range`): fields a little
 beyond the training extremes stay reachable, and the clamp only cuts what is far outside anything
 seen in training.
@@ -20,8 +21,25 @@ DATA_STD = 0.5
 HEADROOM = 0.05
 
 
+class Transform:
+    """What every transform shares: the clamp range of predicted clean fields and a config.json form
+    (its dataclass fields and its registry name)."""
+
+    @property
+    def x0_range(self):
+        """The (low, high) clamp the samplers apply to each predicted clean field."""
+        return self.x_min, self.x_max
+
+    def to_dict(self):
+        return {"name": self.name, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, config):
+        return cls(**{key: value for key, value in config.items() if key != "name"})
+
+
 @dataclass
-class LogTransform:
+class LogTransform(Transform):
     """x = data_std * (log(rho / scale + eps) - log_mean) / log_std, rho = f + offset (offset 1 for
     overdensity fields).
 
@@ -55,11 +73,6 @@ class LogTransform:
         return cls(offset=offset, scale=scale, eps=eps, log_mean=log_mean, log_std=log_std, data_std=data_std,
                    x_min=float(low - margin), x_max=float(high + margin))
 
-    @property
-    def x0_range(self):
-        """The (low, high) clamp the samplers apply to each predicted clean field."""
-        return self.x_min, self.x_max
-
     def forward(self, fields):
         """Physical fields (numpy or torch) -> model space, mean 0 and std data_std on the training set."""
         lib = torch if isinstance(fields, torch.Tensor) else np
@@ -75,12 +88,6 @@ class LogTransform:
         rho = lib.clamp(rho, min=0) if lib is torch else np.maximum(rho, 0)
         return rho - self.offset
 
-    def to_dict(self):
-        return {"name": self.name, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, config):
-        return cls(**{key: value for key, value in config.items() if key != "name"})
 
 
 def rfft_wavenumbers(size):
@@ -139,7 +146,49 @@ class WhitenedLogTransform(LogTransform):
         return super().inverse(radial_filter(x, 1 / np.asarray(self.gains)))
 
 
-TRANSFORMS = {transform.name: transform for transform in (LogTransform, WhitenedLogTransform)}
+@dataclass
+class SqrtTransform(Transform):
+    """x = data_std * (sqrt(rho / scale) - sqrt_mean) / sqrt_std, rho = f + offset (offset 1 for
+    overdensity fields): it compresses the collapsed peaks less than the log does, so they keep more of
+    model space, while an empty pixel needs no floor (sqrt(0) = 0)."""
+    offset: float
+    scale: float
+    sqrt_mean: float
+    sqrt_std: float
+    data_std: float
+    x_min: float
+    x_max: float
+
+    name = "sqrt"
+
+    @classmethod
+    def fit(cls, fields, data_std=DATA_STD):
+        fields = np.asarray(fields, np.float64)
+        offset = 1.0 if fields.min() < 0 else 0.0
+        rho = np.maximum(fields + offset, 0)
+        scale = float(rho.mean())
+        roots = np.sqrt(rho / scale)
+        sqrt_mean, sqrt_std = float(roots.mean()), float(roots.std()) or 1.0
+        low, high = (np.array([roots.min(), roots.max()]) - sqrt_mean) * (data_std / sqrt_std)
+        margin = HEADROOM * (high - low)
+        return cls(offset=offset, scale=scale, sqrt_mean=sqrt_mean, sqrt_std=sqrt_std, data_std=data_std,
+                   x_min=float(low - margin), x_max=float(high + margin))
+
+    def forward(self, fields):
+        """Physical fields (numpy or torch) -> model space, mean 0 and std data_std on the training set."""
+        lib = torch if isinstance(fields, torch.Tensor) else np
+        rho = lib.clamp(fields + self.offset, min=0) if lib is torch else np.maximum(fields + self.offset, 0)
+        return (lib.sqrt(rho / self.scale) - self.sqrt_mean) * (self.data_std / self.sqrt_std)
+
+    def inverse(self, x):
+        """Model space -> physical fields, the exact inverse of forward (roots clamped at >= 0)."""
+        lib = torch if isinstance(x, torch.Tensor) else np
+        roots = x * (self.sqrt_std / self.data_std) + self.sqrt_mean
+        roots = lib.clamp(roots, min=0) if lib is torch else np.maximum(roots, 0)
+        return roots ** 2 * self.scale - self.offset
+
+
+TRANSFORMS = {transform.name: transform for transform in (LogTransform, WhitenedLogTransform, SqrtTransform)}
 
 
 def transform_from_dict(config):

@@ -116,3 +116,28 @@ def test_simulations_run_by_several_workers_give_the_fields_of_one():
     np.testing.assert_array_equal(one.fields, two.fields)
     np.testing.assert_array_equal(one.params, two.params)
     np.testing.assert_array_equal(one.sim_index, [1] * 4 + [2] * 4 + [3] * 4)
+
+
+def test_the_npe_split_reads_the_conditional_simulations_and_numbers_its_own_after_them(tmp_path, monkeypatch):
+    from functools import partial
+
+    from cosmodiff import mock
+    from cosmodiff.fields import save_fields
+
+    small = partial(make_mock_set, grid=16, image_size=16)
+    conditional = small(2, seed=1, latin_hypercube=True, method="pm", slabs_per_sim=2, progress=False)
+    save_fields(tmp_path / "train.npz", conditional)
+    monkeypatch.setitem(mock.SPLIT_FOLDERS, "conditional-nonlinear", tmp_path)
+    monkeypatch.setattr(mock, "make_mock_set", small)
+    monkeypatch.setattr(mock, "CONDITIONAL_NONLINEAR_SIMS", 2)
+    monkeypatch.setattr(mock, "CONDITIONAL_NONLINEAR_SLABS", 2)
+    monkeypatch.setattr(mock, "NPE_NONLINEAR_SIMS", 5)
+    fieldset = mock.npe_train_set()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["train.npz"]  # no other conditional file is made
+    np.testing.assert_array_equal(fieldset.fields[:4], conditional.fields)
+    assert list(fieldset.sim_index) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    own = small(3, seed=mock.NPE_NONLINEAR_SEED, latin_hypercube=True, first_sim=2, method="pm", slabs_per_sim=2,
+                progress=False)
+    np.testing.assert_array_equal(fieldset.fields[4:], own.fields)
+    assert mock.NPE_NONLINEAR_SEED not in {mock.DEFAULT_SEED, mock.CONDITIONAL_SEED, *mock.INFERENCE_SEEDS.values()}
+    assert len({tuple(row) for row in fieldset.params[::2, [0, 4]]}) == 5

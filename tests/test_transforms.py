@@ -7,8 +7,8 @@ import pytest
 
 from cosmodiff.diffusion import sample
 from cosmodiff.diffusion.formulations import EDM
-from cosmodiff.transforms import (HEADROOM, LogTransform, WhitenedLogTransform, augment_periodic, radial_index,
-                                  transform_from_dict)
+from cosmodiff.transforms import (HEADROOM, LogTransform, SqrtTransform, WhitenedLogTransform, augment_periodic,
+                                  radial_index, transform_from_dict)
 
 
 def density_fields(seed=0, with_zeros=False):
@@ -18,9 +18,10 @@ def density_fields(seed=0, with_zeros=False):
     return fields
 
 
-def test_forward_standardises_the_training_set_inside_the_clamp_and_inverse_is_exact():
+@pytest.mark.parametrize("transform_type", [LogTransform, SqrtTransform])
+def test_forward_standardises_the_training_set_inside_the_clamp_and_inverse_is_exact(transform_type):
     fields = density_fields(with_zeros=True)
-    transform = LogTransform.fit(fields, data_std=0.5)
+    transform = transform_type.fit(fields, data_std=0.5)
     model_space = transform.forward(fields)
     np.testing.assert_allclose([model_space.mean(), model_space.std()], [0, 0.5], atol=1e-6)
     low, high = transform.x0_range
@@ -30,18 +31,21 @@ def test_forward_standardises_the_training_set_inside_the_clamp_and_inverse_is_e
     assert np.abs(transform.inverse(model_space)[:, :4, :4]).max() < 1e-9  # empty pixels come back empty
 
 
-def test_torch_float32_round_trip_and_json():
+@pytest.mark.parametrize("transform_type", [LogTransform, SqrtTransform])
+def test_torch_float32_round_trip_and_json(transform_type):
     fields = density_fields(1)
-    transform = LogTransform.from_dict(json.loads(json.dumps(LogTransform.fit(fields).to_dict())))
+    transform = transform_from_dict(json.loads(json.dumps(transform_type.fit(fields).to_dict())))
+    assert type(transform) is transform_type
     tensor = torch.from_numpy(fields)
     recovered = transform.inverse(transform.forward(tensor))
     assert recovered.dtype == torch.float32
     torch.testing.assert_close(recovered, tensor, rtol=2e-5, atol=0)
 
 
-def test_overdensity_fields_use_one_plus_delta():
+@pytest.mark.parametrize("transform_type", [LogTransform, SqrtTransform])
+def test_overdensity_fields_use_one_plus_delta(transform_type):
     delta = density_fields(2) / density_fields(2).mean() - 1
-    transform = LogTransform.fit(delta)
+    transform = transform_type.fit(delta)
     assert transform.offset == 1.0
     np.testing.assert_allclose(transform.inverse(transform.forward(delta)), delta, rtol=1e-6, atol=1e-6)
     assert transform.inverse(np.float64(transform.x_min)) >= -1  # the clamp's bottom is still a valid 1 + delta >= 0
@@ -121,3 +125,14 @@ def test_exact_gaussian_denoiser_in_whitened_space_samples_the_data_spectrum():
 def test_unknown_transform_names_the_choices():
     with pytest.raises(ValueError, match="unknown transform 'cube'; choose one of log, log-whitened"):
         transform_from_dict({"name": "cube"})
+
+
+def test_a_run_trained_in_sqrt_space_keeps_its_transform_and_samples_densities(tiny_data, tmp_path):
+    import cosmodiff
+
+    run_dir = cosmodiff.train(tiny_data, results_dir=tmp_path, run_name="sqrt", train_steps=2, transform="sqrt",
+                              image_size=32, batch_size=4, sampling_timesteps=2, warmup_steps=2, val_samples=0)
+    run = cosmodiff.load(run_dir)
+    assert isinstance(run.transform, SqrtTransform)
+    fields = cosmodiff.sample(run, 2, steps=3, seed=0)
+    assert fields.shape == (2, 32, 32) and np.isfinite(fields).all() and fields.min() >= 0
