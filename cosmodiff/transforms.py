@@ -7,8 +7,8 @@ samplers spend few steps. `log-whitened` also divides each Fourier mode of that 
 training set's spread at its |k| (equal-SNR diffusion, Falck et al. 2025): white noise then corrupts
 every scale at the same rate, where under plain white noise the faint small scales of a red spectrum
 drown first. `sqrt` standardises the square root of the density instead: the collapsed peaks, which
-the log compresses most, keep more of model space. The samplers clamp each predicted clean field x0 to the training set's
-model-space range widened by HEADROOM of its width on both sides (`x0_range`): fields a little
+the log compresses most, keep more of model space. The samplers clamp each predicted clean field x0
+to the training set's model-space range widened by HEADROOM of its width on both sides (`x0_range`): fields a little
 beyond the training extremes stay reachable, and the clamp only cuts what is far outside anything
 seen in training.
 """
@@ -19,6 +19,18 @@ import torch
 
 DATA_STD = 0.5
 HEADROOM = 0.05
+
+
+def clamp_range(low, high):
+    """(x_min, x_max): the model-space extremes of the training set widened by HEADROOM of their span."""
+    margin = HEADROOM * (high - low)
+    return float(low - margin), float(high + margin)
+
+
+def densities(fields, offset):
+    """rho = fields + offset (numpy or torch), clamped at 0."""
+    rho = fields + offset
+    return rho.clamp(min=0) if isinstance(rho, torch.Tensor) else np.maximum(rho, 0)
 
 
 class Transform:
@@ -68,26 +80,21 @@ class LogTransform(Transform):
         eps = 0.5 * float(positive.min()) / scale if positive.size else 1e-6
         logs = np.log(rho / scale + eps)
         log_mean, log_std = float(logs.mean()), float(logs.std()) or 1.0
-        low, high = (np.array([logs.min(), logs.max()]) - log_mean) * (data_std / log_std)
-        margin = HEADROOM * (high - low)
+        x_min, x_max = clamp_range(*(np.array([logs.min(), logs.max()]) - log_mean) * (data_std / log_std))
         return cls(offset=offset, scale=scale, eps=eps, log_mean=log_mean, log_std=log_std, data_std=data_std,
-                   x_min=float(low - margin), x_max=float(high + margin))
+                   x_min=x_min, x_max=x_max)
 
     def forward(self, fields):
         """Physical fields (numpy or torch) -> model space, mean 0 and std data_std on the training set."""
         lib = torch if isinstance(fields, torch.Tensor) else np
-        rho = lib.clamp(fields + self.offset, min=0) if lib is torch else np.maximum(fields + self.offset, 0)
-        logs = lib.log(rho / self.scale + self.eps)
+        logs = lib.log(densities(fields, self.offset) / self.scale + self.eps)
         return (logs - self.log_mean) * (self.data_std / self.log_std)
 
     def inverse(self, x):
         """Model space -> physical fields, the exact inverse of forward (densities clamped at >= 0)."""
         lib = torch if isinstance(x, torch.Tensor) else np
         logs = x * (self.log_std / self.data_std) + self.log_mean
-        rho = (lib.exp(logs) - self.eps) * self.scale
-        rho = lib.clamp(rho, min=0) if lib is torch else np.maximum(rho, 0)
-        return rho - self.offset
-
+        return densities((lib.exp(logs) - self.eps) * self.scale, 0) - self.offset
 
 
 def rfft_wavenumbers(size):
@@ -135,9 +142,8 @@ class WhitenedLogTransform(LogTransform):
         white = radial_filter(logs, gains)
         gains *= data_std / white.std()
         white *= data_std / white.std()
-        low, high = white.min(), white.max()
-        margin = HEADROOM * (high - low)
-        return cls(**dict(asdict(log), x_min=float(low - margin), x_max=float(high + margin)), gains=gains.tolist())
+        x_min, x_max = clamp_range(white.min(), white.max())
+        return cls(**dict(asdict(log), x_min=x_min, x_max=x_max), gains=gains.tolist())
 
     def forward(self, fields):
         return radial_filter(super().forward(fields), self.gains)
@@ -165,27 +171,24 @@ class SqrtTransform(Transform):
     def fit(cls, fields, data_std=DATA_STD):
         fields = np.asarray(fields, np.float64)
         offset = 1.0 if fields.min() < 0 else 0.0
-        rho = np.maximum(fields + offset, 0)
+        rho = densities(fields, offset)
         scale = float(rho.mean())
         roots = np.sqrt(rho / scale)
         sqrt_mean, sqrt_std = float(roots.mean()), float(roots.std()) or 1.0
-        low, high = (np.array([roots.min(), roots.max()]) - sqrt_mean) * (data_std / sqrt_std)
-        margin = HEADROOM * (high - low)
+        x_min, x_max = clamp_range(*(np.array([roots.min(), roots.max()]) - sqrt_mean) * (data_std / sqrt_std))
         return cls(offset=offset, scale=scale, sqrt_mean=sqrt_mean, sqrt_std=sqrt_std, data_std=data_std,
-                   x_min=float(low - margin), x_max=float(high + margin))
+                   x_min=x_min, x_max=x_max)
 
     def forward(self, fields):
         """Physical fields (numpy or torch) -> model space, mean 0 and std data_std on the training set."""
         lib = torch if isinstance(fields, torch.Tensor) else np
-        rho = lib.clamp(fields + self.offset, min=0) if lib is torch else np.maximum(fields + self.offset, 0)
-        return (lib.sqrt(rho / self.scale) - self.sqrt_mean) * (self.data_std / self.sqrt_std)
+        roots = lib.sqrt(densities(fields, self.offset) / self.scale)
+        return (roots - self.sqrt_mean) * (self.data_std / self.sqrt_std)
 
     def inverse(self, x):
         """Model space -> physical fields, the exact inverse of forward (roots clamped at >= 0)."""
-        lib = torch if isinstance(x, torch.Tensor) else np
         roots = x * (self.sqrt_std / self.data_std) + self.sqrt_mean
-        roots = lib.clamp(roots, min=0) if lib is torch else np.maximum(roots, 0)
-        return roots ** 2 * self.scale - self.offset
+        return densities(roots, 0) ** 2 * self.scale - self.offset
 
 
 TRANSFORMS = {transform.name: transform for transform in (LogTransform, WhitenedLogTransform, SqrtTransform)}
