@@ -8,9 +8,9 @@ training set's spread at its |k| (equal-SNR diffusion, Falck et al. 2025): white
 every scale at the same rate, where under plain white noise the faint small scales of a red spectrum
 drown first. `sqrt` standardises the square root of the density instead: the collapsed peaks, which
 the log compresses most, keep more of model space. The samplers clamp each predicted clean field x0
-to the training set's model-space range widened by HEADROOM of its width on both sides (`x0_range`): fields a little
-beyond the training extremes stay reachable, and the clamp only cuts what is far outside anything
-seen in training.
+to the training set's model-space range widened by HEADROOM of its width on both sides
+(`x0_range`): fields a little beyond the training extremes stay reachable, and the clamp only cuts
+what is far outside anything seen in training.
 """
 from dataclasses import asdict, dataclass, field as dataclass_field
 
@@ -25,6 +25,12 @@ def clamp_range(low, high):
     """(x_min, x_max): the model-space extremes of the training set widened by HEADROOM of their span."""
     margin = HEADROOM * (high - low)
     return float(low - margin), float(high + margin)
+
+
+def standardisation(values, data_std):
+    """Mean and std of the training set's values, and the clamp range of them standardised to data_std."""
+    mean, std = float(values.mean()), float(values.std()) or 1.0
+    return mean, std, *clamp_range(*(np.array([values.min(), values.max()]) - mean) * (data_std / std))
 
 
 def densities(fields, offset):
@@ -79,8 +85,7 @@ class LogTransform(Transform):
         positive = rho[rho > 0]
         eps = 0.5 * float(positive.min()) / scale if positive.size else 1e-6
         logs = np.log(rho / scale + eps)
-        log_mean, log_std = float(logs.mean()), float(logs.std()) or 1.0
-        x_min, x_max = clamp_range(*(np.array([logs.min(), logs.max()]) - log_mean) * (data_std / log_std))
+        log_mean, log_std, x_min, x_max = standardisation(logs, data_std)
         return cls(offset=offset, scale=scale, eps=eps, log_mean=log_mean, log_std=log_std, data_std=data_std,
                    x_min=x_min, x_max=x_max)
 
@@ -174,8 +179,7 @@ class SqrtTransform(Transform):
         rho = densities(fields, offset)
         scale = float(rho.mean())
         roots = np.sqrt(rho / scale)
-        sqrt_mean, sqrt_std = float(roots.mean()), float(roots.std()) or 1.0
-        x_min, x_max = clamp_range(*(np.array([roots.min(), roots.max()]) - sqrt_mean) * (data_std / sqrt_std))
+        sqrt_mean, sqrt_std, x_min, x_max = standardisation(roots, data_std)
         return cls(offset=offset, scale=scale, sqrt_mean=sqrt_mean, sqrt_std=sqrt_std, data_std=data_std,
                    x_min=x_min, x_max=x_max)
 
