@@ -21,8 +21,8 @@ P(k)) are trained first if --out holds none (evaluate/train_npe.py on the split'
 made on first use, which also fits the P(k) baseline). Fields whose truth lies outside the prior box
 (the training set's hull, which the split's ranges exceed by a little) are left out and counted. Per
 method and parameter on the test fields: coverage of the 68% and 95% equal-tailed intervals, the KS
-p-value of the SBC ranks, TARP's ATC and KS p-value (sbi, on 500 draws per posterior), the mean signed offset (posterior mean - truth)
-/ sigma, the figure of merit 1 / sqrt(det Cov) over the P(k) baseline's on the same fields
+p-value of the SBC ranks, TARP's ATC and KS p-value (sbi, on 500 draws per posterior), the mean
+signed offset (posterior mean - truth) / sigma, the figure of merit 1 / sqrt(det Cov) over the P(k) baseline's on the same fields
 (geometric mean over fields), the 68% width, and seconds per field. The same for "METHOD, tempered":
 each test posterior shifted by the mean offset and tempered by one temperature fitted on the
 calibration fields (coverage.Correction); "METHOD, affine": each posterior mapped by the affine
