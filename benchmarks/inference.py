@@ -14,8 +14,8 @@ split, results/inference.json); inference-nonlinear particle-mesh ones (train_da
 its NPEs trained on the npe-nonlinear split's 480 simulations, results/inference_nonlinear.json).
 For each method and each file of the split (calibration.npz, test.npz; made on first use) it runs
 evaluate/infer.py on the first --test_fields and --calibration_fields fields (--elbo_fields for the
-ELBO, whose cost is network evaluations per grid point; finished files are reused where their grid
-and ELBO settings are the ones asked), on --grid points per parameter (--elbo_grid for the ELBO; its
+ELBO, whose cost is network evaluations per grid point; finished files are reused where their grid,
+ELBO settings and model weights are the ones asked), on --grid points per parameter (--elbo_grid for the ELBO; its
 --n_levels, --n_draws, network batch and device as infer.py's). The NPEs (on the field and on its
 P(k)) are trained first if --out holds none (evaluate/train_npe.py on the split's NPE training data,
 made on first use, which also fits the P(k) baseline). Fields whose truth lies outside the prior box
@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from cosmodiff.benchmark import run
+from cosmodiff.checkpoint import weights_digest
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, Number, device_name
 from cosmodiff.coverage import AffineCorrection, Correction, expected_coverage, log_density_at, sbc, tarp
 from cosmodiff.inference import figure_of_merit, grid_draws, grid_posterior, parameter_grid, quadratic_fit, summaries
@@ -67,18 +68,21 @@ def npe_folder(args, method):
 
 
 def posteriors(args, method, file, count):
-    """The posterior.json of one method on the first count fields of one file of the split (made once)."""
+    """The posterior.json of one method on the first count fields of one file of the split, made once
+    and made again when the settings or the model's weights differ."""
     out = Path(args.out) / f"{method}-{file}"
     settings = dict(grid=args.elbo_grid, n_levels=args.n_levels, n_draws=args.n_draws) if method == "elbo" else dict(
         grid=args.grid)
-    if (out / "posterior.json").exists():
-        record = json.loads((out / "posterior.json").read_text())
-        if len(record["results"]) == count and all(record["settings"].get(key) == value
-                                                   for key, value in settings.items()):
-            return record
     # the P(k) baseline needs no model: the NPE folder fixes its prior and training data, as NPE's
     needs = METHODS[method].needs or "npe"
-    runs = ["--checkpoint", args.run] if needs == "checkpoint" else [f"--{needs}", npe_folder(args, needs)]
+    folder = args.run if needs == "checkpoint" else npe_folder(args, needs)
+    if (out / "posterior.json").exists():
+        record = json.loads((out / "posterior.json").read_text())
+        made_with = record["settings"].get("weights", {}).get(needs)
+        if len(record["results"]) == count and made_with == weights_digest(folder) and all(
+                record["settings"].get(key) == value for key, value in settings.items()):
+            return record
+    runs = [f"--{needs}", folder]
     devices = ["--device", args.device] if args.device else []
     run([sys.executable, ROOT / "evaluate" / "infer.py", SPLIT_FOLDERS[args.split] / f"{file}.npz", *runs,
          "--method", method, "--indices", ",".join(map(str, range(count))), "--n_levels", args.n_levels,

@@ -11,6 +11,7 @@ accelerate's optimizer state is read with torch.load(weights_only=True).
 import contextlib
 import csv
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -220,6 +221,16 @@ def committed_weights(run_dir, config):
     except Exception as error:  # safetensors raises its own error types for truncated or garbage files
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({error})") from None
     return {name[len("ema_model."):]: tensor for name, tensor in ema.items() if name.startswith("ema_model.")}
+
+
+def weights_digest(folder):
+    """The SHA-256 of a run or NPE folder's model.safetensors: which weights a result came from, so a
+    cached result is not read against a model retrained since."""
+    digest = hashlib.sha256()
+    with open(Path(folder) / "model.safetensors", "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def latest_run(results_dir):

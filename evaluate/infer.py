@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cosmodiff.checkpoint import CheckpointError, output_lock
+from cosmodiff.checkpoint import CheckpointError, output_lock, weights_digest
 from cosmodiff.cli import (ArgumentParser, COUNT, INDEX, POSITIVE, Number, device_name, exit_on, finite_json,
                           writable_folder)
 from cosmodiff.fields import FieldError
@@ -57,7 +57,7 @@ def infer(args):
         seed=args.seed, batch_size=args.batch_size, device=args.device)
     for result in results:
         print_result(result, space.names, methods)
-    write_posterior(args, space, methods, results, likelihoods)
+    write_posterior(args, folders, space, methods, results, likelihoods)
     print(", ".join(f"{METHODS[m].label} {likelihood.seconds_per_field:.2f} s per field"
                     for m, likelihood in likelihoods.items())
           + f"; written: {Path(args.out) / 'posterior.json'}, {Path(args.out) / 'posterior.png'}")
@@ -72,15 +72,16 @@ def print_result(result, names, methods):
         for method in methods))
 
 
-def write_posterior(args, space, methods, results, likelihoods):
-    """posterior.json (settings and every result, refused if not finite) and posterior.png in --out, and
-    with the ELBO elbo_levels.npz: its log-likelihood per field, noise level and grid point, so a
-    benchmark can weigh the levels afresh without the network."""
+def write_posterior(args, folders, space, methods, results, likelihoods):
+    """posterior.json (settings, the digest of each model folder's weights and every result, refused if
+    not finite) and posterior.png in --out, and with the ELBO elbo_levels.npz: its log-likelihood per
+    field, noise level and grid point, so a benchmark can weigh the levels afresh without the network."""
     out, names = Path(args.out), space.names
     settings = dict(checkpoint=str(args.checkpoint), npe=str(args.npe), npe_power_spectrum=str(args.npe_power_spectrum),
                     methods=methods, fields=str(args.fields),
                     grid=args.grid, fine=args.fine, n_levels=args.n_levels, n_draws=args.n_draws, mcmc=args.mcmc, walkers=args.walkers,
                     seed=args.seed, joint=args.joint, names=names,
+                    weights={key: weights_digest(folder) for key, folder in folders.items() if folder is not None},
                     prior={name: [low, high] for name, low, high in zip(names, space.low, space.high)})
     text = finite_json(dict(settings=settings, results=results), f"the posterior of {args.fields}")
     (out / "posterior.json").write_text(text)

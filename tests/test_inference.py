@@ -1,7 +1,10 @@
 """Parameter inference: the ELBO posterior against an analytic one, the power-spectrum baseline, and
 evaluate/infer.py end to end."""
+import hashlib
+import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,6 +158,7 @@ def test_infer_writes_both_posteriors_per_field_and_jointly(conditional_run, tmp
     result = infer("--indices", "0,30", "--out", tmp_path / "each")
     assert result.returncode == 0, result.stderr
     record = json.loads((tmp_path / "each" / "posterior.json").read_text())
+    assert record["settings"]["weights"] == {"checkpoint": hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest()}
     fields = load_fields(data)
     assert [r["indices"] for r in record["results"]] == [[0], [30]]
     for r, index in zip(record["results"], (0, 30)):
@@ -185,3 +189,31 @@ def test_infer_writes_both_posteriors_per_field_and_jointly(conditional_run, tmp
         assert fine[method]["axes"][0][0] == record["results"][0]["axes"][0][0]
     result = infer("--indices", "99999", "--out", tmp_path / "never")
     assert result.returncode == 2 and "index 99999 does not exist" in result.stderr and not (tmp_path / "never").exists()
+
+
+def test_the_inference_benchmark_makes_a_cached_posterior_again_once_its_model_is_retrained(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("inference_benchmark", ROOT / "benchmarks" / "inference.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    args = benchmark.build_parser().parse_args(["--out", str(tmp_path), "--grid", "5"])
+    weights = tmp_path / "npe" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"weights of the first training")
+    commands = []
+
+    def infer(command):  # what evaluate/infer.py records: the settings and the digest of the weights it read
+        commands.append(command)
+        out = Path(command[command.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        settings = dict(grid=5, weights=dict(npe=hashlib.sha256(weights.read_bytes()).hexdigest()))
+        (out / "posterior.json").write_text(json.dumps(dict(settings=settings, results=[{}])))
+    monkeypatch.setattr(benchmark, "run", infer)
+    for _ in range(2):
+        benchmark.posteriors(args, "npe", "test", 1)
+    assert len(commands) == 1  # the second call reads the file the first one made
+    weights.write_bytes(b"weights of a second training")
+    benchmark.posteriors(args, "npe", "test", 1)
+    assert len(commands) == 2
+    args.grid = 7
+    benchmark.posteriors(args, "npe", "test", 1)
+    assert len(commands) == 3
