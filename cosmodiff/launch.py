@@ -16,8 +16,12 @@ def use_cpu_cores(accelerator):
     """
     if accelerator.device.type != "cpu":
         return
-    share = max(1, (os.cpu_count() or 1) // accelerator.num_processes)
-    torch.set_num_threads(int(os.environ.get("COSMODIFF_THREADS", share)))
+    set_threads(max(1, (os.cpu_count() or 1) // accelerator.num_processes))
+
+
+def set_threads(default):
+    """torch's CPU threads: COSMODIFF_THREADS where set (two jobs on two cores: 1 each), else default."""
+    torch.set_num_threads(int(os.environ.get("COSMODIFF_THREADS", default)))
 
 
 @contextmanager

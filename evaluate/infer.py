@@ -31,18 +31,21 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cosmodiff.checkpoint import CheckpointError, output_lock, weights_digest
 from cosmodiff.cli import (ArgumentParser, COUNT, INDEX, POSITIVE, Number, device_name, exit_on, finite_json,
                           writable_folder)
 from cosmodiff.fields import FieldError
 from cosmodiff.infer import METHODS, plot, posterior_of
+from cosmodiff.launch import set_threads
 
 GRID_POINTS = Number(int, 3)  # a grid posterior needs a point between the prior's edges
 WALKERS = Number(int, 4)  # emcee: at least twice the two parameters
 
 
 def main(args):
+    set_threads(torch.get_num_threads())
     writable_folder(args.out, "--out")
     with output_lock(args.out, "inference"):
         infer(args)

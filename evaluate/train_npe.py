@@ -16,10 +16,13 @@ import argparse
 import time
 from pathlib import Path
 
+import torch
+
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, exit_on, writable_folder
 from cosmodiff.checkpoint import CheckpointError
 from cosmodiff.condition import Condition, parameter_values
 from cosmodiff.errors import FieldError
+from cosmodiff.launch import set_threads
 from cosmodiff.mock import SPLIT_FOLDERS
 from cosmodiff.npe import SUMMARIES, save_npe, train_npe
 from cosmodiff.data import open_data
@@ -27,6 +30,7 @@ from cosmodiff.train_flags import add_data_flags
 
 
 def main(args):
+    set_threads(torch.get_num_threads())
     writable_folder(args.out, "--out")
     fieldset = open_data(args.data_path, args.image_size, colormap=args.colormap, slab_thickness=args.slab_thickness,
                          box_size=args.box_size, mesh=args.mesh, params_file=args.params_file)
