@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import itertools
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -191,8 +192,8 @@ def make_mock_set(n_sims, grid=DEFAULTS["grid"], box_size=DEFAULTS["box_size"],
                        image_size=image_size, redshift=redshift, method=method, pm_steps=pm_steps,
                        slabs_per_sim=slabs_per_sim)
     with contextlib.ExitStack() as stack:
-        if workers > 1:
-            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+        if min(workers, n_sims) > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(min(workers, n_sims), mp_context=multiprocessing.get_context("spawn"),
                                                            initializer=torch.set_num_threads, initargs=(1,)))
             results = pool.map(simulate, sims, cosmology_of)
         else:
@@ -306,9 +307,10 @@ DATA_FOLDER = ROOT / "train_data"  # the repository's data folder
 SPLIT_FOLDERS = {name: DATA_FOLDER if name == "2lpt" else DATA_FOLDER / name for name in SPLITS}
 DEFAULT_SPLIT = "nonlinear"  # what train.py trains on when given no data
 DEFAULT_DATA = SPLIT_FOLDERS[DEFAULT_SPLIT]
+DEFAULT_WORKERS = os.cpu_count() or 1  # a split made on first use runs one simulation on each core
 
 
-def ensure_split(folder, name=DEFAULT_SPLIT, workers=1, files=None):
+def ensure_split(folder, name=DEFAULT_SPLIT, workers=DEFAULT_WORKERS, files=None):
     """A named split (by simulation) in folder/<file>.npz (train, test, ...; only `files` where given),
     each file made once (by `workers` processes); returns the train and test paths."""
     folder = Path(folder)
@@ -333,7 +335,7 @@ def write_mock_set(out, split=None, **options):
     """A named split into the folder out, else make_mock_set(**options) into the file out."""
     if split:
         writable_folder(out, "--out")
-        ensure_split(out, split, options.get("workers", 1))
+        ensure_split(out, split, options.get("workers", DEFAULT_WORKERS))
         return
     writable_file(out, "--out")
     fieldset = make_mock_set(**options)
@@ -358,8 +360,8 @@ def build_parser():
     parser.add_argument("--pm_steps", type=COUNT, default=PM_STEPS, help="pm: time steps from z = 9, linear in a")
     parser.add_argument("--seed", type=INDEX, default=DEFAULT_SEED)
     parser.add_argument("--latin_hypercube", action="store_true", help="draw (Omega_m, sigma_8) per simulation")
-    parser.add_argument("--workers", type=COUNT, default=1, help="simulations run at once, one core each (the same "
-                        "fields as one)")
+    parser.add_argument("--workers", type=COUNT, default=DEFAULT_WORKERS, help="simulations run at once, one core "
+                        "each (the same fields as one; default: every core)")
     return parser
 
 
