@@ -107,7 +107,8 @@ def is_npe_run(folder):
 
 # an NPE folder's config.json numbers -> the ranges of evaluate/train_npe.py's flags and of the data
 NPE_RANGES = {"image_size": COUNT, "input_shape": COUNT, "box_size": POSITIVE, "fields": COUNT, "seed": INDEX,
-              "batch_size": COUNT, "lr": POSITIVE, "epochs": INDEX, "train_seconds": NON_NEGATIVE, "low": FINITE, "high": FINITE}
+              "batch_size": COUNT, "lr": POSITIVE, "epochs": INDEX, "patience": COUNT, "train_seconds": NON_NEGATIVE,
+              "low": FINITE, "high": FINITE}
 
 
 def load_npe(folder):

@@ -49,6 +49,7 @@ def main(args):
                                        data_path=str(args.data_path), summary=args.summary,
                                        input_shape=list(inputs.shape[1:]), network=network, fields=len(fieldset),
                                        seed=args.seed, batch_size=args.batch_size, lr=args.lr, epochs=epochs,
+                                       patience=args.patience,
                                        train_seconds=seconds))
     print(f"NPE trained on {len(fieldset)} fields for {epochs} epochs ({seconds / 60:.1f} min); written: {args.out}")
 
