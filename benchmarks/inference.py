@@ -15,8 +15,8 @@ its NPEs trained on the npe-nonlinear split's 480 simulations, results/inference
 For each method and each file of the split (calibration.npz, test.npz; made on first use) it runs
 evaluate/infer.py on the first --test_fields and --calibration_fields fields (--elbo_fields for the
 ELBO, whose cost is network evaluations per grid point; finished files are reused where their grid,
-ELBO settings and model weights are the ones asked), on --grid points per parameter (--elbo_grid for the ELBO; its
---n_levels, --n_draws, network batch and device as infer.py's). The NPEs (on the field and on its
+ELBO settings and model weights are the ones asked), on --grid points per parameter (--elbo_grid for
+the ELBO; its --n_levels, --n_draws, network batch and device as infer.py's). The NPEs (on the field and on its
 P(k)) are trained first if --out holds none (evaluate/train_npe.py on the split's NPE training data,
 made on first use, which also fits the P(k) baseline). Fields whose truth lies outside the prior box
 (the training set's hull, which the split's ranges exceed by a little) are left out and counted. Per

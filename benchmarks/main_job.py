@@ -47,7 +47,7 @@ def main(args):
     launch_s = timed([sys.executable, "-m", "accelerate.commands.launch", ROOT / "train.py", "--data_path", out / "data",
                       "--results_dir", out / "results", "--run_name", "default"])
     training_s = read_log(out / "results" / "default")[-1]["elapsed_s"]
-    row = dict(commit=commit(), cores=len(os.sched_getaffinity(0)), data_s=round(data_s, 1),
+    row = dict(commit=commit(), cores=os.cpu_count(), data_s=round(data_s, 1),
                launch_s=round(launch_s, 1), training_steps_s=round(training_s, 1),
                outside_steps_s=round(launch_s - training_s, 1), total_s=round(data_s + launch_s, 1),
                target_s=TARGET_S)

@@ -191,9 +191,10 @@ def make_mock_set(n_sims, grid=DEFAULTS["grid"], box_size=DEFAULTS["box_size"],
     simulate = partial(simulation_slabs, seed=seed, grid=grid, box_size=box_size, slab_thickness=slab_thickness,
                        image_size=image_size, redshift=redshift, method=method, pm_steps=pm_steps,
                        slabs_per_sim=slabs_per_sim)
+    processes = min(workers, n_sims)
     with contextlib.ExitStack() as stack:
-        if min(workers, n_sims) > 1:
-            pool = stack.enter_context(ProcessPoolExecutor(min(workers, n_sims), mp_context=multiprocessing.get_context("spawn"),
+        if processes > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
                                                            initializer=torch.set_num_threads, initargs=(1,)))
             results = pool.map(simulate, sims, cosmology_of)
         else:
