@@ -13,7 +13,8 @@ spread, the standard deviation over seeds of the posterior mean divided by the m
 grid check compares the first setting's seed-0 posterior on --grid and --refined_grid points per
 parameter: the moves of mean and sigma in units of sigma, for the grids as they are and for both read
 through the quadratic fit on --fine points per parameter (cosmodiff.inference.quadratic_fit; the same
-noise draws at both grids). --studies picks the spread rows, the grid check or both.
+noise draws at both grids); both grids' log-likelihoods are kept in OUT/grid_check.npz. --studies picks
+the spread rows, the grid check or both.
 """
 import argparse
 import json
@@ -84,6 +85,9 @@ def grid_check(model, fields, args, setting):
     result = dict(setting=setting, grid=args.grid, refined_grid=args.refined_grid, fine=args.fine)
     coarse = elbo_grid(model, fields, args.grid, n_levels, n_draws, 0, args.batch_size)
     refined = elbo_grid(model, fields, args.refined_grid, n_levels, n_draws, 0, args.batch_size)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    np.savez(Path(args.out) / "grid_check.npz", names=np.array(model[3]), coarse_axes=np.stack(coarse[0]),
+             coarse_log_likelihood=coarse[1], refined_axes=np.stack(refined[0]), refined_log_likelihood=refined[1])
     for reading, fine in readings.items():
         coarse_means, coarse_sigmas = moments(*coarse[:2], model[3], fine)
         fine_means, fine_sigmas = moments(*refined[:2], model[3], fine)
