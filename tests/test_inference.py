@@ -219,18 +219,23 @@ def test_the_inference_benchmark_makes_a_cached_posterior_again_once_its_model_i
     assert len(commands) == 3
 
 
-def test_the_grid_check_keeps_both_grids_with_the_same_noise_at_the_points_they_share(conditional_run, tmp_path):
-    out = tmp_path / "variance"
-    result = run_in_process([sys.executable, ROOT / "benchmarks" / "elbo_variance.py", "--run", conditional_run / "results" / "run",
-                             "--fields", conditional_run / "lh.npz", "--n_fields", "2", "--settings", "2:2", "--grid", "3",
-                             "--refined_grid", "5", "--fine", "9", "--studies", "grid", "--out", out])
-    assert result.returncode == 0, result.stderr
-    grids = np.load(out / "grid_check.npz")
-    assert list(grids["names"]) == ["Omega_m", "sigma_8"]
-    assert grids["coarse_axes"].shape == (2, 3) and grids["refined_axes"].shape == (2, 5)
-    np.testing.assert_allclose(grids["refined_axes"][:, ::2], grids["coarse_axes"])
-    coarse, refined = grids["coarse_log_likelihood"], grids["refined_log_likelihood"].reshape(2, 5, 5)
-    assert coarse.shape == (2, 9) and np.isfinite(coarse).all()
-    np.testing.assert_allclose(refined[:, ::2, ::2].reshape(2, 9), coarse, rtol=1e-5)
-    report = json.loads((out / "elbo_variance.json").read_text())["grid_check"]
+def test_the_grid_check_reads_a_coarse_grid_off_a_refined_one_that_contains_it_as_it_would_compute_it(conditional_run,
+                                                                                                         tmp_path):
+    def grid_check(refined_grid):
+        out = tmp_path / f"refined-{refined_grid}"
+        result = run_in_process([sys.executable, ROOT / "benchmarks" / "elbo_variance.py", "--run",
+                                 conditional_run / "results" / "run", "--fields", conditional_run / "lh.npz", "--n_fields", "2",
+                                 "--settings", "2:2", "--grid", "3", "--refined_grid", str(refined_grid), "--fine", "9",
+                                 "--studies", "grid", "--out", out])
+        assert result.returncode == 0, result.stderr
+        return np.load(out / "grid_check.npz"), json.loads((out / "elbo_variance.json").read_text())["grid_check"]
+
+    contained, report = grid_check(5)  # 3 points per parameter are every other one of 5: read off
+    computed, _ = grid_check(4)  # 3 points are not among 4: computed
+    assert list(contained["names"]) == ["Omega_m", "sigma_8"]
+    assert contained["coarse_axes"].shape == (2, 3) and contained["refined_axes"].shape == (2, 5)
+    assert contained["coarse_log_likelihood"].shape == (2, 9) and contained["refined_log_likelihood"].shape == (2, 25)
+    np.testing.assert_allclose(contained["coarse_axes"], computed["coarse_axes"])
+    np.testing.assert_allclose(contained["coarse_log_likelihood"], computed["coarse_log_likelihood"], rtol=1e-5)
+    assert np.isfinite(contained["refined_log_likelihood"]).all()
     assert report["refined_grid"] == 5 and set(report["quadratic_fit"]) == {"Omega_m", "sigma_8"}
