@@ -64,19 +64,22 @@ def gradient_wavenumbers(mesh, box_size, like):
 
 
 def cic_weights(positions, mesh, box_size):
-    """The 8 (flat index, weight) pairs of each particle's cloud-in-cell footprint on a periodic mesh."""
+    """The 8 (flat index, weight) pairs of each particle's cloud-in-cell footprint on a periodic mesh.
+    Each axis' two nodes and weights are formed once and combined per corner: the N-body steps spend
+    most of their time here and in readout."""
     cell = torch.remainder(positions / (box_size / mesh), mesh)
-    base = torch.floor(cell)
+    base = torch.floor(cell).clamp_(max=mesh - 1)  # a remainder rounded up to mesh: all its weight on node 0
     frac = cell - base
     base = base.long()
+    up = base + 1
+    up.masked_fill_(up == mesh, 0)
+    nodes = [(base[axis], up[axis]) for axis in range(3)]
+    weights = [(1 - frac[axis], frac[axis]) for axis in range(3)]
     pairs = []
-    for corner in ((0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1), (1, 0, 0), (1, 0, 1), (1, 1, 0), (1, 1, 1)):
-        index = torch.zeros(positions.shape[1], dtype=torch.long, device=positions.device)
-        weight = torch.ones(positions.shape[1], dtype=positions.dtype, device=positions.device)
-        for axis, offset in enumerate(corner):
-            index = index * mesh + (base[axis] + offset) % mesh
-            weight = weight * (frac[axis] if offset else 1 - frac[axis])
-        pairs.append((index, weight))
+    for x in (0, 1):
+        for y in (0, 1):
+            row, row_weight = (nodes[0][x] * mesh + nodes[1][y]) * mesh, weights[0][x] * weights[1][y]
+            pairs += [(row + nodes[2][z], row_weight * weights[2][z]) for z in (0, 1)]
     return pairs
 
 
@@ -97,7 +100,10 @@ def paint(pairs, mesh, n_particles):
 def readout(pairs, field):
     """A mesh field interpolated at the particles with the same CIC weights."""
     flat = field.reshape(-1)
-    return sum(flat[index] * weight for index, weight in pairs)
+    total = torch.zeros(pairs[0][1].shape, dtype=torch.promote_types(flat.dtype, pairs[0][1].dtype), device=flat.device)
+    for index, weight in pairs:
+        total += torch.index_select(flat, 0, index) * weight
+    return total
 
 
 def cic_window(mesh, like):

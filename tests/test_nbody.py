@@ -3,11 +3,12 @@ periodicity."""
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from cosmodiff.mock import colossus_cosmology
 from cosmodiff.parameters import QUIJOTE_FIDUCIAL
-from cosmodiff.nbody import Growth, evolve, forces, lpt_initial_conditions
+from cosmodiff.nbody import Growth, cic_weights, evolve, forces, lpt_initial_conditions, paint, readout
 
 BOX, GRID = 100.0, 16
 
@@ -59,3 +60,26 @@ def test_gravity_wraps_around_the_box():
     unmoved, _ = evolve(positions, torch.zeros_like(positions), growth, [0.5, 1.0], 32, BOX)
     difference = torch.remainder(moved - unmoved - shift + BOX / 2, BOX) - BOX / 2
     assert difference.abs().max() < 1e-6 * BOX and not math.isnan(difference.sum().item())
+
+
+def test_cloud_in_cell_spreads_a_particle_over_its_eight_nodes_across_the_periodic_edge():
+    cell = BOX / GRID
+    # one particle a quarter cell past the last node on x, half a cell past node 2 on y, on node 5 on z;
+    # one just below 0, whose remainder rounds up to the box in single precision: on node 0
+    positions = torch.tensor([[(GRID - 1 + 0.25) * cell, -1e-6], [2.5 * cell, 0.0], [5 * cell, 0.0]])
+    assert torch.remainder(positions[0, 1] / cell, GRID) == GRID  # the rounding the second particle exercises
+    pairs = cic_weights(positions, GRID, BOX)
+    weights = {}
+    for index, weight in pairs:
+        for particle in range(2):
+            key = (particle, int(index[particle]))
+            weights[key] = weights.get(key, 0.0) + float(weight[particle])
+    node = lambda x, y, z: (x * GRID + y) * GRID + z  # noqa: E731
+    expected = {node(GRID - 1, 2, 5): 0.75 * 0.5, node(GRID - 1, 3, 5): 0.75 * 0.5,
+                node(0, 2, 5): 0.25 * 0.5, node(0, 3, 5): 0.25 * 0.5}
+    assert {key[1]: value for key, value in weights.items() if key[0] == 0 and value > 0} == pytest.approx(expected)
+    assert {key[1]: value for key, value in weights.items() if key[0] == 1 and value > 0} == {0: 1.0}
+    mesh = paint(pairs, GRID, 2).reshape(-1)
+    assert float(mesh.sum()) == pytest.approx(0.0, abs=1e-9)  # overdensity: mean zero
+    field = torch.arange(GRID ** 3, dtype=torch.float32)
+    assert readout(pairs, field).tolist() == pytest.approx([sum(field[i] * w for i, w in expected.items()), 0.0])
