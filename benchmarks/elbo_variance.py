@@ -97,7 +97,6 @@ def grid_check(model, fields, args, setting):
     refined = elbo_grid(model, fields, args.refined_grid, n_levels, n_draws, 0, args.batch_size)
     coarse = (sub_lattice(refined, args.grid) if (args.refined_grid - 1) % (args.grid - 1) == 0
               else elbo_grid(model, fields, args.grid, n_levels, n_draws, 0, args.batch_size))
-    Path(args.out).mkdir(parents=True, exist_ok=True)
     np.savez(Path(args.out) / "grid_check.npz", names=np.array(model[3]), coarse_axes=np.stack(coarse[0]),
              coarse_log_likelihood=coarse[1], refined_axes=np.stack(refined[0]), refined_log_likelihood=refined[1])
     for reading, fine in readings.items():
@@ -118,13 +117,13 @@ def main(args):
     fieldset = open_data(args.fields, config["image_size"])
     model_space = transform_from_dict(config["transform"]).forward(fieldset.fields[:args.n_fields])
     fields = torch.from_numpy(model_space).float()[:, None].to(device)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     settings, studies = args.settings.split(), args.studies.split(",")
     rows = [spread_row(model, fields, args, setting) for setting in settings] if "spread" in studies else []
     report = dict(run=str(args.run), fields=str(args.fields), n_fields=len(fields), seeds=args.seeds,
                   device=str(device), rows=rows)
     if "grid" in studies:
         report["grid_check"] = grid_check(model, fields, args, settings[0])
-    Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "elbo_variance.json").write_text(json.dumps(report, indent=1))
     if args.results:
         Path(args.results).write_text(json.dumps(report, indent=1) + "\n")
