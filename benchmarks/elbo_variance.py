@@ -3,8 +3,8 @@ width it claims, at each count of noise levels and draws; and whether the grid r
 
     python benchmarks/elbo_variance.py --run RUN --fields train_data/inference-nonlinear/calibration.npz \
         [--n_fields 10] [--seeds 8] [--settings "4:1 8:1 4:4 8:4"] [--grid 13] [--refined_grid 25] \
-        [--fine 81] [--studies spread,grid] [--out benchmarks/out/elbo_variance] \
-        [--results benchmarks/results/elbo_variance.json]
+        [--fine 81] [--studies spread,grid] [--saved_grids OUT/grid_check.npz] \
+        [--out benchmarks/out/elbo_variance] [--results benchmarks/results/elbo_variance.json]
 
 Each setting "levels:draws" is the ELBO of cosmodiff.inference.negative_elbo (common random numbers
 across the grid) on the first --n_fields fields, once per seed. Per setting and parameter: the seed
@@ -12,10 +12,12 @@ spread, the standard deviation over seeds of the posterior mean divided by the m
 (median and largest over the fields), the network evaluations and seconds per field and seed. The
 grid check compares the first setting's seed-0 posterior on --grid and --refined_grid points per
 parameter: the moves of mean and sigma in units of sigma, for the grids as they are and for both read
-through the quadratic fit on --fine points per parameter (cosmodiff.inference.quadratic_fit). The
+by cubic interpolation on --fine points per parameter (cosmodiff.inference.cubic_interpolation). The
 noise draws are the same at both grids, so a --grid whose points --refined_grid contains is read off
-it. Both grids' log-likelihoods are kept in OUT/grid_check.npz. --studies picks the spread rows, the
-grid check or both.
+it. Both grids' log-likelihoods are kept in OUT/grid_check.npz; --saved_grids reads the refined grid
+from such a file instead of the network (the setting it was made with first in --settings), so other
+readings and coarser grids contained in it are checked for no evaluation. --studies picks the spread
+rows, the grid check or both.
 """
 import argparse
 import json
@@ -29,7 +31,8 @@ from cosmodiff.checkpoint import load_run, torch_device
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, Number
 from cosmodiff.condition import Condition
 from cosmodiff.data import open_data
-from cosmodiff.inference import elbo_levels, grid_posterior, negative_elbo, parameter_grid, quadratic_fit, summaries
+from cosmodiff.inference import (CUBIC_POINTS, cubic_interpolation, elbo_levels, grid_posterior, negative_elbo,
+                                 parameter_grid, summaries)
 from cosmodiff.repository import ROOT
 from cosmodiff.transforms import transform_from_dict
 
@@ -46,6 +49,16 @@ def elbo_grid(model, fields, grid, n_levels, n_draws, seed, batch_size):
     return axes, -nll, time.time() - started
 
 
+def saved_grid(path, n_fields):
+    """The refined grid a grid check kept (its axes, the first n_fields fields' log-likelihoods), in
+    elbo_grid's shape with no seconds spent."""
+    with np.load(path) as saved:
+        if len(saved["refined_log_likelihood"]) < n_fields:
+            raise SystemExit(f"{path} holds {len(saved['refined_log_likelihood'])} fields' grids, fewer than "
+                             f"--n_fields {n_fields}")
+        return list(saved["refined_axes"]), saved["refined_log_likelihood"][:n_fields], 0.0
+
+
 def sub_lattice(computed, grid):
     """elbo_grid's result on `grid` points per parameter read off a finer grid that contains them: the
     noise is the same at every theta, so the values are those elbo_grid would compute, for no evaluation."""
@@ -57,9 +70,9 @@ def sub_lattice(computed, grid):
 
 
 def moments(axes, log_likes, names, fine=0):
-    """Per field, the posterior mean and sigma of every parameter (F, P) each; with fine, read through
-    the quadratic fit on fine points per parameter."""
-    read = [quadratic_fit(log_like, axes, fine) if fine else (axes, log_like) for log_like in log_likes]
+    """Per field, the posterior mean and sigma of every parameter (F, P) each; with fine, read by cubic
+    interpolation on fine points per parameter."""
+    read = [cubic_interpolation(log_like, axes, fine) if fine else (axes, log_like) for log_like in log_likes]
     fields = [summaries(grid_posterior(log_like, fit_axes), fit_axes, names) for fit_axes, log_like in read]
     return (np.array([[field[name]["mean"] for name in names] for field in fields]),
             np.array([[field[name]["std"] for name in names] for field in fields]))
@@ -90,12 +103,14 @@ def spread_row(model, fields, args, setting):
 
 def grid_check(model, fields, args, setting):
     """The largest move over the fields of the posterior mean and sigma from --grid to --refined_grid, in
-    sigmas: the grids as they are, and with --fine both read through the quadratic fit."""
+    sigmas: the grids as they are, and with --fine both read by cubic interpolation."""
     n_levels, n_draws = (int(part) for part in setting.split(":"))
-    readings = {"grid": 0, "quadratic_fit": args.fine} if args.fine else {"grid": 0}
-    result = dict(setting=setting, grid=args.grid, refined_grid=args.refined_grid, fine=args.fine)
-    refined = elbo_grid(model, fields, args.refined_grid, n_levels, n_draws, 0, args.batch_size)
-    coarse = (sub_lattice(refined, args.grid) if (args.refined_grid - 1) % (args.grid - 1) == 0
+    readings = {"grid": 0, "cubic_interpolation": args.fine} if args.fine else {"grid": 0}
+    refined = (saved_grid(args.saved_grids, len(fields)) if args.saved_grids
+               else elbo_grid(model, fields, args.refined_grid, n_levels, n_draws, 0, args.batch_size))
+    refined_grid = len(refined[0][0])
+    result = dict(setting=setting, grid=args.grid, refined_grid=refined_grid, fine=args.fine)
+    coarse = (sub_lattice(refined, args.grid) if (refined_grid - 1) % (args.grid - 1) == 0
               else elbo_grid(model, fields, args.grid, n_levels, n_draws, 0, args.batch_size))
     np.savez(Path(args.out) / "grid_check.npz", names=np.array(model[3]), coarse_axes=np.stack(coarse[0]),
              coarse_log_likelihood=coarse[1], refined_axes=np.stack(refined[0]), refined_log_likelihood=refined[1])
@@ -110,6 +125,9 @@ def grid_check(model, fields, args, setting):
 
 
 def main(args):
+    if args.fine and args.grid < CUBIC_POINTS:
+        raise SystemExit(f"--fine reads the grids by cubic interpolation, which needs --grid {CUBIC_POINTS} or more "
+                         f"(got {args.grid})")
     network, formulation, config = load_run(args.run)
     device = torch_device()
     condition = Condition.from_dict(config["condition"])
@@ -121,7 +139,7 @@ def main(args):
     settings, studies = args.settings.split(), args.studies.split(",")
     rows = [spread_row(model, fields, args, setting) for setting in settings] if "spread" in studies else []
     report = dict(run=str(args.run), fields=str(args.fields), n_fields=len(fields), seeds=args.seeds,
-                  device=str(device), rows=rows)
+                  device=str(device), saved_grids=args.saved_grids and str(args.saved_grids), rows=rows)
     if "grid" in studies:
         report["grid_check"] = grid_check(model, fields, args, settings[0])
     (Path(args.out) / "elbo_variance.json").write_text(json.dumps(report, indent=1))
@@ -145,8 +163,10 @@ if __name__ == "__main__":
     parser.add_argument("--settings", default="4:1 8:1 4:4 8:4", help="levels:draws, space-separated")
     parser.add_argument("--grid", type=GRID_POINTS, default=13)
     parser.add_argument("--refined_grid", type=GRID_POINTS, default=25)
-    parser.add_argument("--fine", type=INDEX, default=81,
-                        help="points per parameter of the quadratic fit in the grid check (0: the grids only)")
+    parser.add_argument("--fine", type=INDEX, default=81, help="points per parameter of the cubic interpolation in "
+                        "the grid check (0: the grids only)")
+    parser.add_argument("--saved_grids", default=None, help="a grid_check.npz whose refined grid the grid check reads "
+                        "instead of the network")
     parser.add_argument("--studies", default="spread,grid", choices=["spread,grid", "spread", "grid"])
     parser.add_argument("--batch_size", type=COUNT, default=256)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "elbo_variance"))

@@ -46,7 +46,8 @@ from cosmodiff.benchmark import run
 from cosmodiff.checkpoint import weights_digest
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, Number, device_name
 from cosmodiff.coverage import AffineCorrection, Correction, expected_coverage, log_density_at, sbc, tarp
-from cosmodiff.inference import figure_of_merit, grid_draws, grid_posterior, parameter_grid, quadratic_fit, summaries
+from cosmodiff.inference import (CUBIC_POINTS, cubic_interpolation, figure_of_merit, grid_draws, grid_posterior,
+                                 parameter_grid, summaries)
 from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
 from cosmodiff.npe import is_npe_run
 from cosmodiff.infer import METHODS, NPE_SUMMARIES, plot
@@ -248,8 +249,8 @@ def npe_training(folder):
 
 def judged_method(args, method, test, calibration, names, reference_foms):
     """The rows of one method's test posteriors, raw and corrected by what its calibration fields fit,
-    and the corrections' settings. The ELBO's grids are read through a quadratic fit on --elbo_fine
-    points per parameter (inference.quadratic_fit), so a posterior narrower than its cells is resolved."""
+    and the corrections' settings. The ELBO's grids are read by cubic interpolation on --elbo_fine
+    points per parameter (inference.cubic_interpolation), so a posterior narrower than its cells is resolved."""
     coarse_axes = [np.asarray(axis) for axis in test["results"][0]["axes"]]
     shape = tuple(len(axis) for axis in coarse_axes)
     fine = method == "elbo" and args.elbo_fine
@@ -258,7 +259,7 @@ def judged_method(args, method, test, calibration, names, reference_foms):
 
     def read(log_like):
         if fine:
-            return quadratic_fit(log_like, coarse_axes, args.elbo_fine)[1].reshape([len(axis) for axis in axes])
+            return cubic_interpolation(log_like, coarse_axes, args.elbo_fine)[1].reshape([len(axis) for axis in axes])
         return np.asarray(log_like, np.float64).reshape(shape)
     log_likes = [read(result[method]["log_likelihood"]) for result in test["results"]]
     calibration_log_likes = [read(result[method]["log_likelihood"]) for result in calibration["results"]]
@@ -285,6 +286,9 @@ def judged_method(args, method, test, calibration, names, reference_foms):
 
 
 def main(args):
+    if args.elbo_fine and args.elbo_grid < CUBIC_POINTS:
+        raise SystemExit(f"--elbo_fine reads the ELBO's grid by cubic interpolation, which needs --elbo_grid "
+                         f"{CUBIC_POINTS} or more (got {args.elbo_grid})")
     if args.report:
         print(markdown_table(json.loads(Path(args.results).read_text())["rows"]))
         return
@@ -350,7 +354,7 @@ def build_parser():
     parser.add_argument("--grid", type=GRID_POINTS, default=41, help="grid points per parameter (P(k), NPE)")
     parser.add_argument("--elbo_grid", type=GRID_POINTS, default=13, help="grid points per parameter for the ELBO")
     parser.add_argument("--elbo_fine", type=INDEX, default=81,
-                        help="points per parameter of the quadratic fit the ELBO's grid is read through (0: the grid)")
+                        help="points per parameter of the cubic interpolation the ELBO's grid is read by (0: the grid)")
     parser.add_argument("--n_levels", type=COUNT, default=4, help="the ELBO's noise levels")
     parser.add_argument("--n_draws", type=COUNT, default=1, help="the ELBO's noise draws per level")
     parser.add_argument("--batch_size", type=COUNT, default=64, help="the ELBO's network batch")

@@ -17,8 +17,8 @@ from cosmodiff.checkpoint import CheckpointError, load_run, torch_device
 from cosmodiff.condition import Condition, parameter_values
 from cosmodiff.data import open_data
 from cosmodiff.fields import FieldError, fit_image_size
-from cosmodiff.inference import (PowerSpectrumLikelihood, elbo_levels, grid_draws, grid_posterior, mcmc_samples,
-                                 negative_elbo, parameter_grid, quadratic_fit, sample_histogram, sample_summaries,
+from cosmodiff.inference import (PowerSpectrumLikelihood, cubic_interpolation, elbo_levels, grid_draws, grid_posterior,
+                                 mcmc_samples, negative_elbo, parameter_grid, sample_histogram, sample_summaries,
                                  summaries)
 from cosmodiff.npe import grid_log_posterior, load_npe, npe_inputs, summary_of
 from cosmodiff.plots import plt, save
@@ -201,8 +201,8 @@ def posteriors(fields, true_values, indices, space, methods, models, grid=21, jo
     """Every method's posterior of fields (N, H, W) at the model's size, per field (indices label them)
     or, with joint, of them together: a list of results (label, indices, truth, axes, and per method
     its summaries, grid posterior and log-likelihood, seconds per field; emcee's samples with mcmc
-    steps), and each method's Likelihood. With fine, every grid is read through the quadratic fit on
-    fine points per parameter (inference.quadratic_fit; the method's own axes then go with it).
+    steps), and each method's Likelihood. With fine, every grid is read by cubic interpolation on fine
+    points per parameter (inference.cubic_interpolation; the method's own axes then go with it).
     settings: the methods' own (Method.settings)."""
     axes, points = parameter_grid(space.low, space.high, grid)
     likelihoods = {method: METHODS[method].likelihood(space, fields, points, models,
@@ -225,12 +225,12 @@ def posteriors(fields, true_values, indices, space, methods, models, grid=21, jo
 
 
 def method_result(likelihood, positions, axes, space, truth, mcmc, walkers, seed, fine=0):
-    """One method's posterior of the fields at positions: the grid's (read through the quadratic fit
-    with fine), or emcee's from it."""
+    """One method's posterior of the fields at positions: the grid's (read by cubic interpolation with
+    fine), or emcee's from it."""
     log_likelihood = likelihood.grid[positions].sum(axis=0)
     fitted = {}
     if fine:
-        axes, log_likelihood = quadratic_fit(log_likelihood, axes, fine)
+        axes, log_likelihood = cubic_interpolation(log_likelihood, axes, fine)
         fitted = dict(axes=[axis.tolist() for axis in axes])
     posterior = grid_posterior(log_likelihood, axes)
     result = dict(summaries(posterior, axes, space.names, truth), posterior=posterior.tolist(),

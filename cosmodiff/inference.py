@@ -26,10 +26,12 @@ import math
 
 import numpy as np
 import torch
-from scipy import ndimage
+from scipy.interpolate import make_interp_spline
 from tqdm import tqdm
 
 from cosmodiff import stats
+
+CUBIC_POINTS = 4  # grid points per parameter that cubic interpolation needs
 
 
 def elbo_levels(formulation, n_levels):
@@ -120,28 +122,19 @@ def summaries(posterior, axes, names, truth=None):
     return result
 
 
-def quadratic_fit(log_likelihood, axes, size, depth=12.5):
-    """A grid log-likelihood read on a finer grid of `size` points per parameter over the same box,
-    through a quadratic fitted by least squares to the points within `depth` of its maximum (at least
-    three per coefficient): a posterior narrower than the coarse grid's cells is then resolved from
-    few network evaluations, since the ELBO with common random numbers is smooth in the parameters.
-    Where the fitted quadratic is not concave (a flat or multi-modal log-likelihood) the grid is read
-    by linear interpolation instead. Returns the fine axes and log-likelihood (size^P,)."""
-    log_likelihood = np.asarray(log_likelihood, np.float64).ravel()
-    fine_axes, fine_points = parameter_grid([axis[0] for axis in axes], [axis[-1] for axis in axes], size)
-    points = grid_points(axes)
-    enough = 3 * quadratic_features(points[:1]).shape[1]
-    near = np.argsort(log_likelihood)[::-1][:max(enough, int((log_likelihood >= log_likelihood.max() - depth).sum()))]
-    coefficients, *_ = np.linalg.lstsq(quadratic_features(points[near]), log_likelihood[near], rcond=None)
-    dims = len(axes)
-    hessian = np.zeros((dims, dims))
-    hessian[np.triu_indices(dims)] = coefficients[1 + dims:]
-    hessian = hessian + hessian.T  # d2/dtheta_i dtheta_j of the fitted quadratic
-    if np.all(np.linalg.eigvalsh(hessian) < 0):
-        return fine_axes, quadratic_features(fine_points) @ coefficients
-    cells = [(fine_points[:, d] - axis[0]) / (axis[1] - axis[0]) for d, axis in enumerate(axes)]
-    return fine_axes, ndimage.map_coordinates(log_likelihood.reshape([len(a) for a in axes]), cells, order=1,
-                                              mode="nearest")
+def cubic_interpolation(log_likelihood, axes, size):
+    """A grid log-likelihood read on a finer grid of `size` points per parameter over the same box, by
+    tensor-product cubic spline interpolation (scipy's make_interp_spline along each parameter,
+    not-a-knot): it passes through every grid point and is exact for a quadratic log-likelihood, so a
+    Gaussian posterior narrower than the coarse grid's cells is resolved from few network evaluations
+    (the ELBO with common random numbers is smooth in the parameters), and a wider, skewed one keeps
+    its shape between the points. Needs CUBIC_POINTS points per parameter. Returns the fine axes and
+    log-likelihood (size^P,)."""
+    fine_axes = parameter_grid([axis[0] for axis in axes], [axis[-1] for axis in axes], size)[0]
+    values = np.asarray(log_likelihood, np.float64).reshape([len(axis) for axis in axes])
+    for dim, (axis, fine_axis) in enumerate(zip(axes, fine_axes)):
+        values = make_interp_spline(np.asarray(axis, np.float64), values, k=3, axis=dim)(fine_axis)
+    return fine_axes, values.ravel()
 
 
 def grid_moments(posterior, axes):

@@ -21,8 +21,8 @@ the run's training simulations (--train, default the run's training data) and wh
 from them. NPE's density q(theta | summary) is read on
 the same grid (cosmodiff/npe.py). With --mcmc STEPS, every method's posterior comes from emcee chains
 of that many steps (--walkers walkers started from the grid posterior), at any resolution; the figure
-bins them on the grid. With --fine N, every grid is read through a quadratic fitted near its maximum on
-N points per parameter: a cheaper way than emcee to resolve a posterior narrower than the cells
+bins them on the grid. With --fine N, every grid is read by cubic interpolation on N points per
+parameter (--grid 4 or more): a cheaper way than emcee to resolve a posterior narrower than the cells
 (cosmodiff/inference.py). Writes posterior.json (per field and method: mean, std, 68% and 95% intervals,
 the grid posterior and log-likelihood, the true value where FIELDS carries it, seconds) and
 posterior.png (every method's contours).
@@ -38,6 +38,7 @@ from cosmodiff.cli import (ArgumentParser, COUNT, INDEX, POSITIVE, Number, devic
                           writable_folder)
 from cosmodiff.fields import FieldError
 from cosmodiff.infer import METHODS, plot, posterior_of
+from cosmodiff.inference import CUBIC_POINTS
 from cosmodiff.launch import set_threads
 
 GRID_POINTS = Number(int, 3)  # a grid posterior needs a point between the prior's edges
@@ -45,6 +46,9 @@ WALKERS = Number(int, 4)  # emcee: at least twice the two parameters
 
 
 def main(args):
+    if args.fine and args.grid < CUBIC_POINTS:
+        raise SystemExit(f"--fine reads the grid by cubic interpolation, which needs --grid {CUBIC_POINTS} or more "
+                         f"(got {args.grid})")
     set_threads(torch.get_num_threads())
     writable_folder(args.out, "--out")
     with output_lock(args.out, "inference"):
@@ -109,7 +113,7 @@ def build_parser():
     parser.add_argument("--indices", default=None, help="comma-separated field indices (default: all)")
     parser.add_argument("--grid", type=GRID_POINTS, default=21, help="grid points per parameter")
     parser.add_argument("--joint", action="store_true", help="one posterior for the selected fields together")
-    parser.add_argument("--fine", type=INDEX, default=0, help="read every grid through a quadratic fit on this many "
+    parser.add_argument("--fine", type=INDEX, default=0, help="read every grid by cubic interpolation on this many "
                         "points per parameter, for posteriors narrower than the grid's cells (0: the grid as it is)")
     parser.add_argument("--n_levels", type=COUNT, default=8, help="ELBO noise levels")
     parser.add_argument("--n_draws", type=COUNT, default=1, help="ELBO noise draws per level")

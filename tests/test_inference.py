@@ -14,8 +14,9 @@ from torch import nn
 from conftest import ROOT, noise_level, run_in_process
 from cosmodiff.diffusion import build_formulation
 from cosmodiff.fields import load_fields
-from cosmodiff.inference import (PowerSpectrumLikelihood, grid_draws, grid_posterior, mcmc_samples, negative_elbo,
-                                 parameter_grid, quadratic_features, quadratic_fit, sample_histogram, sample_summaries, summaries)
+from cosmodiff.inference import (PowerSpectrumLikelihood, cubic_interpolation, grid_draws, grid_posterior, mcmc_samples,
+                                 negative_elbo, parameter_grid, quadratic_features, sample_histogram, sample_summaries,
+                                 summaries)
 
 SIZE = 16
 K = np.sqrt(np.add.outer(np.fft.fftfreq(SIZE) ** 2, np.fft.fftfreq(SIZE) ** 2)) * SIZE
@@ -113,7 +114,7 @@ def test_mcmc_resolves_a_posterior_narrower_than_the_grid_cells():
     assert sample_histogram(samples, axes).shape == (11, 11) and sample_histogram(samples, axes)[5].sum() > 0.99
 
 
-def test_a_quadratic_fit_resolves_a_posterior_narrower_than_the_grid_cells():
+def test_cubic_interpolation_resolves_a_posterior_narrower_than_the_grid_cells_through_every_grid_point():
     covariance = np.array([[0.01 ** 2, 0.6 * 0.01 * 0.015], [0.6 * 0.01 * 0.015, 0.015 ** 2]])
     centre = np.array([0.3317, 0.7843])  # between grid points
 
@@ -122,18 +123,17 @@ def test_a_quadratic_fit_resolves_a_posterior_narrower_than_the_grid_cells():
         return -0.5 * np.einsum("mi,ij,mj->m", offset, np.linalg.inv(covariance), offset)
     axes, points = parameter_grid([0.1, 0.6], [0.5, 1.0], 11)  # cells 0.04 wide: four sigma of the first parameter
     coarse = summaries(grid_posterior(log_like(points), axes), axes, ["a", "b"])
-    fine_axes, fitted = quadratic_fit(log_like(points), axes, 81)
+    fine_axes, fitted = cubic_interpolation(log_like(points), axes, 81)
     fine = summaries(grid_posterior(fitted, fine_axes), fine_axes, ["a", "b"])
     assert len(fine_axes[0]) == 81 and fitted.shape == (81 * 81,)
+    np.testing.assert_allclose(fitted, log_like(parameter_grid([0.1, 0.6], [0.5, 1.0], 81)[1]), atol=1e-8)  # exact
     for name, dim in (("a", 0), ("b", 1)):
         sigma = np.sqrt(covariance[dim, dim])
-        assert fine[name]["mean"] == pytest.approx(centre[dim], abs=0.05 * sigma)
-        assert fine[name]["std"] == pytest.approx(sigma, rel=0.05)
+        assert fine[name]["mean"] == pytest.approx(centre[dim], abs=0.02 * sigma)
+        assert fine[name]["std"] == pytest.approx(sigma, rel=0.02)
     assert abs(coarse["a"]["std"] - 0.01) > 0.1 * 0.01  # the coarse grid alone does not resolve it
-    # a log-likelihood that is not concave near its maximum is read by interpolation, not extrapolated
-    wavy = np.cos(8 * points[:, 0]) + points[:, 1] - 100
-    flat_axes, flat = quadratic_fit(wavy, axes, 21)  # 21 points: every second one is a grid point, corners too
-    assert flat.reshape(21, 21)[::2, ::2].ravel() == pytest.approx(wavy, abs=1e-9)
+    wavy = np.cos(8 * points[:, 0]) + points[:, 1] - 100  # not quadratic: still read through every grid point
+    assert cubic_interpolation(wavy, axes, 21)[1].reshape(21, 21)[::2, ::2].ravel() == pytest.approx(wavy, abs=1e-9)
 
 
 def test_power_spectrum_baseline_recovers_the_amplitude_of_gaussian_fields():
@@ -181,12 +181,15 @@ def test_infer_writes_both_posteriors_per_field_and_jointly(conditional_run, tmp
         samples = np.asarray(joint[0][method]["samples"])
         assert samples.shape == (8 * 4, 2) and np.asarray(joint[0][method]["posterior"]).sum() == pytest.approx(1)
         assert joint[0][method]["Omega_m"]["mean"] == pytest.approx(samples[:, 0].mean())
-    result = infer("--indices", "0", "--fine", "17", "--out", tmp_path / "fine")  # read through the quadratic fit
+    result = infer("--indices", "0", "--fine", "17", "--out", tmp_path / "fine")  # read by cubic interpolation
     assert result.returncode == 0, result.stderr
     fine = json.loads((tmp_path / "fine" / "posterior.json").read_text())["results"][0]
     for method in ("elbo", "power_spectrum"):
         assert np.asarray(fine[method]["posterior"]).shape == (17, 17) and len(fine[method]["axes"][0]) == 17
         assert fine[method]["axes"][0][0] == record["results"][0]["axes"][0][0]
+    result = infer("--indices", "0", "--grid", "3", "--fine", "17", "--out", tmp_path / "too-coarse")
+    assert result.returncode != 0 and "needs --grid 4 or more" in result.stderr
+    assert not (tmp_path / "too-coarse").exists()
     result = infer("--indices", "99999", "--out", tmp_path / "never")
     assert result.returncode == 2 and "index 99999 does not exist" in result.stderr and not (tmp_path / "never").exists()
 
@@ -221,21 +224,24 @@ def test_the_inference_benchmark_makes_a_cached_posterior_again_once_its_model_i
 
 def test_the_grid_check_reads_a_coarse_grid_off_a_refined_one_that_contains_it_as_it_would_compute_it(conditional_run,
                                                                                                          tmp_path):
-    def grid_check(refined_grid):
-        out = tmp_path / f"refined-{refined_grid}"
+    def grid_check(refined_grid, *saved):
+        out = tmp_path / f"refined-{refined_grid}{'-saved' if saved else ''}"
         result = run_in_process([sys.executable, ROOT / "benchmarks" / "elbo_variance.py", "--run",
                                  conditional_run / "results" / "run", "--fields", conditional_run / "lh.npz", "--n_fields", "2",
-                                 "--settings", "2:2", "--grid", "3", "--refined_grid", str(refined_grid), "--fine", "9",
-                                 "--studies", "grid", "--out", out])
+                                 "--settings", "2:2", "--grid", "4", "--refined_grid", str(refined_grid), "--fine", "9",
+                                 "--studies", "grid", "--out", out, *saved])
         assert result.returncode == 0, result.stderr
         return np.load(out / "grid_check.npz"), json.loads((out / "elbo_variance.json").read_text())["grid_check"]
 
-    contained, report = grid_check(5)  # 3 points per parameter are every other one of 5: read off
-    computed, _ = grid_check(4)  # 3 points are not among 4: computed
+    contained, report = grid_check(7)  # 4 points per parameter are every other one of 7: read off
+    computed, _ = grid_check(6)  # 4 points are not among 6: computed
     assert list(contained["names"]) == ["Omega_m", "sigma_8"]
-    assert contained["coarse_axes"].shape == (2, 3) and contained["refined_axes"].shape == (2, 5)
-    assert contained["coarse_log_likelihood"].shape == (2, 9) and contained["refined_log_likelihood"].shape == (2, 25)
+    assert contained["coarse_axes"].shape == (2, 4) and contained["refined_axes"].shape == (2, 7)
+    assert contained["coarse_log_likelihood"].shape == (2, 16) and contained["refined_log_likelihood"].shape == (2, 49)
     np.testing.assert_allclose(contained["coarse_axes"], computed["coarse_axes"])
     np.testing.assert_allclose(contained["coarse_log_likelihood"], computed["coarse_log_likelihood"], rtol=1e-5)
     assert np.isfinite(contained["refined_log_likelihood"]).all()
-    assert report["refined_grid"] == 5 and set(report["quadratic_fit"]) == {"Omega_m", "sigma_8"}
+    assert report["refined_grid"] == 7 and set(report["cubic_interpolation"]) == {"Omega_m", "sigma_8"}
+    # the saved refined grid is read again, not recomputed: the same report
+    _, reread = grid_check(7, "--saved_grids", tmp_path / "refined-7" / "grid_check.npz")
+    assert reread == report
