@@ -2,12 +2,12 @@
 width it claims, at each count of noise levels and draws; and whether the grid resolves it.
 
     python benchmarks/elbo_variance.py --run RUN --fields train_data/inference-nonlinear/calibration.npz \
-        [--n_fields 10] [--seeds 8] [--settings "4:1 8:1 4:4 8:4"] [--grid 13] [--refined_grid 25] \
+        [--n_fields 10 | --indices 19,127] [--seeds 8] [--settings "4:1 8:1 4:4 8:4"] [--grid 13] [--refined_grid 25] \
         [--fine 81] [--studies spread,grid] [--saved_grids OUT/grid_check.npz] \
         [--out benchmarks/out/elbo_variance] [--results benchmarks/results/elbo_variance.json]
 
 Each setting "levels:draws" is the ELBO of cosmodiff.inference.negative_elbo (common random numbers
-across the grid) on the first --n_fields fields, once per seed. Per setting and parameter: the seed
+across the grid) on the first --n_fields fields (or the fields at --indices), once per seed. Per setting and parameter: the seed
 spread, the standard deviation over seeds of the posterior mean divided by the mean posterior sigma
 (median and largest over the fields), the network evaluations and seconds per field and seed. The
 grid check compares the first setting's seed-0 posterior on --grid and --refined_grid points per
@@ -28,9 +28,11 @@ import numpy as np
 import torch
 
 from cosmodiff.checkpoint import load_run, torch_device
-from cosmodiff.cli import ArgumentParser, COUNT, INDEX, Number
+from cosmodiff.cli import ArgumentParser, COUNT, INDEX, Number, exit_on
 from cosmodiff.condition import Condition
 from cosmodiff.data import open_data
+from cosmodiff.fields import FieldError
+from cosmodiff.infer import selected
 from cosmodiff.inference import (CUBIC_POINTS, cubic_interpolation, elbo_levels, grid_posterior, negative_elbo,
                                  parameter_grid, summaries)
 from cosmodiff.repository import ROOT
@@ -133,13 +135,15 @@ def main(args):
     condition = Condition.from_dict(config["condition"])
     model = (network.to(device), formulation, condition, condition.names)
     fieldset = open_data(args.fields, config["image_size"])
-    model_space = transform_from_dict(config["transform"]).forward(fieldset.fields[:args.n_fields])
+    chosen = selected(len(fieldset.fields), args.indices, args.fields) if args.indices else slice(args.n_fields)
+    model_space = transform_from_dict(config["transform"]).forward(fieldset.fields[chosen])
     fields = torch.from_numpy(model_space).float()[:, None].to(device)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     settings, studies = args.settings.split(), args.studies.split(",")
     rows = [spread_row(model, fields, args, setting) for setting in settings] if "spread" in studies else []
-    report = dict(run=str(args.run), fields=str(args.fields), n_fields=len(fields), seeds=args.seeds,
-                  device=str(device), saved_grids=args.saved_grids and str(args.saved_grids), rows=rows)
+    report = dict(run=str(args.run), fields=str(args.fields), n_fields=len(fields), indices=args.indices,
+                  seeds=args.seeds, device=str(device), saved_grids=args.saved_grids and str(args.saved_grids),
+                  rows=rows)
     if "grid" in studies:
         report["grid_check"] = grid_check(model, fields, args, settings[0])
     (Path(args.out) / "elbo_variance.json").write_text(json.dumps(report, indent=1))
@@ -159,6 +163,7 @@ if __name__ == "__main__":
     parser.add_argument("--run", required=True, help="a conditional run folder")
     parser.add_argument("--fields", default=str(ROOT / "train_data" / "inference-nonlinear" / "calibration.npz"))
     parser.add_argument("--n_fields", type=COUNT, default=10)
+    parser.add_argument("--indices", default=None, help="comma-separated field indices, instead of the first --n_fields")
     parser.add_argument("--seeds", type=Number(int, 2), default=8)
     parser.add_argument("--settings", default="4:1 8:1 4:4 8:4", help="levels:draws, space-separated")
     parser.add_argument("--grid", type=GRID_POINTS, default=13)
@@ -172,4 +177,4 @@ if __name__ == "__main__":
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "elbo_variance"))
     parser.add_argument("--results", default=None, help="also write the report here, e.g. "
                         "benchmarks/results/elbo_variance.json")
-    main(parser.parse_args())
+    exit_on((FieldError, ValueError), main, parser.parse_args())

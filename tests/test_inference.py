@@ -245,3 +245,8 @@ def test_the_grid_check_reads_a_coarse_grid_off_a_refined_one_that_contains_it_a
     # the saved refined grid is read again, not recomputed: the same report
     _, reread = grid_check(7, "--saved_grids", tmp_path / "refined-7" / "grid_check.npz")
     assert reread == report
+    missing = run_in_process([sys.executable, ROOT / "benchmarks" / "elbo_variance.py", "--run",
+                              conditional_run / "results" / "run", "--fields", conditional_run / "lh.npz",
+                              "--indices", "99999", "--studies", "grid", "--out", tmp_path / "missing"])
+    assert missing.returncode == 2 and "index 99999 does not exist" in missing.stderr
+    assert not (tmp_path / "missing").exists()
