@@ -33,6 +33,7 @@ from cosmodiff.condition import Condition
 from cosmodiff.data import open_data
 from cosmodiff.fields import FieldError
 from cosmodiff.infer import selected
+from cosmodiff.launch import set_threads
 from cosmodiff.inference import (CUBIC_POINTS, cubic_interpolation, elbo_levels, grid_posterior, negative_elbo,
                                  parameter_grid, summaries)
 from cosmodiff.repository import ROOT
@@ -130,6 +131,7 @@ def main(args):
     if args.fine and args.grid < CUBIC_POINTS:
         raise SystemExit(f"--fine reads the grids by cubic interpolation, which needs --grid {CUBIC_POINTS} or more "
                          f"(got {args.grid})")
+    set_threads(torch.get_num_threads())
     network, formulation, config = load_run(args.run)
     device = torch_device()
     condition = Condition.from_dict(config["condition"])
