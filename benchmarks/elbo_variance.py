@@ -2,14 +2,15 @@
 width it claims, at each count of noise levels and draws; and whether the grid resolves it.
 
     python benchmarks/elbo_variance.py --run RUN --fields train_data/inference-nonlinear/calibration.npz \
-        [--n_fields 10 | --indices 19,127] [--seeds 8] [--settings "4:1 8:1 4:4 8:4"] [--grid 13] [--refined_grid 25] \
-        [--fine 81] [--studies spread,grid] [--saved_grids OUT/grid_check.npz] \
+        [--n_fields 10 | --indices 19,127] [--seeds 8] [--settings "4:1 8:1 4:4 8:4"] [--grid 13] \
+        [--refined_grid 25] [--fine 81] [--studies spread,grid] [--saved_grids OUT/grid_check.npz] \
         [--out benchmarks/out/elbo_variance] [--results benchmarks/results/elbo_variance.json]
 
 Each setting "levels:draws" is the ELBO of cosmodiff.inference.negative_elbo (common random numbers
-across the grid) on the first --n_fields fields (or the fields at --indices), once per seed. Per setting and parameter: the seed
-spread, the standard deviation over seeds of the posterior mean divided by the mean posterior sigma
-(median and largest over the fields), the network evaluations and seconds per field and seed. The
+across the grid) on the first --n_fields fields (or the fields at --indices), once per seed. Per
+setting and parameter: the seed spread, the standard deviation over seeds of the posterior mean
+divided by the mean posterior sigma (median and largest over the fields), the network evaluations
+and seconds per field and seed. The
 grid check compares the first setting's seed-0 posterior on --grid and --refined_grid points per
 parameter: the moves of mean and sigma in units of sigma, for the grids as they are and for both read
 by cubic interpolation on --fine points per parameter (cosmodiff.inference.cubic_interpolation). The
@@ -57,7 +58,7 @@ def saved_grid(path, n_fields):
     elbo_grid's shape with no seconds spent."""
     with np.load(path) as saved:
         if len(saved["refined_log_likelihood"]) < n_fields:
-            raise SystemExit(f"{path} holds {len(saved['refined_log_likelihood'])} fields' grids, fewer than "
+            raise ValueError(f"{path} holds {len(saved['refined_log_likelihood'])} fields' grids, fewer than "
                              f"--n_fields {n_fields}")
         return list(saved["refined_axes"]), saved["refined_log_likelihood"][:n_fields], 0.0
 
@@ -129,7 +130,7 @@ def grid_check(model, fields, args, setting):
 
 def main(args):
     if args.fine and args.grid < CUBIC_POINTS:
-        raise SystemExit(f"--fine reads the grids by cubic interpolation, which needs --grid {CUBIC_POINTS} or more "
+        raise ValueError(f"--fine reads the grids by cubic interpolation, which needs --grid {CUBIC_POINTS} or more "
                          f"(got {args.grid})")
     set_threads(torch.get_num_threads())
     network, formulation, config = load_run(args.run)

@@ -47,7 +47,7 @@ WALKERS = Number(int, 4)  # emcee: at least twice the two parameters
 
 def main(args):
     if args.fine and args.grid < CUBIC_POINTS:
-        raise SystemExit(f"--fine reads the grid by cubic interpolation, which needs --grid {CUBIC_POINTS} or more "
+        raise ValueError(f"--fine reads the grid by cubic interpolation, which needs --grid {CUBIC_POINTS} or more "
                          f"(got {args.grid})")
     set_threads(torch.get_num_threads())
     writable_folder(args.out, "--out")
