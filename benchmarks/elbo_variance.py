@@ -10,8 +10,7 @@ Each setting "levels:draws" is the ELBO of cosmodiff.inference.negative_elbo (co
 across the grid) on the first --n_fields fields (or the fields at --indices), once per seed. Per
 setting and parameter: the seed spread, the standard deviation over seeds of the posterior mean
 divided by the mean posterior sigma (median and largest over the fields), the network evaluations
-and seconds per field and seed. The
-grid check compares the first setting's seed-0 posterior on --grid and --refined_grid points per
+and seconds per field and seed. The grid check compares the first setting's seed-0 posterior on --grid and --refined_grid points per
 parameter: the moves of mean and sigma in units of sigma, for the grids as they are and for both read
 by cubic interpolation on --fine points per parameter (cosmodiff.inference.cubic_interpolation). The
 noise draws are the same at both grids, so a --grid whose points --refined_grid contains is read off
