@@ -29,6 +29,18 @@ def shared_path(name):
     return path
 
 
+REPORTED_VERSIONS = ("torch", "numpy", "pytest", "sbi", "accelerate")
+
+
+def pytest_sessionstart(session):
+    """The suite's first line: the versions it runs with, so a failure after a new release reads at once."""
+    from importlib.metadata import version
+
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and not os.environ.get("PYTEST_XDIST_WORKER"):
+        reporter.write_line("versions: " + ", ".join(f"{name} {version(name)}" for name in REPORTED_VERSIONS))
+
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest -n: one core per worker, for this process's torch and for the scripts the tests start
     os.environ["COSMODIFF_THREADS"] = "1"

@@ -82,4 +82,4 @@ def test_cloud_in_cell_spreads_a_particle_over_its_eight_nodes_across_the_period
     mesh = paint(pairs, GRID, 2).reshape(-1)
     assert float(mesh.sum()) == pytest.approx(0.0, abs=1e-9)  # overdensity: mean zero
     field = torch.arange(GRID ** 3, dtype=torch.float32)
-    assert readout(pairs, field).tolist() == pytest.approx([sum(field[i] * w for i, w in expected.items()), 0.0])
+    assert readout(pairs, field).tolist() == pytest.approx([sum(float(field[i]) * w for i, w in expected.items()), 0.0])
