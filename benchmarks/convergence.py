@@ -126,7 +126,7 @@ def print_levers(rows):
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in sorted(rows, key=lambda row: (row["recipe"], row["cpu_minutes"])):
         bands = ", ".join(f"{value:.1f}" for value in row["band_mafd_over_floor"].values())
-        beyond = ", ".join(f"{value:.1f}" for value in row.get("beyond_over_floor", {}).values()) or "-"
+        beyond = ", ".join(f"{value:.1f}" for value in row.get("scorecard", row.get("beyond_over_floor", {})).values()) or "-"
         print(f"| {row['recipe']} | {row['step']} | {row['cpu_minutes']:.1f} | {row['mafd_over_floor']:.2f} | {bands} | "
               f"{row['log_mafd_over_floor']:.2f} | {beyond} |")
 

@@ -63,7 +63,7 @@ def main(args):
     real = load_fields(test_path)
     k, pk_real, _ = stats.power_spectrum(real.fields, real.box_size)
     mask = stats.nyquist_mask(k, real.box_size, real.image_size)
-    floor = stats.summarise(stats.mafd_floor(pk_real, args.num_samples, mask)[0])
+    floor = stats.summarise(stats.mafd_floor(pk_real, args.num_samples, mask, real_sims=stats.simulations_for_floor(real.sim_index))[0])
     wanted = dict(checkpoint=str(Path(args.checkpoint).resolve()), seed=args.seed, num_samples=args.num_samples,
                   step=read_config(args.checkpoint)["step"])
     rows = []

@@ -88,11 +88,14 @@ def sample(run, num_samples=16, params=None, guidance=None, sampler="unipc", ste
     return np.concatenate(batches)
 
 
-def evaluate(real, generated, box_size, train=None):
+def evaluate(real, generated, box_size, train=None, real_sims=None, generated_sims=None):
     """evaluate/power_spectrum.py's report of generated against real fields (N, H, W) of a box_size
-    Mpc/h box: MAFD next to its floor, per-k ratio, pixel PDF, Minkowski functionals, peaks, reduced
-    bispectrum, P(k) covariance, seams and, with train (the training fields), memorisation."""
-    return stats.compare(np.asarray(real), np.asarray(generated), box_size, train=train, progress=False)
+    Mpc/h box: the scorecard (every statistic over its floor, and the worst), MAFD next to its floor,
+    per-k ratio, pixel PDF, Minkowski functionals, peaks, reduced bispectrum, seams and, with train (the
+    training fields), memorisation. real_sims: each real field's simulation (a FieldSet's sim_index),
+    so that floors are drawn by simulation; generated_sims likewise when `generated` is a real set too."""
+    return stats.compare(np.asarray(real), np.asarray(generated), box_size, train=train, progress=False,
+                         real_sims=real_sims, generated_sims=generated_sims)
 
 
 def posterior(fields, checkpoint=None, npe=None, methods="elbo,power_spectrum", indices=None, box_size=None,

@@ -223,14 +223,37 @@ def committed_weights(run_dir, config):
     return {name[len("ema_model."):]: tensor for name, tensor in ema.items() if name.startswith("ema_model.")}
 
 
-def weights_digest(folder):
-    """The SHA-256 of a run or NPE folder's model.safetensors: which weights a result came from, so a
-    cached result is not read against a model retrained since."""
+def sha256(path):
+    """The SHA-256 of a file, read in blocks."""
     digest = hashlib.sha256()
-    with open(Path(folder) / "model.safetensors", "rb") as handle:
+    with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def weights_digest(folder):
+    """The SHA-256 of a run or NPE folder's model.safetensors: which weights a result came from, so a
+    cached result is not read against a model retrained since."""
+    return sha256(Path(folder) / "model.safetensors")
+
+
+def verify_manifest(folder):
+    """Refuse a run folder whose files are missing or differ from its manifest.json (a pretrained
+    model's; no manifest: nothing to check)."""
+    manifest_path = Path(folder) / "manifest.json"
+    if not manifest_path.is_file():
+        return
+    try:
+        checksums = dict(json.loads(manifest_path.read_text())["sha256"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{manifest_path}: not a manifest with a 'sha256' table ({error})") from None
+    for name, expected in checksums.items():
+        path = Path(folder) / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: listed in {manifest_path} but missing")
+        if sha256(path) != expected:
+            raise CheckpointError(f"{path}: its SHA-256 differs from {manifest_path}'s; the file is damaged or replaced")
 
 
 def latest_run(results_dir):
@@ -249,7 +272,8 @@ def torch_device(name=None):
 
 def load_run(run_dir):
     """The EMA network of a run, built from config.json and loaded strictly from model.safetensors,
-    its formulation and its config."""
+    its formulation and its config; a folder with a manifest.json (pretrained/) is checked against it first."""
+    verify_manifest(run_dir)
     config = read_config(run_dir)
     config_path, weights_path = Path(run_dir) / "config.json", Path(run_dir) / "model.safetensors"
     missing = [key for key in ("model", "diffusion", "image_size", "transform") if key not in config]

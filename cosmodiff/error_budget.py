@@ -1,7 +1,7 @@
 """Error budget of one checkpoint: how much of its MAFD is the sampler's, how much the network's,
 and how large the sample-variance floor is, in delta space and in log space (P(k) of ln(1 + delta)),
-overall and per k band; and the reduced bispectrum, peak counts, pixel PDF and P(k) correlation
-matrix of each solve against the real fields, next to their floors (`cosmodiff.stats.compare`).
+overall and per k band; and the scorecard of each solve against the real fields: every statistic
+(`cosmodiff.stats.STATISTICS`) over its floor, and the worst (`cosmodiff.stats.compare`).
 
     python benchmarks/error_budget.py RUN [--sampler dpm++:20:log] [--reference dpm++3m:40:log]
                                           [--check_reference] [--num_samples 384]
@@ -12,8 +12,8 @@ matrix of each solve against the real fields, next to their floors (`cosmodiff.s
   initial noise (seed and sample indices), so the fields are paired and only the solve differs;
 - model error: the reference solve against the real test fields (the network's own error, once
   the solve is exact);
-- floor: the MAFD between disjoint halves of the real set, scaled to the compared sizes
-  (`cosmodiff.stats.mafd_floor`).
+- floor: the median MAFD between sets drawn as the compared ones are, the real set by simulation
+  (`cosmodiff.stats.floor_draws`).
 --check_reference also solves at twice the reference's steps: the change must stay below 0.2x the
 floor for the reference to count as exact. One-point statistics that the exponential amplifies
 (variance of delta against that of ln(1 + delta), the upper quantiles of delta) come with it.
@@ -34,7 +34,8 @@ from cosmodiff.launch import accelerated
 from cosmodiff.repository import ROOT
 from cosmodiff.run import test_split_of
 from cosmodiff.sampling import physical_fields
-from cosmodiff.stats import compare, log_density, mafd, mafd_floor, nyquist_mask, overdensity, power_spectrum
+from cosmodiff.stats import (compare, log_density, mafd, mafd_floor, nyquist_mask, overdensity, power_spectrum,
+                             simulations_for_floor)
 from cosmodiff.transforms import transform_from_dict
 
 K_BANDS = {"k < 0.1": (0, 0.1), "0.1-0.4": (0.1, 0.4), "0.4-Nyquist": (0.4, float("inf"))}  # h/Mpc
@@ -89,13 +90,14 @@ def band_masks(k, box_size, grid):
     return {"all": inside, **{name: mask for name, mask in bands.items() if mask.any()}}
 
 
-def budget(real, reference, sampled_power, masks, n_generated):
-    """Per space and band: floor median, model error, sampler error and total MAFD, with the ratios to the floor."""
+def budget(real, reference, sampled_power, masks, n_generated, real_sims=None):
+    """Per space and band: floor median, model error, sampler error and total MAFD, with the ratios to the
+    floor (drawn by simulation where real_sims gives each real field's)."""
     rows = {}
     for space in ("delta", "log"):
         rows[space] = {}
         for band, mask in masks.items():
-            floor = float(np.median(mafd_floor(real[space], n_generated, mask)[0]))
+            floor = float(np.median(mafd_floor(real[space], n_generated, mask, real_sims=real_sims)[0]))
             model_error = mafd(reference[space], real[space], mask)
             sampler_error = mafd(sampled_power[space], reference[space], mask)
             total = mafd(sampled_power[space], real[space], mask)
@@ -105,14 +107,14 @@ def budget(real, reference, sampled_power, masks, n_generated):
     return rows
 
 
-def beyond_power_spectrum(real_set, fields, settings):
-    """The statistics beyond P(k) of the reference and sampler solves against the real fields, each solve
-    compared once (the two are one solve when their settings are the same)."""
+def scorecards(real_set, fields, settings):
+    """The scorecards of the reference and sampler solves against the real fields, each solve compared
+    once (the two are one solve when their settings are the same)."""
     by_setting = {}
     for name in ("reference", "sampler"):
         if settings[name] not in by_setting:
-            by_setting[settings[name]] = compare(real_set.fields, fields[name], real_set.box_size,
-                                                 progress=False)["beyond_power_spectrum"]
+            by_setting[settings[name]] = compare(real_set.fields, fields[name], real_set.box_size, progress=False,
+                                                 real_sims=real_set.sim_index)["scorecard"]
     return {name: by_setting[settings[name]] for name in ("reference", "sampler")}
 
 
@@ -153,8 +155,10 @@ def measure(run_dir, sampler="dpm++:20:log", reference="dpm++3m:40:log", out=Non
                   test=str(test_path), n_real=len(real_set), n_generated=n_samples, seed=seed,
                   reference=reference, sampler=sampler,
                   network_evaluations={name: evaluations(run_dir, setting) for name, setting in settings.items()},
-                  budget=budget(real, power["reference"], power["sampler"], masks, n_samples),
-                  beyond_power_spectrum=beyond_power_spectrum(real_set, fields, settings),
+                  floor_by="simulation" if simulations_for_floor(real_set.sim_index) is not None else "field",
+                  budget=budget(real, power["reference"], power["sampler"], masks, n_samples,
+                                simulations_for_floor(real_set.sim_index)),
+                  scorecard=scorecards(real_set, fields, settings),
                   one_point={name: one_point(value) for name, value in {"real": real_set.fields, **fields}.items()})
     if check_reference:
         report["reference_check"] = reference_check(power, counts["reference_doubled"], masks, report, settings)
@@ -193,8 +197,11 @@ def fidelity_rows(report, recipe, cpu_minutes):
                          sampler_error=delta["all"]["sampler_error"] if name == "sampler" else 0.0,
                          log_mafd_over_floor=log["all"][total] / log["all"]["floor"],
                          band_mafd_over_floor={band: row[total] / row["floor"] for band, row in delta.items() if band != "all"},
-                         beyond_over_floor={statistic: row["over_floor"]
-                                            for statistic, row in report["beyond_power_spectrum"][name].items()}))
+                         floor_by=report["floor_by"],
+                         scorecard={statistic: row["over_floor"]
+                                    for statistic, row in report["scorecard"][name]["statistics"].items()},
+                         worst_statistic=report["scorecard"][name]["worst"]["statistic"],
+                         worst_over_floor=report["scorecard"][name]["worst"]["over_floor"]))
     return rows
 
 
@@ -218,10 +225,12 @@ def print_report(report):
             print(f"| {space} | {band} | {100 * row['floor']:.2f}% | {100 * row['model_error']:.2f}% "
                   f"({row['model_over_floor']:.1f}x) | {100 * row['sampler_error']:.2f}% ({row['sampler_over_floor']:.1f}x) "
                   f"| {100 * row['mafd']:.2f}% ({row['mafd_over_floor']:.1f}x) |")
-    print("| solve | " + " | ".join(report["beyond_power_spectrum"]["reference"]) + " |")
-    print("| --- |" + " --- |" * len(report["beyond_power_spectrum"]["reference"]))
-    for name, rows in report["beyond_power_spectrum"].items():
-        print(f"| {name} | " + " | ".join(f"{row['distance']:.3g} ({row['over_floor']:.1f}x)" for row in rows.values()) + " |")
+    statistics = list(report["scorecard"]["reference"]["statistics"])
+    print("| solve | worst | " + " | ".join(statistics) + " |")
+    print("| --- | --- |" + " --- |" * len(statistics))
+    for name, card in report["scorecard"].items():
+        print(f"| {name} | {card['worst']['statistic']} {card['worst']['over_floor']:.2f}x | "
+              + " | ".join(f"{row['distance']:.3g} ({row['over_floor']:.2f}x)" for row in card["statistics"].values()) + " |")
     print("| fields | var delta | var ln(1 + delta) | delta 99% | delta 99.9% |")
     print("| --- | --- | --- | --- | --- |")
     for name, row in report["one_point"].items():

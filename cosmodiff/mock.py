@@ -57,6 +57,10 @@ CONDITIONAL_NONLINEAR_SIMS, CONDITIONAL_NONLINEAR_SLABS, INFERENCE_NONLINEAR_SIM
 # The particle-mesh NPE's training split: ten times the 2lpt NPE's simulations, the conditional-nonlinear
 # split's and more on a Latin hypercube of their own seed (no phase shared with any other split).
 NPE_NONLINEAR_SIMS, NPE_NONLINEAR_SEED = 10 * CONDITIONAL_TRAIN_SIMS, 4
+# The floor check: fiducial particle-mesh simulations of their own seed, which no floor, model or test
+# split has seen. Its test file spreads 384 fields over FLOOR_CHECK_TEST_SIMS simulations (a tight
+# floor); its simulations file keeps every slab of the rest, to draw independent real sets from.
+FLOOR_CHECK_TEST_SIMS, FLOOR_CHECK_SIMS, FLOOR_CHECK_SEED = 16, 48, 5
 A_START, PM_STEPS = 0.1, 10  # the particle-mesh method: 2LPT initial conditions at z = 9, then FastPM steps
 
 
@@ -300,6 +304,10 @@ SPLITS = {
     "conditional": conditional_split("2lpt", CONDITIONAL_TRAIN_SIMS),
     "conditional-nonlinear": conditional_split("pm", CONDITIONAL_NONLINEAR_SIMS, CONDITIONAL_NONLINEAR_SLABS),
     "npe-nonlinear": {"train": npe_train_set},
+    "floor-check": {"test": partial(make_mock_set, FLOOR_CHECK_TEST_SIMS, seed=FLOOR_CHECK_SEED, method="pm",
+                                    slabs_per_sim=384 // FLOOR_CHECK_TEST_SIMS),
+                    "simulations": partial(make_mock_set, FLOOR_CHECK_SIMS, seed=FLOOR_CHECK_SEED, method="pm",
+                                           first_sim=FLOOR_CHECK_TEST_SIMS)},
 }
 
 

@@ -4,6 +4,10 @@ Conventions: delta = f / mean(f) - 1 per field (a field with negative values is 
 itself, so 1 + delta is the density); k in h/Mpc and P(k) in (Mpc/h)^2 with Pylians3 `Pk_plane`'s
 binning; lengths in Mpc/h. Everything takes the box side in Mpc/h.
 """
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -12,6 +16,7 @@ from cosmodiff.transforms import rfft_wavenumbers
 
 MAS_ORDER = {"None": 0, "NGP": 1, "CIC": 2, "TSC": 3, "PCS": 4}
 LOG_FLOOR = 1e-3  # 1 + delta below 0.1% of the mean counts as 0.1% in log-density statistics
+OCCUPIED = 0.05  # the least fraction of fields off a bin's median for mean_difference to use the bin
 MIN_FLOOR_FIELDS = 4  # two halves of two fields: the fewest a spread across fields (and a floor) can come from
 
 
@@ -102,27 +107,89 @@ def mafd(pk_generated, pk_real, mask=None):
     return float(fractional[mask].mean() if mask is not None else fractional.mean())
 
 
-def mafd_floor(pk_real, n_generated, mask=None, n_splits=500, seed=0):
-    """Sample-variance floor: the MAFD between disjoint random subsets of the real set, each of
-    m = min(n_generated, N_real // 2) fields, over many splits.
+def simulations_for_floor(sim_index):
+    """sim_index where it names at least 2 simulations, else None: the fields of a single simulation
+    (or of unknown ones) can only be taken as independent."""
+    return sim_index if sim_index is not None and len(np.unique(sim_index)) >= 2 else None
 
-    The compared sets are n_generated vs N_real fields, not m vs m: the fractional differences of
-    the means scale as sqrt(1/n_a + 1/n_b), so each split's MAFD (and the spread of its per-bin
-    ratio about 1) is scaled by sqrt((1/n_generated + 1/N_real) / (2/m)). Without it a small real
-    set would get a floor that is too high. Returns the scaled MAFDs, per-bin ratios and the scale.
-    """
+
+def simulation_groups(sim_index, n_fields):
+    """Each field's simulation as 0..S-1: sim_index where given, else every field its own simulation."""
+    if sim_index is None:
+        return np.arange(n_fields)
+    sim_index = np.asarray(sim_index)
+    if len(sim_index) != n_fields:
+        raise ValueError(f"sim_index has {len(sim_index)} entries for {n_fields} fields")
+    return np.unique(sim_index, return_inverse=True)[1].reshape(-1)
+
+
+def simulation_offsets(array, groups):
+    """Each field's simulation mean minus the pool's mean, (N, ...)."""
+    n_groups = groups.max() + 1
+    sums = np.zeros((n_groups,) + array.shape[1:])
+    np.add.at(sums, groups, array)
+    means = sums / np.bincount(groups, minlength=n_groups).reshape((-1,) + (1,) * (array.ndim - 1))
+    return (means - array.mean(axis=0))[groups]
+
+
+def resampled_simulations(arrays, offsets, members, n_sims, rng):
+    """A set of n_sims simulations drawn with replacement (members: each simulation's field indices),
+    every field of each, with each simulation's offset from the pool's mean scaled by sqrt(S / (S - 1)):
+    that undoes the bootstrap's shrinkage of the between-simulation variance."""
+    n_groups = len(members)
+    chosen = np.concatenate([members[group] for group in rng.integers(n_groups, size=n_sims)])
+    inflation = np.sqrt(n_groups / (n_groups - 1)) - 1
+    return [array[chosen] + inflation * offset[chosen] for array, offset in zip(arrays, offsets)]
+
+
+def floor_draws(statistic, real, n_generated, real_sims=None, generated=None, generated_sims=None, n_draws=200,
+                seed=0):
+    """A statistic of two sets drawn as the compared sets are, from the real fields' distribution: the
+    sample-variance floor's distribution.
+
+    real (and generated) are lists of per-field arrays, split alike. Fields of one simulation share its
+    large-scale modes, so sets are drawn by simulation (real_sims: each field's simulation; None: every
+    field independent). The real set is redrawn with its own number of simulations; a generated set of
+    independent fields is n_generated fields drawn from the real ones; a generated set that carries
+    generated_sims (another real split) is redrawn by simulation too, both sets then from the pool of
+    both sets' simulations. statistic(*set_a, *set_b) -> a value per draw."""
     rng = np.random.default_rng(seed)
-    size = min(n_generated, len(pk_real) // 2)
-    if size < 1:
-        raise ValueError("the sample-variance floor needs at least 2 real fields")
-    scale = np.sqrt((1 / n_generated + 1 / len(pk_real)) / (2 / size))
-    values, ratios = [], []
-    for _ in range(n_splits):
-        order = rng.permutation(len(pk_real))
-        first, second = pk_real[order[:size]], pk_real[order[size:2 * size]]
-        values.append(mafd(first, second, mask) * scale)
-        ratios.append(1 + (first.mean(axis=0) / second.mean(axis=0) - 1) * scale)
-    return np.asarray(values), np.asarray(ratios), float(scale)
+    real_groups = simulation_groups(real_sims, len(real[0]))
+    n_real_sims = real_groups.max() + 1
+    if generated_sims is not None:
+        generated_groups = simulation_groups(generated_sims, len(generated[0])) + n_real_sims
+        pool = [np.concatenate([a, b]) for a, b in zip(real, generated)]
+        groups = np.concatenate([real_groups, generated_groups])
+        n_generated_sims = generated_groups.max() + 1 - n_real_sims
+    else:
+        pool, groups = real, real_groups
+    if groups.max() + 1 < 2:
+        raise ValueError("a sample-variance floor needs fields from at least 2 simulations")
+    if len(real[0]) < MIN_FLOOR_FIELDS:
+        raise ValueError(f"a sample-variance floor needs at least {MIN_FLOOR_FIELDS} real fields")
+    offsets = [simulation_offsets(np.asarray(array, np.float64), groups) for array in pool]
+    members = [np.flatnonzero(groups == group) for group in range(groups.max() + 1)]
+    values = []
+    for _ in range(n_draws):
+        set_a = resampled_simulations(pool, offsets, members, n_real_sims, rng)
+        if generated_sims is not None:
+            set_b = resampled_simulations(pool, offsets, members, n_generated_sims, rng)
+        else:
+            set_b = [array[indices] for array in real for indices in [rng.integers(len(array), size=n_generated)]]
+        values.append(statistic(*set_b, *set_a))
+    return np.asarray(values)
+
+
+def mafd_floor(pk_real, n_generated, mask=None, n_draws=500, seed=0, real_sims=None, pk_generated=None,
+               generated_sims=None):
+    """The MAFD's sample-variance floor (floor_draws): the MAFDs and per-bin ratios <P_b> / <P_a> of
+    the draws. n_generated fields are compared with all real fields, as the report compares them."""
+    draw = partial(floor_draws, real=[pk_real], n_generated=n_generated, real_sims=real_sims,
+                   generated=None if pk_generated is None else [pk_generated], generated_sims=generated_sims,
+                   n_draws=n_draws, seed=seed)
+    values = draw(lambda generated, real: mafd(generated, real, mask))
+    ratios = draw(lambda generated, real: generated.mean(axis=0) / real.mean(axis=0))
+    return values, ratios
 
 
 def summarise(values):
@@ -257,26 +324,12 @@ def correlation_difference(pk_generated, pk_real):
 
 
 def mean_difference(generated, real):
-    """Mean over bins of |difference of the sets' means| / the real set's per-field spread (bins with a spread)."""
+    """Mean over bins of |difference of the sets' means| / the real set's per-field spread, over the bins
+    where at least OCCUPIED of the real fields differ from the bin's median (a bin that a few fields
+    reach has a spread too small to divide by)."""
     spread = real.std(axis=0)
-    valid = spread > 0
+    valid = (spread > 0) & ((real != np.median(real, axis=0)).mean(axis=0) >= OCCUPIED)
     return float((np.abs(generated.mean(axis=0) - real.mean(axis=0))[valid] / spread[valid]).mean())
-
-
-def split_floor(distance, real, n_generated, n_splits=200, seed=0):
-    """A distance's sample-variance floor: its median between disjoint random halves of the real set (each
-    per-field array in `real` split alike), scaled to n_generated vs all real fields as mafd_floor is."""
-    rng = np.random.default_rng(seed)
-    n_real = len(real[0])
-    size = min(n_generated, n_real // 2)
-    if 2 * size < MIN_FLOOR_FIELDS:
-        raise ValueError(f"a sample-variance floor needs at least {MIN_FLOOR_FIELDS} real fields")
-    scale = np.sqrt((1 / n_generated + 1 / n_real) / (2 / size))
-    values = []
-    for _ in range(n_splits):
-        order = rng.permutation(n_real)
-        values.append(distance(*(array[order[:size]] for array in real), *(array[order[size:2 * size]] for array in real)))
-    return float(np.median(values)) * scale
 
 
 def q_distance(b_generated, p_generated, b_real, p_real):
@@ -284,26 +337,57 @@ def q_distance(b_generated, p_generated, b_real, p_real):
     return float(np.abs(reduced_bispectrum(b_generated, p_generated) - reduced_bispectrum(b_real, p_real)).mean())
 
 
-def beyond_power_spectrum(real_stats, generated_stats, mask, n_splits=200):
-    """The reduced bispectrum, peak counts, pixel PDF and P(k) correlation matrix of two sets, each as a
-    distance between them next to its floor (the same distance between disjoint halves of the real set);
-    empty for fewer than MIN_FLOOR_FIELDS real fields, too few to split for a floor."""
-    n_generated = len(generated_stats["pk"])
+@dataclass(frozen=True)
+class Statistic:
+    """One line of the scorecard: the per-field arrays it reads, and the distance between two sets."""
+    arrays: Callable  # (field_statistics' dict, P(k) bin mask) -> list of per-field arrays
+    distance: Callable  # (*generated arrays, *real arrays) -> float
+    description: str
+
+
+def configurations_of(kind):
+    """The arrays of the bispectrum's configurations of one kind ("equilateral", "squeezed"; "" for all)."""
+    def arrays(statistics, mask):
+        chosen = [i for i, (name, *_) in enumerate(statistics["triangles"]) if name.startswith(kind)]
+        return [statistics["b"][:, chosen], statistics["p"][:, chosen]]
+    return arrays
+
+
+# The scorecard: every statistic a generated set is judged by, each as a distance over its floor.
+STATISTICS = {
+    "pk_mafd": Statistic(lambda s, mask: [s["pk"][:, mask]], mafd, "P(k) of delta: MAFD"),
+    "log_pk_mafd": Statistic(lambda s, mask: [s["log_pk"][:, mask]], mafd, "P(k) of ln(1 + delta): MAFD"),
+    "bispectrum": Statistic(configurations_of(""), q_distance, "reduced bispectrum Q, every configuration"),
+    "bispectrum_equilateral": Statistic(configurations_of("equilateral"), q_distance, "Q, equilateral triangles"),
+    "bispectrum_squeezed": Statistic(configurations_of("squeezed"), q_distance, "Q, squeezed triangles"),
+    "peaks": Statistic(lambda s, mask: [s["peaks"]], mean_difference, "peak counts per height bin"),
+    "pixel_pdf": Statistic(lambda s, mask: [s["pdf"]], mean_difference, "pixel PDF of ln(1 + delta)"),
+    "minkowski": Statistic(lambda s, mask: [np.concatenate([s["v0"], s["v1"], s["v2"]], axis=1)], mean_difference,
+                           "Minkowski functionals V0, V1, V2 per threshold"),
+    "pk_correlation": Statistic(lambda s, mask: [s["pk"][:, mask]], correlation_difference,
+                                "P(k) correlation matrix: largest |difference|"),
+}
+
+
+def scorecard(real_stats, generated_stats, mask, real_sims=None, generated_sims=None, n_draws=200):
+    """Every statistic of STATISTICS as a distance between the two sets next to its floor (floor_draws'
+    median, with its 5-95% spread), and the worst distance over floor; empty for fewer than
+    MIN_FLOOR_FIELDS real fields, too few for a floor."""
     if len(real_stats["pk"]) < MIN_FLOOR_FIELDS:
         return {}
-    distances = {
-        "bispectrum": (q_distance, ("b", "p")),
-        "peaks": (mean_difference, ("peaks",)),
-        "pixel_pdf": (mean_difference, ("pdf",)),
-        "pk_correlation": (correlation_difference, ("pk_in_mask",)),
-    }
-    real_stats, generated_stats = ({**stats, "pk_in_mask": stats["pk"][:, mask]} for stats in (real_stats, generated_stats))
-    report = {}
-    for name, (distance, keys) in distances.items():
-        value = distance(*(generated_stats[key] for key in keys), *(real_stats[key] for key in keys))
-        floor = split_floor(distance, [real_stats[key] for key in keys], n_generated, n_splits)
-        report[name] = dict(distance=float(value), floor=float(floor), over_floor=float(value / floor))
-    return report
+    n_generated = len(generated_stats["pk"])
+    rows = {}
+    for name, statistic in STATISTICS.items():
+        real, generated = statistic.arrays(real_stats, mask), statistic.arrays(generated_stats, mask)
+        value = statistic.distance(*generated, *real)
+        draws = floor_draws(statistic.distance, real, n_generated, real_sims,
+                            generated if generated_sims is not None else None, generated_sims, n_draws)
+        spread = summarise(draws)
+        rows[name] = dict(distance=float(value), floor=spread["median"], floor_low=spread["low"],
+                          floor_high=spread["high"], over_floor=float(value / spread["median"]))
+    worst = max(rows, key=lambda name: rows[name]["over_floor"])
+    return dict(statistics=rows, worst=dict(statistic=worst, over_floor=rows[worst]["over_floor"]),
+                floor_by="simulation" if real_sims is not None else "field")
 
 
 def seam_score(fields):
@@ -348,7 +432,7 @@ def nearest_distances(queries, references, chunk=64):
 
 
 def field_statistics(fields, box_size, edges, MAS="None", chunk=64, progress=False):
-    """Per-field P(k), pixel PDF, Minkowski functionals, peak counts, bispectrum and seam score, in chunks."""
+    """Per-field P(k) of delta and of ln(1 + delta), pixel PDF, Minkowski functionals, peak counts, bispectrum and seam score, in chunks."""
     pixel_size = box_size / fields.shape[-1]
     thresholds = 0.5 * (edges[:-1] + edges[1:])
     parts = []
@@ -356,9 +440,10 @@ def field_statistics(fields, box_size, edges, MAS="None", chunk=64, progress=Fal
         block = fields[start:start + chunk]
         logs = log_density(block)
         k, pk, n_modes = power_spectrum(block, box_size, MAS)
+        _, log_pk, _ = power_spectrum(logs, box_size, MAS, as_overdensity=False)
         v0, v1, v2 = minkowski_functionals(logs, thresholds, pixel_size)
         triangles, b, p = bispectrum(block, box_size)
-        parts.append(dict(pk=pk, pdf=pixel_pdf(logs, edges), v0=v0, v1=v1, v2=v2, b=b, p=p,
+        parts.append(dict(pk=pk, log_pk=log_pk, pdf=pixel_pdf(logs, edges), v0=v0, v1=v1, v2=v2, b=b, p=p,
                           peaks=peak_counts(logs, edges, pixel_size), seam=seam_score(logs),
                           log_mean=logs.mean(axis=(1, 2)), log_square=(logs ** 2).mean(axis=(1, 2))))
     merged = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
@@ -380,10 +465,14 @@ def within_one_sigma(generated, real):
     return {"fraction_within_1sigma": float(inside.mean()), "max_sigma": float((difference[valid] / spread[valid]).max())}
 
 
-def compare(real, generated, box_size, MAS="None", k_max="nyquist", train=None, n_splits=500, progress=True):
-    """Everything the evaluation report holds: MAFD next to its sample-variance floor, per-k ratio,
-    pixel PDF, Minkowski functionals, peaks, the reduced bispectrum, the P(k) correlation matrix (the
-    last four each as a distance next to its floor), seam scores and (with `train`) the memorisation check."""
+def compare(real, generated, box_size, MAS="None", k_max="nyquist", train=None, n_draws=500, progress=True,
+            real_sims=None, generated_sims=None):
+    """Everything the evaluation report holds: the scorecard (every statistic as a distance over its
+    floor, and the worst), MAFD next to its floor, per-k ratio, pixel PDF, Minkowski functionals, peaks,
+    the reduced bispectrum, seam scores and (with `train`) the memorisation check.
+
+    real_sims (and, for a second real set, generated_sims): each field's simulation, so that floors are
+    drawn by simulation (floor_draws); without them every field counts as independent."""
     if real.shape[1:] != generated.shape[1:]:
         raise ValueError(f"the real fields are {real.shape[1]}x{real.shape[2]} but the generated ones are "
                          f"{generated.shape[1]}x{generated.shape[2]}; compare sets of one image size")
@@ -393,9 +482,13 @@ def compare(real, generated, box_size, MAS="None", k_max="nyquist", train=None, 
     generated_stats = field_statistics(generated, box_size, edges, MAS, progress=progress)
     k = real_stats["k"]
     mask = nyquist_mask(k, box_size, real.shape[-1]) if k_max == "nyquist" else np.ones(len(k), bool)
-    floor_values, floor_ratios, floor_scale = mafd_floor(real_stats["pk"], len(generated), mask, n_splits)
+    real_sims = simulations_for_floor(real_sims)
+    generated_sims = simulations_for_floor(generated_sims) if real_sims is not None else None
+    floor_values, floor_ratios = mafd_floor(real_stats["pk"], len(generated), mask, n_draws, real_sims=real_sims,
+                                            pk_generated=generated_stats["pk"], generated_sims=generated_sims)
     value = mafd(generated_stats["pk"], real_stats["pk"], mask)
-    floor = dict(summarise(floor_values), split_size=min(len(generated), len(real) // 2), scale=floor_scale)
+    floor = dict(summarise(floor_values), by="simulation" if real_sims is not None else "field",
+                 real_simulations=int(len(np.unique(real_sims))) if real_sims is not None else len(real))
     report = {
         "mafd": value,
         "floor": floor,
@@ -424,10 +517,10 @@ def compare(real, generated, box_size, MAS="None", k_max="nyquist", train=None, 
         "bispectrum": {"triangles": [list(triangle) for triangle in real_stats["triangles"]],
                        "q_real": reduced_bispectrum(real_stats["b"], real_stats["p"]).tolist(),
                        "q_generated": reduced_bispectrum(generated_stats["b"], generated_stats["p"]).tolist()},
-        "beyond_power_spectrum": beyond_power_spectrum(real_stats, generated_stats, mask),
+        "scorecard": scorecard(real_stats, generated_stats, mask, real_sims, generated_sims, n_draws),
         "seam": {"generated": summarise(generated_stats["seam"]), "real": summarise(real_stats["seam"])},
         "sizes": {"real": len(real), "generated": len(generated)},
-        "settings": {"box_size": box_size, "MAS": MAS, "k_max": k_max, "n_splits": n_splits,
+        "settings": {"box_size": box_size, "MAS": MAS, "k_max": k_max, "n_draws": n_draws,
                      "image_size": int(real.shape[-1])},
     }
     for name in ("v0", "v1", "v2"):

@@ -18,7 +18,8 @@ class Validation:
         self.sampler, self.steps, self.n_samples, self.seed = sampler, steps, n_samples, seed
         k, self.pk_real, _ = stats.power_spectrum(fieldset.fields, self.box_size)
         self.mask = stats.nyquist_mask(k, self.box_size, self.size)
-        self.floor = float(np.median(stats.mafd_floor(self.pk_real, n_samples, self.mask, n_splits=200)[0]))
+        self.floor = float(np.median(stats.mafd_floor(self.pk_real, n_samples, self.mask, n_draws=200,
+                                                             real_sims=stats.simulations_for_floor(fieldset.sim_index))[0]))
         chosen = np.random.default_rng(seed).choice(len(fieldset), n_samples, replace=len(fieldset) < n_samples)
         self.cond = None if condition is None else condition.of_fields(fieldset)[chosen]
 

@@ -59,7 +59,8 @@ def fidelity_rows(args, accelerator, run_dir, names, test, out):
     for point, indices in fields_by_point(test, names, args.test).items():
         real = test.fields[indices]
         generated = generated_at(args, accelerator, run_dir, names, point, out)
-        report = stats.compare(real, generated, test.box_size, progress=False)
+        report = stats.compare(real, generated, test.box_size, progress=False,
+                               real_sims=None if test.sim_index is None else test.sim_index[indices])
         row = dict(point=dict(zip(names, point)), n_real=len(real), n_generated=len(generated),
                    mafd=report["mafd"], floor=report["floor"]["median"], mafd_over_floor=report["mafd_over_floor"],
                    pixel_pdf_ks=report["pixel_pdf"]["distance"],

@@ -1,7 +1,8 @@
-"""Compare generated fields with real ones: power spectra, MAFD next to its sample-variance floor,
-pixel PDF, Minkowski functionals, peaks, the reduced bispectrum and the P(k) correlation matrix
-(each statistic beyond P(k) as a distance next to its own floor), periodic seams (and memorisation
-with --train).
+"""Compare generated fields with real ones: the scorecard (P(k) MAFD of delta and of ln(1 + delta),
+the reduced bispectrum, peaks, the pixel PDF, Minkowski functionals and the P(k) correlation matrix,
+each a distance over its sample-variance floor, and the worst of them as the headline), power
+spectra, periodic seams (and memorisation with --train). Floors are drawn by simulation where the
+real set carries `sim_index` (fields of one simulation share its large-scale modes).
 
     python evaluate/power_spectrum.py REAL GENERATED [--box_size 1000] [--colormap gnuplot] [--out evaluation]
     python evaluate/power_spectrum.py GENERATED      # against the default test split
@@ -50,7 +51,7 @@ def summary_table(report):
     rows = [
         ("fields (real / generated)", f"{report['sizes']['real']} / {report['sizes']['generated']}"),
         ("power spectrum MAFD", f"{100 * report['mafd']:.2f}%"),
-        ("floor: real vs real, median [5-95%]",
+        (f"floor (by {report['floor']['by']}), median [5-95%]",
          f"{100 * report['floor']['median']:.2f}% [{100 * report['floor']['low']:.2f}, {100 * report['floor']['high']:.2f}]"),
         ("MAFD / floor", f"{report['mafd_over_floor']:.2f}"),
         ("pixel PDF KS distance", f"{pdf['distance']:.4f}"),
@@ -58,10 +59,13 @@ def summary_table(report):
         *((f"Minkowski {name.upper()} bins within real 1-sigma", f"{100 * report['minkowski'][name]['fraction_within_1sigma']:.0f}%")
           for name in ("v0", "v1", "v2")),
         *((f"{name.replace('_', ' ')} distance / floor", f"{row['distance']:.3g} / {row['floor']:.3g} = {row['over_floor']:.2f}")
-          for name, row in report["beyond_power_spectrum"].items()),
+          for name, row in report["scorecard"].get("statistics", {}).items()),
         ("seam score generated, median [5-95%]", f"{seam['generated']['median']:.3f} [{seam['generated']['low']:.3f}, {seam['generated']['high']:.3f}]"),
         ("seam score real, median [5-95%]", f"{seam['real']['median']:.3f} [{seam['real']['low']:.3f}, {seam['real']['high']:.3f}]"),
     ]
+    if report["scorecard"]:
+        worst = report["scorecard"]["worst"]
+        rows.append(("worst statistic / floor (the headline)", f"{worst['statistic']}: {worst['over_floor']:.2f}"))
     if "memorisation" in report:
         memo = report["memorisation"]
         rows.append(("nearest-train RMS (generated / real)",
@@ -119,7 +123,8 @@ def evaluate(args):
         raise FieldError(f"{args.generated}: box size {generated.box_size} Mpc/h differs from {real.box_size} "
                          f"Mpc/h of {args.real}; pass --box_size if both are the same box")
     report = stats.compare(real.fields, generated.fields, real.box_size, MAS=args.MAS, k_max=args.k_max,
-                           train=None if train is None else train.fields)
+                           train=None if train is None else train.fields, real_sims=real.sim_index,
+                           generated_sims=generated.sim_index)
     finite_json(report, f"the report of {args.generated} against {args.real}")
     report["settings"].update(real=str(args.real), generated=str(args.generated), colormap=args.colormap)
     return report, generated

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_in_process, shared_path
-from cosmodiff.stats import (bispectrum, compare, correlation_difference, mafd, mafd_floor, minkowski_functionals,
+from cosmodiff.stats import (bispectrum, compare, correlation_difference, floor_draws, mafd, mafd_floor, minkowski_functionals,
                              nearest_distances, power_spectrum, reduced_bispectrum, seam_score)
 
 
@@ -61,8 +61,8 @@ def test_mafd_is_zero_against_itself_and_scales_with_a_power_offset():
 
 def test_floor_shrinks_with_set_size_like_sample_variance():
     pk = np.random.default_rng(3).lognormal(sigma=0.3, size=(400, 30))
-    small = np.median(mafd_floor(pk, 25, n_splits=200)[0])
-    large = np.median(mafd_floor(pk, 100, n_splits=200)[0])
+    small = np.median(mafd_floor(pk, 25, n_draws=200)[0])
+    large = np.median(mafd_floor(pk, 100, n_draws=200)[0])
     assert large / small == pytest.approx(np.sqrt((1 / 100 + 1 / 400) / (1 / 25 + 1 / 400)), rel=0.1)
 
 
@@ -243,16 +243,68 @@ def test_reduced_bispectrum_is_zero_for_gaussian_fields_and_2_fnl_for_a_local_qu
     assert abs(q.mean() - 2 * f_nl) < 0.1 * 2 * f_nl and (q > 0.5 * f_nl).all()
 
 
-def test_beyond_power_spectrum_distances_sit_at_their_floors_for_real_halves_and_far_above_for_gaussian_fields():
+def test_scorecard_statistics_sit_at_their_floors_for_real_sets_and_far_above_for_gaussian_fields():
     real = np.exp(gaussian_fields(256, 32, -1.5, 1))
     same = np.exp(gaussian_fields(256, 32, -1.5, 2))
     gaussian = 1 + 0.5 * gaussian_fields(256, 32, -1.5, 3)  # no skewness: Q = 0, a symmetric PDF
-    alike, unlike = (compare(real, other, 250.0, n_splits=20, progress=False)["beyond_power_spectrum"]
-                     for other in (same, gaussian))
-    assert set(alike) == {"bispectrum", "peaks", "pixel_pdf", "pk_correlation"}
-    for name in alike:
-        assert alike[name]["over_floor"] < 2.5
-    assert unlike["bispectrum"]["over_floor"] > 3 and unlike["pixel_pdf"]["over_floor"] > 3
+    alike, unlike = (compare(real, other, 250.0, n_draws=20, progress=False)["scorecard"] for other in (same, gaussian))
+    assert set(alike["statistics"]) == {"pk_mafd", "log_pk_mafd", "bispectrum", "bispectrum_equilateral",
+                                        "bispectrum_squeezed", "peaks", "pixel_pdf", "minkowski", "pk_correlation"}
+    for name, row in alike["statistics"].items():
+        assert row["over_floor"] < 2.5, name
+        assert 0 < row["floor_low"] <= row["floor"] <= row["floor_high"], name
+    rows = unlike["statistics"]
+    assert rows["bispectrum"]["over_floor"] > 3 and rows["pixel_pdf"]["over_floor"] > 3
+    assert rows["bispectrum_equilateral"]["over_floor"] > 3 and rows["minkowski"]["over_floor"] > 3
+    assert unlike["worst"] == {"statistic": max(rows, key=lambda name: rows[name]["over_floor"]),
+                               "over_floor": max(row["over_floor"] for row in rows.values())}
+
+
+def clustered_spectra(rng, n_sims, per_sim, between=0.05, within=0.05, bins=40):
+    """Per-field 'spectra' 1 + a_s + e: each simulation's offset a_s (spread `between`) shared by its fields."""
+    offsets = rng.normal(0, between, (n_sims, 1, bins))
+    fields = 1 + offsets + rng.normal(0, within, (n_sims, per_sim, bins))
+    return fields.reshape(-1, bins), np.repeat(np.arange(n_sims), per_sim)
+
+
+def expected_mafd(variance_of_difference):
+    """E|x| of a zero-mean Gaussian difference of means, averaged over independent bins of mean 1."""
+    return np.sqrt(2 / np.pi * variance_of_difference)
+
+
+def test_floor_by_simulation_matches_the_analytic_sample_variance_of_clustered_fields():
+    rng = np.random.default_rng(0)
+    n_sims, per_sim, between, within, n_generated = 48, 8, 0.05, 0.05, 384
+    by_simulation, by_field, two_real = [], [], []
+    for _ in range(6):
+        pk, sims = clustered_spectra(rng, n_sims, per_sim, between, within)
+        other, other_sims = clustered_spectra(rng, n_sims, per_sim, between, within)
+        by_simulation.append(np.median(mafd_floor(pk, n_generated, n_draws=100, real_sims=sims)[0]))
+        by_field.append(np.median(mafd_floor(pk, n_generated, n_draws=100)[0]))
+        two_real.append(np.median(mafd_floor(pk, len(other), n_draws=100, real_sims=sims, pk_generated=other,
+                                             generated_sims=other_sims)[0]))
+    # independent generated fields against a set of n_sims simulations: their means differ by
+    # var = (between^2 + within^2) / n_generated + between^2 / n_sims + within^2 / (n_sims per_sim)
+    real_mean = between ** 2 / n_sims + within ** 2 / (n_sims * per_sim)
+    generated = expected_mafd((between ** 2 + within ** 2) / n_generated + real_mean)
+    assert np.median(by_simulation) == pytest.approx(generated, rel=0.1)
+    assert np.median(two_real) == pytest.approx(expected_mafd(2 * real_mean), rel=0.1)
+    assert np.median(by_field) < 0.6 * generated  # treating slabs as independent: the floor far too small
+
+
+def test_resampled_simulations_keep_the_variance_of_a_set_of_simulations():
+    rng = np.random.default_rng(1)
+    pk, sims = clustered_spectra(rng, 4, 6, bins=3)
+    draws = floor_draws(lambda generated, real: real.mean(axis=0), [pk], 1, sims, n_draws=4000)
+    sim_means = pk.reshape(4, 6, 3).mean(axis=1)
+    # the bootstrap over S simulations, rescaled by S / (S - 1): the unbiased variance of a mean of S
+    assert draws.var(axis=0) == pytest.approx(sim_means.var(axis=0, ddof=1) / 4, rel=0.1)
+
+
+def test_floor_refuses_a_single_simulation():
+    pk, sims = clustered_spectra(np.random.default_rng(2), 1, 10)
+    with pytest.raises(ValueError, match="at least 2 simulations"):
+        mafd_floor(pk, 10, real_sims=sims)
 
 
 def test_correlation_difference_finds_a_correlation_the_other_set_lacks():
