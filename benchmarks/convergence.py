@@ -122,7 +122,7 @@ def print_levers(rows):
     """The model error (reference solve) of each recipe's budgets, overall, per k band and, where the row has
     them, the statistics beyond P(k) (each over its floor)."""
     print("| recipe | steps | CPU-min | model error / floor, delta | per k band (< 0.1, 0.1-0.4, 0.4-Nyquist) | "
-          "log space | bispectrum, peaks, PDF, P(k) correlation |")
+          "log space | scorecard (stats.STATISTICS; rows before it: bispectrum, peaks, PDF, P(k) correlation) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in sorted(rows, key=lambda row: (row["recipe"], row["cpu_minutes"])):
         bands = ", ".join(f"{value:.1f}" for value in row["band_mafd_over_floor"].values())

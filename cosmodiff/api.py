@@ -8,6 +8,7 @@ scripts (train.py, generate_images.py, evaluate/*.py) are these calls behind fla
     fields = cosmodiff.sample(run, 16)
     report = cosmodiff.evaluate(real, fields, box_size=run.config["box_size"])
 """
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,9 +18,10 @@ from tqdm import tqdm
 
 from cosmodiff import stats
 from cosmodiff.checkpoint import load_run, torch_device
+from cosmodiff.cli import COUNT, GUIDANCE, INDEX, POSITIVE, checked_numbers
 from cosmodiff.condition import DEFAULT_GUIDANCE, Condition
 from cosmodiff.diffusion import sampler_steps
-from cosmodiff.fields import FieldSet
+from cosmodiff.fields import FieldSet, validate
 from cosmodiff.infer import matching_fields, posterior_of, posteriors, prepared
 from cosmodiff.mock import DEFAULT_DATA
 from cosmodiff.sampling import physical_fields
@@ -66,6 +68,13 @@ def sample(run, num_samples=16, params=None, guidance=None, sampler="unipc", ste
     with classifier-free guidance weight guidance (default DEFAULT_GUIDANCE); an unconditional run takes
     neither. Sample i's noise is seeded from (seed, i), as generate_images.py's; steps and grid default
     to the sampler's."""
+    checked_numbers({"num_samples": num_samples, "batch_size": batch_size, "seed": seed},
+                    {"num_samples": COUNT, "batch_size": COUNT, "seed": INDEX}, "cosmodiff.sample")
+    if guidance is not None:
+        checked_numbers({"guidance": guidance}, {"guidance": GUIDANCE}, "cosmodiff.sample")
+    if params is not None and not isinstance(params, Mapping):
+        raise ValueError(f"cosmodiff.sample: 'params' must be a dict of parameter values such as "
+                         f"{{'Omega_m': 0.3, 'sigma_8': 0.8}}, got {type(params).__name__}")
     run = load(run) if not isinstance(run, Run) else run
     device = torch_device(device)
     network = run.network.to(device)
@@ -94,8 +103,21 @@ def evaluate(real, generated, box_size, train=None, real_sims=None, generated_si
     per-k ratio, pixel PDF, Minkowski functionals, peaks, reduced bispectrum, seams and, with train (the
     training fields), memorisation. real_sims: each real field's simulation (a FieldSet's sim_index),
     so that floors are drawn by simulation; generated_sims likewise when `generated` is a real set too."""
-    return stats.compare(np.asarray(real), np.asarray(generated), box_size, train=train, progress=False,
-                         real_sims=real_sims, generated_sims=generated_sims)
+    real, generated = (checked_fields(fields, name) for fields, name in ((real, "real"), (generated, "generated")))
+    train = None if train is None else checked_fields(train, "train")
+    checked_numbers({"box_size": box_size}, {"box_size": POSITIVE}, "cosmodiff.evaluate")
+    return stats.compare(real, generated, box_size, train=train, progress=False, real_sims=real_sims,
+                         generated_sims=generated_sims)
+
+
+def checked_fields(fields, name):
+    """fields as a float array (N, H, W), refused in one sentence naming the argument as the scripts
+    refuse a file (cosmodiff.fields.validate): another rank, NaN, values below -1."""
+    array = np.asarray(fields, dtype=np.float64)
+    if array.ndim == 2:
+        array = array[None]
+    validate(array, [f"the {name} fields (field {index})" for index in range(max(1, len(array)))])
+    return array
 
 
 def posterior(fields, checkpoint=None, npe=None, methods="elbo,power_spectrum", indices=None, box_size=None,
@@ -110,8 +132,8 @@ def posterior(fields, checkpoint=None, npe=None, methods="elbo,power_spectrum", 
     folders = dict(checkpoint=checkpoint, npe=npe, npe_power_spectrum=npe_power_spectrum)
     if isinstance(fields, (str, Path)):
         return posterior_of(fields, folders, methods, indices, box_size, **options)[0]
+    fields = checked_fields(fields, "posterior's").astype(np.float32)
     names, models, space = prepared(methods, folders)
-    fields = np.asarray(fields, dtype=np.float32)
     fieldset = matching_fields(FieldSet(fields=fields, sources=["fields"] * len(fields),
                                         box_size=space.box_size if box_size is None else box_size), space, "fields")
     true_values = [None] * len(fields) if truths is None else np.asarray(truths, dtype=float).tolist()

@@ -128,4 +128,9 @@ def train_settings(**values):
     for name, value in given.items():
         if name in choices and value not in choices[name]:
             raise ValueError(f"training settings: '{name}' is {value!r}; choose one of {', '.join(map(str, choices[name]))}")
+    if "run_name" in given:
+        try:
+            folder_name(given["run_name"] if isinstance(given["run_name"], str) else "")
+        except argparse.ArgumentTypeError as error:
+            raise ValueError(f"training settings: 'run_name' {error}") from None
     return settings_class(**values)

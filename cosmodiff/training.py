@@ -77,6 +77,9 @@ def start_or_resume(settings, accelerator):
     if settings.resume is None:
         writable_folder(settings.results_dir, "--results_dir")
         run_dir = new_run_dir(settings.results_dir, settings.run_name, settings.model) if accelerator.is_main_process else None
+        if run_dir is not None and any((run_dir / name).exists() for name in ("config.json", "model.safetensors")):
+            raise CheckpointError(f"{run_dir}: holds a run already; continue it with --resume {run_dir} or pick "
+                                  "another --run_name")
         return Path(broadcast(accelerator, str(run_dir))), settings, None
     ignored = [f"--{field.name}" for field in dataclasses.fields(settings)
                if field.name not in RESUME_FLAGS and getattr(settings, field.name) != field.default]
