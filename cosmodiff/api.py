@@ -20,7 +20,7 @@ from cosmodiff import stats
 from cosmodiff.checkpoint import load_run, torch_device
 from cosmodiff.cli import COUNT, GUIDANCE, INDEX, POSITIVE, checked_numbers
 from cosmodiff.condition import DEFAULT_GUIDANCE, Condition
-from cosmodiff.diffusion import sampler_steps
+from cosmodiff.diffusion import DEFAULT_SAMPLER, sampler_steps
 from cosmodiff.fields import FieldSet, validate
 from cosmodiff.infer import matching_fields, posterior_of, posteriors, prepared
 from cosmodiff.mock import DEFAULT_DATA
@@ -61,7 +61,7 @@ def load(run_dir):
     return Run(Path(run_dir), network, formulation, config, transform_from_dict(config["transform"]), condition)
 
 
-def sample(run, num_samples=16, params=None, guidance=None, sampler="unipc", steps=None, grid=None, seed=42,
+def sample(run, num_samples=16, params=None, guidance=None, sampler=DEFAULT_SAMPLER, steps=None, grid=None, seed=42,
            batch_size=16, device=None):
     """num_samples fields (N, H, W) in physical units from a Run (or run folder), in memory. A
     conditional run samples at params, a dict of its parameters ({"Omega_m": 0.3, "sigma_8": 0.8}),

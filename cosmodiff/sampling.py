@@ -18,7 +18,7 @@ from cosmodiff.atomic import atomic_path, atomic_write_text
 from cosmodiff.checkpoint import load_run, output_lock
 from cosmodiff.cli import ArgumentParser, COUNT, GUIDANCE, INDEX, NON_NEGATIVE, writable_folder
 from cosmodiff.condition import DEFAULT_GUIDANCE, Condition, parse_params, read_params_table
-from cosmodiff.diffusion import GRIDS, SAMPLERS, network_evaluations, sample, sampler_steps
+from cosmodiff.diffusion import DEFAULT_SAMPLER, GRIDS, SAMPLERS, network_evaluations, sample, sampler_steps
 from cosmodiff.fields import render_colormap
 from cosmodiff.transforms import transform_from_dict
 
@@ -47,7 +47,7 @@ def write_previews(fields, out, colormap, count=16):
 
 
 def sample_fields(run_dir, out, accelerator, num_samples=20, params=None, params_file=None, guidance=None,
-                  unconditional=False, seed=42, sampler="unipc", steps=None, grid=None, churn=0.0, batch_size=16,
+                  unconditional=False, seed=42, sampler=DEFAULT_SAMPLER, steps=None, grid=None, churn=0.0, batch_size=16,
                   colormap="gnuplot"):
     """Sample a run folder into the folder out: samples.npy (N, H, W) in physical units, PNG previews
     (colormap) and samples.json. A conditional run samples num_samples fields at each point of params
@@ -200,7 +200,7 @@ def build_parser(description=None):
                         help="a conditional run's unconditional fields (its null condition, what guidance contrasts "
                              "with), without --params")
     parser.add_argument("--seed", type=INDEX, default=42)
-    parser.add_argument("--sampler", default="unipc", choices=list(SAMPLERS),
+    parser.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=list(SAMPLERS),
                         help="default unipc (20 steps, log grid): the smallest sampler error per network "
                              "evaluation measured (README, error budget)")
     parser.add_argument("--steps", type=COUNT, default=None,

@@ -2,7 +2,7 @@
 response to the parameters and its derivatives at the fiducial point.
 
     python evaluate/cosmology.py RUN [--test train_data/conditional/test.npz] [--num_samples 96]
-                                     [--sampler dpm++ --steps 20 --grid log] [--guidance 1] [--out RUN/cosmology]
+                                     [--sampler unipc --steps 20 --grid log] [--guidance 1] [--out RUN/cosmology]
 
 Each test point is the set of test fields that share the run's parameter values. At every point the
 run samples --num_samples fields (cosmodiff.sampling, as generate_images.py), all points with the same seed, so
@@ -24,7 +24,7 @@ from cosmodiff import stats
 from cosmodiff.checkpoint import CheckpointError, read_config
 from cosmodiff.cli import ArgumentParser, COUNT, GUIDANCE, INDEX, exit_on, finite_json, writable_folder
 from cosmodiff.condition import DEFAULT_GUIDANCE, fields_by_point
-from cosmodiff.diffusion import GRIDS, SAMPLERS
+from cosmodiff.diffusion import DEFAULT_SAMPLER, GRIDS, SAMPLERS
 from cosmodiff.fields import FieldError, load_fields
 from cosmodiff.launch import accelerated
 from cosmodiff.parameters import QUIJOTE_FIDUCIAL
@@ -212,7 +212,7 @@ def build_parser():
                         help="real fields carrying the run's parameters")
     parser.add_argument("--derivatives", default=None, help="paired simulations at fiducial -/+ a step per parameter")
     parser.add_argument("--num_samples", type=COUNT, default=96, help="generated fields per point")
-    parser.add_argument("--sampler", default="dpm++")
+    parser.add_argument("--sampler", default=DEFAULT_SAMPLER)
     parser.add_argument("--steps", type=COUNT, default=20)
     parser.add_argument("--grid", default=None, choices=GRIDS[:-1], help="the sampler's noise-level grid (default: its own)")
     parser.add_argument("--guidance", type=GUIDANCE, default=DEFAULT_GUIDANCE, help="classifier-free guidance weight W")

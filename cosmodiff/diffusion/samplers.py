@@ -169,6 +169,7 @@ SAMPLERS = {
     "dpm++3m": Sampler("log", multistep, dict(update=deterministic, order=3), 20, 1),
     "unipc": Sampler("log", unipc, dict(order=3), 20, 1),
 }
+DEFAULT_SAMPLER = "unipc"  # what generate_images.py, cosmodiff.sample and evaluate/cosmology.py sample with
 
 
 def noise_levels(formulation, sampler, steps, grid=None):
