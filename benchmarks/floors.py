@@ -8,11 +8,12 @@ Three checks, each over --pairs random draws, every statistic of `cosmodiff.stat
   the floor that takes every field as independent (random halves: the floors' old definition);
 - independent v real: one slab from each simulation outside a real set of --sims_per_set simulations
   (independent fields, as a perfect generator's) against that set, over its floor by simulation;
-- independent v test: one slab from each simulation of the simulations file against the floor-check
-  test file (more simulations, fewer slabs each).
+- independent v many simulations: one slab from each simulation outside a real set of
+  --many_sims simulations with 384 / --many_sims evenly spaced slabs each (the floor-check test
+  file's layout: more simulations, fewer slabs each, a tighter floor) against that set.
 A floor holds when the median distance over floor is 1 within 10%.
 
-    python benchmarks/floors.py [--pairs 40] [--sims_per_set 4] [--results benchmarks/results/floors.json]
+    python benchmarks/floors.py [--pairs 120] [--sims_per_set 4] [--many_sims 16] [--results benchmarks/results/floors.json]
 """
 import argparse
 import json
@@ -55,18 +56,19 @@ def summary(check, draws, description):
 def main(args):
     folder = SPLIT_FOLDERS["floor-check"]
     ensure_split(folder, "floor-check")
-    pool, test = load_fields(folder / "simulations.npz"), load_fields(folder / "test.npz")
+    pool = load_fields(folder / "simulations.npz")
     box_size = pool.box_size
     sample = pool.fields[np.random.default_rng(0).permutation(len(pool))[:64]]
     edges = stats.shared_bins(stats.log_density(sample))
     pool_stats = stats.field_statistics(pool.fields, box_size, edges, progress=True)
-    test_stats = stats.field_statistics(test.fields, box_size, edges)
     mask = stats.nyquist_mask(pool_stats["k"], box_size, pool.image_size)
     sims = np.unique(pool.sim_index)
     members = {sim: np.flatnonzero(pool.sim_index == sim) for sim in sims}
     rng = np.random.default_rng(args.seed)
     draws = {"real v real": [], "real v real, fields as independent": [], "independent v real": [],
-             "independent v test": []}
+             "independent v many simulations": []}
+    slabs = len(members[sims[0]])
+    spaced = np.arange(0, slabs, slabs // (384 // args.many_sims))[:384 // args.many_sims]
     for _ in tqdm(range(args.pairs), desc="pairs", unit="pair"):
         chosen = rng.permutation(sims)
         set_a = np.concatenate([members[sim] for sim in chosen[:args.sims_per_set]])
@@ -79,15 +81,17 @@ def main(args):
                                                                                   args.draws)))
         draws["independent v real"].append(ratios(stats.scorecard(real_a, subset(pool_stats, one_each), mask,
                                                                   pool.sim_index[set_a], None, args.draws)))
-        every_sim = np.array([rng.choice(members[sim]) for sim in sims])
-        draws["independent v test"].append(ratios(stats.scorecard(test_stats, subset(pool_stats, every_sim), mask,
-                                                                  test.sim_index, None, args.draws)))
+        chosen = rng.permutation(sims)
+        many = np.concatenate([members[sim][spaced] for sim in chosen[:args.many_sims]])
+        others = np.array([rng.choice(members[sim]) for sim in chosen[args.many_sims:]])
+        draws["independent v many simulations"].append(ratios(stats.scorecard(
+            subset(pool_stats, many), subset(pool_stats, others), mask, pool.sim_index[many], None, args.draws)))
     descriptions = {
         "real v real": f"two disjoint sets of {args.sims_per_set} simulations (every slab), floor by simulation",
         "real v real, fields as independent": "the same pairs, floor from fields taken as independent (old floors)",
         "independent v real": f"one slab from each other simulation against {args.sims_per_set} simulations",
-        "independent v test": (f"one slab from each of {len(sims)} simulations against the test file "
-                               f"({len(np.unique(test.sim_index))} simulations, {len(test)} fields)"),
+        "independent v many simulations": (f"one slab from each other simulation against {args.many_sims} "
+                                           f"simulations of {len(spaced)} slabs each"),
     }
     rows = [row for check, values in draws.items() for row in summary(check, values, descriptions[check])]
     for row in rows:
@@ -104,8 +108,9 @@ def main(args):
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=40, help="random draws of each check")
+    parser.add_argument("--pairs", type=int, default=120, help="random draws of each check")
     parser.add_argument("--sims_per_set", type=int, default=4, help="simulations in each real set")
+    parser.add_argument("--many_sims", type=int, default=16, help="simulations in the last check's real set")
     parser.add_argument("--draws", type=int, default=100, help="draws of each floor")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "floors.json"))

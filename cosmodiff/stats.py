@@ -175,7 +175,8 @@ def floor_draws(statistic, real, n_generated, real_sims=None, generated=None, ge
         if generated_sims is not None:
             set_b = resampled_simulations(pool, offsets, members, n_generated_sims, rng)
         else:
-            set_b = [array[indices] for array in real for indices in [rng.integers(len(array), size=n_generated)]]
+            indices = rng.integers(len(real[0]), size=n_generated)  # one draw for every array: a field stays whole
+            set_b = [array[indices] for array in real]
         values.append(statistic(*set_b, *set_a))
     return np.asarray(values)
 

@@ -32,7 +32,8 @@ def main(out):
     real = make_mock_set(1, first_sim=3, **simulation).fields
     report = cosmodiff.evaluate(real, generated, box_size=run.config["box_size"])
     print(f"MAFD {100 * report['mafd']:.1f}% against a floor of {100 * report['floor']['median']:.1f}% "
-          f"({report['mafd_over_floor']:.1f}x); pixel PDF distance {report['pixel_pdf']['distance']:.3f}")
+          f"({report['mafd_over_floor']:.1f}x); worst statistic {report['scorecard']['worst']['statistic']} at "
+          f"{report['scorecard']['worst']['over_floor']:.1f}x its floor")
 
     figure, ax = plt.subplots(figsize=(5, 4))
     for fields, label in ((real, "particle mesh (held out)"), (generated, "diffusion model")):

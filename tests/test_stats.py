@@ -301,6 +301,15 @@ def test_resampled_simulations_keep_the_variance_of_a_set_of_simulations():
     assert draws.var(axis=0) == pytest.approx(sim_means.var(axis=0, ddof=1) / 4, rel=0.1)
 
 
+def test_floor_draws_keep_each_field_whole_across_its_arrays():
+    # a ratio statistic (the reduced bispectrum: B over products of P) needs each drawn field's arrays together
+    pk, sims = clustered_spectra(np.random.default_rng(3), 8, 6, bins=5)
+    for real_sims in (sims, None):
+        draws = floor_draws(lambda b, p, real_b, real_p: np.abs(b - p).max() + np.abs(real_b - real_p).max(),
+                            [pk, pk.copy()], 30, real_sims, n_draws=50)
+        assert (draws == 0).all()
+
+
 def test_floor_refuses_a_single_simulation():
     pk, sims = clustered_spectra(np.random.default_rng(2), 1, 10)
     with pytest.raises(ValueError, match="at least 2 simulations"):
