@@ -197,7 +197,7 @@ def fidelity_rows(report, recipe, cpu_minutes):
                          sampler_error=delta["all"]["sampler_error"] if name == "sampler" else 0.0,
                          log_mafd_over_floor=log["all"][total] / log["all"]["floor"],
                          band_mafd_over_floor={band: row[total] / row["floor"] for band, row in delta.items() if band != "all"},
-                         floor_by=report["floor_by"],
+                         floor_by=report["floor_by"], test=f"{Path(report['test']).parent.name}/{Path(report['test']).name}",
                          scorecard={statistic: row["over_floor"]
                                     for statistic, row in report["scorecard"][name]["statistics"].items()},
                          worst_statistic=report["scorecard"][name]["worst"]["statistic"],
