@@ -147,9 +147,17 @@ def finite_json(value, what):
 
 
 def exit_on(errors, main, args):
-    """main(args), with an error of the given kinds as one line `error: ...` on stderr and exit status 2."""
+    """main(args), with an error of the given kinds, or an operating-system error (a read-only folder, a
+    name too long), as one line `error: ...` on stderr and exit status 2; Ctrl-C as one line and exit
+    status 130, the shell's for an interrupt."""
     try:
         return main(args)
     except errors as error:
         print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except OSError as error:
+        print(f"error: {error.filename or 'a file'}: {error.strerror or error}", file=sys.stderr)
         sys.exit(2)

@@ -34,16 +34,18 @@ def write_report(report, generated_fields, out):
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".evaluation-", dir=out.parent))
-    (staging / "report.json").write_text(json.dumps(report, indent=1))
-    plots.power_spectra(report, staging / "power_spectra_comparison.png")
-    plots.power_ratio(report, staging / "power_spectrum_ratio.png")
-    plots.periodic_tiling(generated_fields[0], staging / "periodic.png")
-    plots.pixel_pdf(report, staging / "pixel_pdf.png")
-    plots.minkowski(report, staging / "minkowski.png")
-    out.mkdir(parents=True, exist_ok=True)
-    for file in staging.iterdir():
-        file.replace(out / file.name)
-    shutil.rmtree(staging)
+    try:
+        (staging / "report.json").write_text(json.dumps(report, indent=1))
+        plots.power_spectra(report, staging / "power_spectra_comparison.png")
+        plots.power_ratio(report, staging / "power_spectrum_ratio.png")
+        plots.periodic_tiling(generated_fields[0], staging / "periodic.png")
+        plots.pixel_pdf(report, staging / "pixel_pdf.png")
+        plots.minkowski(report, staging / "minkowski.png")
+        out.mkdir(parents=True, exist_ok=True)
+        for file in staging.iterdir():
+            file.replace(out / file.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def summary_table(report):
@@ -107,6 +109,9 @@ def main(args):
     except (FieldError, CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: nothing written to {args.out}", file=sys.stderr)
+        return 130
     print(summary_table(report))
     print(f"Report and figures in {args.out}/")
     return 0

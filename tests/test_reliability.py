@@ -211,3 +211,39 @@ def test_resume_without_its_state_folder_is_refused(tmp_path, uninterrupted):
     shutil.rmtree(run / json.loads((run / "config.json").read_text())["state"])
     result = run_in_process(resume_command(run) + ["--train_steps", "30"], cwd=tmp_path)
     assert result.returncode == 2 and "the training state config.json names is missing or incomplete" in result.stderr
+
+
+def test_ctrl_c_during_an_evaluation_is_one_line_exit_130_and_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    from cosmodiff import plots
+    from cosmodiff.fields import FieldSet, save_fields
+
+    fields = np.random.default_rng(0).lognormal(sigma=0.5, size=(8, 16, 16)).astype(np.float32)
+    save_fields(tmp_path / "real.npz", FieldSet(fields=fields, box_size=250.0))
+    save_fields(tmp_path / "generated.npz", FieldSet(fields=fields[::-1].copy(), box_size=250.0))
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots, "minkowski", interrupt)  # the last figure: everything else is staged by then
+    result = run_in_process([sys.executable, ROOT / "evaluate" / "power_spectrum.py", tmp_path / "real.npz",
+                             tmp_path / "generated.npz", "--out", tmp_path / "evaluation"], cwd=ROOT)
+    assert result.returncode == 130
+    assert result.stderr.strip().splitlines()[-1] == f"interrupted: nothing written to {tmp_path / 'evaluation'}"
+    assert "Traceback" not in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["generated.npz", "real.npz"]
+
+
+def test_scripts_end_ctrl_c_and_operating_system_errors_in_one_line(capsys):
+    from cosmodiff.cli import exit_on
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    def read_only(args):
+        raise PermissionError(13, "Permission denied", "/results/run")
+
+    for main, status, line in ((interrupted, 130, "interrupted"), (read_only, 2, "error: /results/run: Permission denied")):
+        with pytest.raises(SystemExit) as stop:
+            exit_on(ValueError, main, None)
+        assert stop.value.code == status
+        assert capsys.readouterr().err.strip().splitlines() == [line]
