@@ -29,7 +29,7 @@ from cosmodiff.checkpoint import read_config
 from cosmodiff.cli import ArgumentParser, folder_name
 from cosmodiff.diffusion import parse_setting
 from cosmodiff.error_budget import measure
-from cosmodiff.plots import plt, save
+from cosmodiff.plots import save, subplots
 from cosmodiff.repository import ROOT
 
 SNAPSHOT_FILES = ("config.json", "model.safetensors", "log.csv")
@@ -71,7 +71,7 @@ def report(args):
     """The studies' table (markdown), fitted rates and images/fidelity_convergence.png from
     benchmarks/results/fidelity.json: --name, and the recipes of --compare drawn beside it."""
     all_rows = json.loads(Path(args.results).read_text())
-    figure, ax = plt.subplots(figsize=(6.5, 4.5))
+    figure, ax = subplots(figsize=(6.5, 4.5))
     print("| recipe | solve | NFE | CPU-min | MAFD | floor | MAFD/floor | model error/floor | sampler error/floor |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     fits = {}
@@ -133,7 +133,7 @@ def print_levers(rows):
 
 def plot_levers(rows, path):
     """Each recipe's model error over the floor per k band (its last budget), one line a recipe."""
-    figure, ax = plt.subplots(figsize=(6.5, 4.5))
+    figure, ax = subplots(figsize=(6.5, 4.5))
     last = {row["recipe"]: row for row in sorted(rows, key=lambda row: row["cpu_minutes"])}
     for (recipe, row), marker in zip(sorted(last.items()), itertools.cycle("osD^v")):
         bands = list(row["band_mafd_over_floor"])

@@ -51,7 +51,7 @@ from cosmodiff.inference import (CUBIC_POINTS, cubic_interpolation, figure_of_me
 from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
 from cosmodiff.npe import is_npe_run
 from cosmodiff.infer import METHODS, NPE_SUMMARIES, plot
-from cosmodiff.plots import plt, save
+from cosmodiff.plots import save, subplots
 from cosmodiff.repository import ROOT
 
 FILES = ("calibration", "test")
@@ -190,7 +190,7 @@ def markdown_table(rows):
 def plot_coverage(rows, path):
     """A coverage panel per parameter and TARP's joint curve: a colour per method, a line style per variant."""
     parameters = list(dict.fromkeys(row["parameter"] for row in rows))
-    figure, panels = plt.subplots(1, len(parameters) + 1, figsize=(4.6 * (len(parameters) + 1), 4.4))
+    figure, panels = subplots(1, len(parameters) + 1, figsize=(4.6 * (len(parameters) + 1), 4.4))
     colours = {method.label: method.colour for method in METHODS.values()}
     for ax in panels:
         ax.plot([0, 1], [0, 1], color="k", lw=0.8)

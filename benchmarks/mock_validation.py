@@ -29,7 +29,7 @@ from cosmodiff.cli import ArgumentParser, COUNT
 from cosmodiff.fields import colormap_lut, cube_to_slabs, invert_colormap, load_fields, render_colormap
 from cosmodiff.mock import DEFAULT_SEED, DEFAULTS, lpt_density, particle_mesh_density, wavenumbers
 from cosmodiff.parameters import QUIJOTE_FIDUCIAL
-from cosmodiff.plots import plt, save
+from cosmodiff.plots import save, subplots
 from cosmodiff.stats import power_spectrum
 from cosmodiff.repository import ROOT
 
@@ -225,7 +225,7 @@ def main(args):
                               tolerance=TOLERANCE, camb="HMcode-2020"),
                 k=k.tolist(), n_modes=modes.tolist(), sample_variance=sample_variance.tolist(),
                 camb_linear=theory["linear"].tolist(), camb_nonlinear=theory["nonlinear"].tolist(), methods={})
-    figure, (ax, ax_slab, ax_pdf) = plt.subplots(1, 3, figsize=(17, 4.8))
+    figure, (ax, ax_slab, ax_pdf) = subplots(1, 3, figsize=(17, 4.8))
     ax.fill_between(k, 1 - sample_variance, 1 + sample_variance, color="0.85", label="sample variance (1 sigma)")
     ax.semilogx(k, theory["linear"] / theory["nonlinear"], "k:", label="CAMB linear")
     for name, result in measured.items():

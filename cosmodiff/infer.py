@@ -21,7 +21,7 @@ from cosmodiff.inference import (PowerSpectrumLikelihood, cubic_interpolation, e
                                  mcmc_samples, negative_elbo, parameter_grid, sample_histogram, sample_summaries,
                                  summaries)
 from cosmodiff.npe import grid_log_posterior, load_npe, npe_inputs, summary_of
-from cosmodiff.plots import plt, save
+from cosmodiff.plots import save, subplots
 from cosmodiff.transforms import transform_from_dict
 
 
@@ -249,7 +249,7 @@ def method_result(likelihood, positions, axes, space, truth, mcmc, walkers, seed
 def plot(results, names, methods, path):
     """Every method's 68% and 95% contours (a curve for one parameter) for the first four results."""
     shown = results[:4]
-    figure, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.8), squeeze=False)
+    figure, axes = subplots(1, len(shown), figsize=(4 * len(shown), 3.8), squeeze=False)
     for ax, result in zip(axes[0], shown):
         for method in methods:
             colour = METHODS[method].colour

@@ -1,17 +1,22 @@
-"""Matplotlib figures of field sets and evaluation reports, written as PNG files."""
-import matplotlib
+"""Matplotlib figures of field sets and evaluation reports, written as PNG files.
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+Figures are matplotlib `Figure` objects, not pyplot's: the library never switches the backend a
+notebook or script chose, and a figure it draws is freed with its last reference."""
+import numpy as np
+from matplotlib.figure import Figure
 
-from cosmodiff.stats import log_density  # noqa: E402
+from cosmodiff.stats import log_density
+
+
+def subplots(nrows=1, ncols=1, figsize=None, **kwargs):
+    """A figure and its axes, as pyplot.subplots gives them, outside pyplot."""
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(nrows, ncols, **kwargs)
 
 
 def save(figure, path):
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def field_grid(fields, path, columns=8, cmap="gnuplot", title=None):
@@ -19,7 +24,7 @@ def field_grid(fields, path, columns=8, cmap="gnuplot", title=None):
     logs = log_density(fields)
     low, high = np.percentile(logs, [1, 99.5])
     rows = int(np.ceil(len(fields) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.6 * rows + (0.4 if title else 0)), squeeze=False)
+    figure, axes = subplots(rows, columns, figsize=(1.6 * columns, 1.6 * rows + (0.4 if title else 0)), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, field in zip(axes.ravel(), logs):
@@ -31,7 +36,7 @@ def field_grid(fields, path, columns=8, cmap="gnuplot", title=None):
 
 def side_by_side(sets, path, per_set=4, cmap="gnuplot"):
     """Rows of fields from several named sets (name -> fields), each row on its own colour scale."""
-    figure, axes = plt.subplots(len(sets), per_set, figsize=(2.2 * per_set, 2.4 * len(sets)), squeeze=False)
+    figure, axes = subplots(len(sets), per_set, figsize=(2.2 * per_set, 2.4 * len(sets)), squeeze=False)
     for row, (name, fields) in zip(axes, sets.items()):
         logs = log_density(fields[:per_set])
         low, high = np.percentile(logs, [1, 99.5])
@@ -60,7 +65,7 @@ def power_spectra(report, path, labels=("real", "generated")):
     """Mean P(k) of both sets with 1-sigma bands, log-log."""
     ps = report["power_spectrum"]
     k = np.asarray(ps["k"])
-    figure, ax = plt.subplots(figsize=(6, 4.5))
+    figure, ax = subplots(figsize=(6, 4.5))
     for key, label, colour in (("real", labels[0], "C0"), ("generated", labels[1], "C3")):
         mean, std = np.asarray(ps[f"{key}_mean"]), np.asarray(ps[f"{key}_std"])
         ax.loglog(k, mean, color=colour, label=label)
@@ -77,7 +82,7 @@ def power_ratio(report, path):
     """<P_gen>/<P_real> per k with the sample-variance floor's 5-95% band."""
     ps = report["power_spectrum"]
     k = np.asarray(ps["k"])
-    figure, ax = plt.subplots(figsize=(6, 4))
+    figure, ax = subplots(figsize=(6, 4))
     ax.fill_between(k, ps["floor_ratio_low"], ps["floor_ratio_high"], color="gray", alpha=0.3,
                     label="real vs real, 5-95%")
     ax.semilogx(k, ps["ratio"], color="C3", label="generated / real")
@@ -93,7 +98,7 @@ def periodic_tiling(field, path, cmap="gnuplot"):
     """One field tiled 3x3 with its seams marked: a non-periodic field shows lines."""
     logs = log_density(field[None])[0]
     side = logs.shape[-1]
-    figure, ax = plt.subplots(figsize=(6, 6))
+    figure, ax = subplots(figsize=(6, 6))
     ax.imshow(np.tile(logs, (3, 3)), cmap=cmap, interpolation="nearest",
               vmin=np.percentile(logs, 1), vmax=np.percentile(logs, 99.5))
     for position in (side - 0.5, 2 * side - 0.5):
@@ -109,7 +114,7 @@ def pixel_pdf(report, path):
     pdf = report["pixel_pdf"]
     edges = np.asarray(pdf["edges"])
     centres = 0.5 * (edges[1:] + edges[:-1])
-    figure, ax = plt.subplots(figsize=(6, 4))
+    figure, ax = subplots(figsize=(6, 4))
     real_band_and_generated(ax, centres, pdf)
     ax.set(xlabel="ln(1 + delta)", ylabel="pixel PDF", title=f"KS distance {pdf['distance']:.3f}")
     ax.legend()
@@ -120,7 +125,7 @@ def minkowski(report, path):
     """V0, V1, V2 against threshold, real with 1-sigma bands."""
     mink = report["minkowski"]
     thresholds = np.asarray(mink["thresholds"])
-    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    figure, axes = subplots(1, 3, figsize=(13, 3.8))
     units = {"v0": "area fraction", "v1": "boundary length per area [h/Mpc]", "v2": "Euler characteristic per area [(h/Mpc)$^2$]"}
     for ax, name in zip(axes, ("v0", "v1", "v2")):
         real_band_and_generated(ax, thresholds, mink[name])
@@ -134,7 +139,7 @@ def validation(rows, path):
     """The in-training fidelity check: MAFD over its floor against step, from log rows that carry it."""
     checked = [row for row in rows if np.isfinite(row.get("val_mafd", np.nan))]
     steps = [row["step"] for row in checked]
-    figure, ax = plt.subplots(figsize=(5, 3.4))
+    figure, ax = subplots(figsize=(5, 3.4))
     ax.plot(steps, [row["val_mafd"] / row["val_floor"] for row in checked], "o-", color="C3")
     ax.axhline(1, color="k", lw=0.8, ls="--", label="floor (real vs real)")
     ax.set(xlabel="training step", ylabel="MAFD / floor", yscale="log",
@@ -146,7 +151,7 @@ def validation(rows, path):
 def error_budget(k, mask, real, power, fields, real_fields, path):
     """The error budget's figure: P(k) ratios of each solve to the real set and of the sampler to the
     reference, in delta and in log space, and the upper tail of the delta PDF."""
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    figure, axes = subplots(1, 3, figsize=(15, 4))
     for ax, space in zip(axes[:2], ("delta", "log")):
         real_mean = real[space].mean(axis=0)
         for name, spectra in power.items():

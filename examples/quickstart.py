@@ -14,7 +14,7 @@ import cosmodiff
 from cosmodiff import stats
 from cosmodiff.fields import save_fields
 from cosmodiff.mock import make_mock_set
-from cosmodiff.plots import plt, save
+from cosmodiff.plots import save, subplots
 
 
 def main(out):
@@ -35,7 +35,7 @@ def main(out):
           f"({report['mafd_over_floor']:.1f}x); worst statistic {report['scorecard']['worst']['statistic']} at "
           f"{report['scorecard']['worst']['over_floor']:.1f}x its floor")
 
-    figure, ax = plt.subplots(figsize=(5, 4))
+    figure, ax = subplots(figsize=(5, 4))
     for fields, label in ((real, "particle mesh (held out)"), (generated, "diffusion model")):
         k, pk, _ = stats.power_spectrum(fields, run.config["box_size"])
         ax.loglog(k, pk.mean(axis=0), label=label)
