@@ -56,3 +56,15 @@ def test_posterior_of_an_array_is_the_posterior_of_its_file(conditional_run):
         for method in ("elbo", "power_spectrum"):
             np.testing.assert_allclose(by_array[method]["posterior"], by_file[method]["posterior"], rtol=1e-6)
             assert 0.99 < np.sum(by_array[method]["posterior"]) < 1.01
+
+
+def test_importing_cosmodiff_and_drawing_keeps_the_backend_the_user_chose(tmp_path):
+    import os
+    import subprocess
+
+    code = ("import matplotlib, numpy as np, cosmodiff; from cosmodiff import plots; cosmodiff.posterior; "
+            f"plots.field_grid(np.ones((2, 16, 16)), r'{tmp_path / 'grid.png'}', columns=2); print(matplotlib.get_backend())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "MPLBACKEND": "svg"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "svg" and (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
