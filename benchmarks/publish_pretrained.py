@@ -19,7 +19,7 @@ def scorecard_of(report):
     """The manifest's scorecard: the sampler solve's statistics over their floors, the worst, and how they were measured."""
     card = report["scorecard"]["sampler"]
     return dict(sampler=report["sampler"], n_generated=report["n_generated"], n_real=report["n_real"],
-                test=Path(report["test"]).name, floor_by=report["floor_by"],
+                test=f"{Path(report['test']).parent.name}/{Path(report['test']).name}", floor_by=report["floor_by"],
                 over_floor={name: round(row["over_floor"], 3) for name, row in card["statistics"].items()},
                 worst=card["worst"])
 
