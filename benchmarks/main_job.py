@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 from cosmodiff.benchmark import run
 from cosmodiff.checkpoint import read_log
 from cosmodiff.cli import ArgumentParser, writable_folder
-from cosmodiff.repository import ROOT
+from cosmodiff.repository import ROOT, commit
 
 TARGET_S = 600  # the main job's budget on 2 idle cores, data included
 
@@ -34,11 +33,6 @@ def timed(command):
     return time.perf_counter() - start
 
 
-def commit():
-    """The checked-out commit, so a row names the code it timed."""
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-
 def main(args):
     out = Path(args.out)
     writable_folder(out, "--out")
@@ -47,7 +41,7 @@ def main(args):
     launch_s = timed([sys.executable, "-m", "accelerate.commands.launch", ROOT / "train.py", "--data_path", out / "data",
                       "--results_dir", out / "results", "--run_name", "default"])
     training_s = read_log(out / "results" / "default")[-1]["elapsed_s"]
-    row = dict(commit=commit(), cores=os.cpu_count(), data_s=round(data_s, 1),
+    row = dict(commit=commit(short=True), cores=os.cpu_count(), data_s=round(data_s, 1),
                launch_s=round(launch_s, 1), training_steps_s=round(training_s, 1),
                outside_steps_s=round(launch_s - training_s, 1), total_s=round(data_s + launch_s, 1),
                target_s=TARGET_S)

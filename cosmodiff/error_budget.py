@@ -139,6 +139,7 @@ def measure(run_dir, sampler="dpm++:20:log", reference="dpm++3m:40:log", out=Non
     config = read_config(run_dir)
     test_path = Path(test) if test else test_split_of(config) or ROOT / "train_data" / "test.npz"
     real_set = load_fields(test_path)
+    real_sims = simulations_for_floor(real_set.sim_index)
     n_samples = num_samples or len(real_set)
     settings = {"reference": reference, "sampler": sampler}
     if check_reference:
@@ -155,9 +156,8 @@ def measure(run_dir, sampler="dpm++:20:log", reference="dpm++3m:40:log", out=Non
                   test=str(test_path), n_real=len(real_set), n_generated=n_samples, seed=seed,
                   reference=reference, sampler=sampler,
                   network_evaluations={name: evaluations(run_dir, setting) for name, setting in settings.items()},
-                  floor_by="simulation" if simulations_for_floor(real_set.sim_index) is not None else "field",
-                  budget=budget(real, power["reference"], power["sampler"], masks, n_samples,
-                                simulations_for_floor(real_set.sim_index)),
+                  floor_by="simulation" if real_sims is not None else "field",
+                  budget=budget(real, power["reference"], power["sampler"], masks, n_samples, real_sims),
                   scorecard=scorecards(real_set, fields, settings),
                   one_point={name: one_point(value) for name, value in {"real": real_set.fields, **fields}.items()})
     if check_reference:

@@ -5,21 +5,14 @@ samples and evaluates with no training. Loading a folder checks it against its m
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from cosmodiff.checkpoint import sha256
-from cosmodiff.repository import ROOT
+from cosmodiff.repository import ROOT, commit
 
 PRETRAINED = ROOT / "pretrained"
 FILES = ("config.json", "model.safetensors", "log.csv")  # what sampling, evaluation and the run's record need
 MAX_MODEL_BYTES = 20 * 2 ** 20  # per model, so the repository stays small
-
-
-def current_commit():
-    """The repository's commit, or "unknown" outside a git checkout."""
-    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
 def publish(run_dir, folder, command, data, scorecard):
@@ -35,7 +28,7 @@ def publish(run_dir, folder, command, data, scorecard):
     partial.mkdir(parents=True)
     for name in FILES:
         shutil.copy2(run_dir / name, partial / name)
-    manifest = dict(command=command, data=data, commit=current_commit(), scorecard=scorecard,
+    manifest = dict(command=command, data=data, commit=commit() or "unknown", scorecard=scorecard,
                     sha256={name: sha256(partial / name) for name in FILES})
     (partial / "manifest.json").write_text(json.dumps(manifest, indent=1))
     if folder.exists():

@@ -152,7 +152,7 @@ def floor_draws(statistic, real, n_generated, real_sims=None, generated=None, ge
     field independent). The real set is redrawn with its own number of simulations; a generated set of
     independent fields is n_generated fields drawn from the real ones; a generated set that carries
     generated_sims (another real split) is redrawn by simulation too, both sets then from the pool of
-    both sets' simulations. statistic(*set_a, *set_b) -> a value per draw."""
+    both sets' simulations. statistic(*generated set, *real set) -> a value per draw."""
     rng = np.random.default_rng(seed)
     real_groups = simulation_groups(real_sims, len(real[0]))
     n_real_sims = real_groups.max() + 1
@@ -381,8 +381,7 @@ def scorecard(real_stats, generated_stats, mask, real_sims=None, generated_sims=
     for name, statistic in STATISTICS.items():
         real, generated = statistic.arrays(real_stats, mask), statistic.arrays(generated_stats, mask)
         value = statistic.distance(*generated, *real)
-        draws = floor_draws(statistic.distance, real, n_generated, real_sims,
-                            generated if generated_sims is not None else None, generated_sims, n_draws)
+        draws = floor_draws(statistic.distance, real, n_generated, real_sims, generated, generated_sims, n_draws)
         spread = summarise(draws)
         rows[name] = dict(distance=float(value), floor=spread["median"], floor_low=spread["low"],
                           floor_high=spread["high"], over_floor=float(value / spread["median"]))
@@ -494,44 +493,58 @@ def compare(real, generated, box_size, MAS="None", k_max="nyquist", train=None, 
         "mafd": value,
         "floor": floor,
         "mafd_over_floor": value / floor["median"],
-        "power_spectrum": {
-            "k": k.tolist(), "n_modes": real_stats["n_modes"].tolist(), "in_mafd": mask.tolist(),
-            "real_mean": real_stats["pk"].mean(axis=0).tolist(), "real_std": real_stats["pk"].std(axis=0).tolist(),
-            "generated_mean": generated_stats["pk"].mean(axis=0).tolist(),
-            "generated_std": generated_stats["pk"].std(axis=0).tolist(),
-            "ratio": (generated_stats["pk"].mean(axis=0) / real_stats["pk"].mean(axis=0)).tolist(),
-            "floor_ratio_low": np.percentile(floor_ratios, 5, axis=0).tolist(),
-            "floor_ratio_high": np.percentile(floor_ratios, 95, axis=0).tolist(),
-        },
-        "pixel_pdf": {
-            "edges": edges.tolist(),
-            "real_mean": real_stats["pdf"].mean(axis=0).tolist(), "real_std": real_stats["pdf"].std(axis=0).tolist(),
-            "generated_mean": generated_stats["pdf"].mean(axis=0).tolist(),
-            "distance": pdf_distance(generated_stats["pdf"], real_stats["pdf"], edges),
-            "log_density_std_real": pooled_std(real_stats), "log_density_std_generated": pooled_std(generated_stats),
-            **within_one_sigma(generated_stats["pdf"], real_stats["pdf"]),
-        },
-        "minkowski": {"thresholds": real_stats["thresholds"].tolist()},
-        "peaks": {"real_mean": real_stats["peaks"].mean(axis=0).tolist(),
-                  "generated_mean": generated_stats["peaks"].mean(axis=0).tolist(),
-                  **within_one_sigma(generated_stats["peaks"], real_stats["peaks"])},
-        "bispectrum": {"triangles": [list(triangle) for triangle in real_stats["triangles"]],
-                       "q_real": reduced_bispectrum(real_stats["b"], real_stats["p"]).tolist(),
-                       "q_generated": reduced_bispectrum(generated_stats["b"], generated_stats["p"]).tolist()},
+        "power_spectrum": power_spectrum_section(real_stats, generated_stats, mask, floor_ratios),
+        **one_point_sections(real_stats, generated_stats, edges),
         "scorecard": scorecard(real_stats, generated_stats, mask, real_sims, generated_sims, n_draws),
         "seam": {"generated": summarise(generated_stats["seam"]), "real": summarise(real_stats["seam"])},
         "sizes": {"real": len(real), "generated": len(generated)},
         "settings": {"box_size": box_size, "MAS": MAS, "k_max": k_max, "n_draws": n_draws,
                      "image_size": int(real.shape[-1])},
     }
-    for name in ("v0", "v1", "v2"):
-        report["minkowski"][name] = {"real_mean": real_stats[name].mean(axis=0).tolist(),
-                                     "real_std": real_stats[name].std(axis=0).tolist(),
-                                     "generated_mean": generated_stats[name].mean(axis=0).tolist(),
-                                     **within_one_sigma(generated_stats[name], real_stats[name])}
     if train is not None:
         report["memorisation"] = memorisation(real, generated, train)
     return report
+
+
+def power_spectrum_section(real_stats, generated_stats, mask, floor_ratios):
+    """The report's P(k): both sets' means and spreads, their ratio and the floor's 5-95% band of it."""
+    real_pk, generated_pk = real_stats["pk"], generated_stats["pk"]
+    return {
+        "k": real_stats["k"].tolist(), "n_modes": real_stats["n_modes"].tolist(), "in_mafd": mask.tolist(),
+        "real_mean": real_pk.mean(axis=0).tolist(), "real_std": real_pk.std(axis=0).tolist(),
+        "generated_mean": generated_pk.mean(axis=0).tolist(), "generated_std": generated_pk.std(axis=0).tolist(),
+        "ratio": (generated_pk.mean(axis=0) / real_pk.mean(axis=0)).tolist(),
+        "floor_ratio_low": np.percentile(floor_ratios, 5, axis=0).tolist(),
+        "floor_ratio_high": np.percentile(floor_ratios, 95, axis=0).tolist(),
+    }
+
+
+def one_point_sections(real_stats, generated_stats, edges):
+    """The report's pixel PDF, Minkowski functionals, peaks and reduced bispectrum of both sets."""
+    real_pdf, generated_pdf = real_stats["pdf"], generated_stats["pdf"]
+    minkowski = {"thresholds": real_stats["thresholds"].tolist()}
+    for name in ("v0", "v1", "v2"):
+        minkowski[name] = {"real_mean": real_stats[name].mean(axis=0).tolist(),
+                           "real_std": real_stats[name].std(axis=0).tolist(),
+                           "generated_mean": generated_stats[name].mean(axis=0).tolist(),
+                           **within_one_sigma(generated_stats[name], real_stats[name])}
+    return {
+        "pixel_pdf": {
+            "edges": edges.tolist(),
+            "real_mean": real_pdf.mean(axis=0).tolist(), "real_std": real_pdf.std(axis=0).tolist(),
+            "generated_mean": generated_pdf.mean(axis=0).tolist(),
+            "distance": pdf_distance(generated_pdf, real_pdf, edges),
+            "log_density_std_real": pooled_std(real_stats), "log_density_std_generated": pooled_std(generated_stats),
+            **within_one_sigma(generated_pdf, real_pdf),
+        },
+        "minkowski": minkowski,
+        "peaks": {"real_mean": real_stats["peaks"].mean(axis=0).tolist(),
+                  "generated_mean": generated_stats["peaks"].mean(axis=0).tolist(),
+                  **within_one_sigma(generated_stats["peaks"], real_stats["peaks"])},
+        "bispectrum": {"triangles": [list(triangle) for triangle in real_stats["triangles"]],
+                       "q_real": reduced_bispectrum(real_stats["b"], real_stats["p"]).tolist(),
+                       "q_generated": reduced_bispectrum(generated_stats["b"], generated_stats["p"]).tolist()},
+    }
 
 
 def memorisation(real, generated, train):
