@@ -2,9 +2,11 @@
 import os
 import signal
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 
 
 def use_cpu_cores(accelerator):
@@ -24,6 +26,41 @@ def set_threads(default):
     torch.set_num_threads(int(os.environ.get("COSMODIFF_THREADS", default)))
 
 
+# --precision: "accelerate" leaves mixed precision to `accelerate launch --mixed_precision`; "auto" picks bf16
+# where the device multiplies bf16 matrices in hardware and fp32 elsewhere; "bf16" asks for it anyway
+PRECISIONS = ("accelerate", "auto", "fp32", "bf16")
+CPU_BF16_FLAGS = {"amx_bf16", "avx512_bf16"}  # Intel AMX and AVX-512 BF16: bf16 matrix products in hardware
+
+
+def cpu_has_bf16_units(cpuinfo=Path("/proc/cpuinfo")):
+    """Whether the processor has bf16 matrix units (its /proc/cpuinfo flags): without them torch emulates
+    bf16 on CPU, slower than fp32, so autocast cannot pay."""
+    try:
+        return bool(CPU_BF16_FLAGS & set(Path(cpuinfo).read_text().split()))
+    except OSError:
+        return False
+
+
+def device_has_bf16_units(device_type):
+    """Whether a device of this type ("cpu", "cuda", ...) multiplies bf16 matrices in hardware."""
+    if device_type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device_type == "cpu" and cpu_has_bf16_units()
+
+
+def mixed_precision(precision, device_type, bf16_units):
+    """accelerate's mixed_precision for --precision on a device (None: the launcher's setting), and a line
+    saying what was chosen where the choice is not the one asked for by name ("" otherwise)."""
+    if precision == "accelerate":
+        return None, ""
+    if precision == "fp32":
+        return "no", ""
+    if bf16_units:
+        return "bf16", ("--precision auto: bf16 autocast (this device has bf16 matrix units)" if precision == "auto" else "")
+    units = f"{device_type} has no bf16 matrix units" + (f" ({' or '.join(sorted(CPU_BF16_FLAGS))})" if device_type == "cpu" else "")
+    return "no", f"--precision {precision}: fp32, because this {units}"
+
+
 @contextmanager
 def accelerated(**kwargs):
     """An Accelerator on this process's share of the cores, ended cleanly on every rank.
@@ -41,6 +78,9 @@ def accelerated(**kwargs):
         accelerator.wait_for_everyone()
     finally:
         accelerator.end_training()
+        # accelerate keeps its settings for the process's life and refuses other ones; a library call
+        # leaves none behind, so the next call (a notebook's second run) may choose its own precision
+        AcceleratorState._reset_state()
 
 
 class Preemption:

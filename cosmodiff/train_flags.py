@@ -8,6 +8,7 @@ from typing import Any
 from cosmodiff.cli import ArgumentParser, COUNT, FINITE, FRACTION, INDEX, POSITIVE, Number, checked_numbers, folder_name
 from cosmodiff.diffusion import FORMULATIONS, SAMPLERS
 from cosmodiff.fields import DEFAULT_MESH
+from cosmodiff.launch import PRECISIONS
 from cosmodiff.mock import DEFAULT_DATA
 from cosmodiff.models import MODELS
 from cosmodiff.transforms import DATA_STD, TRANSFORMS
@@ -79,6 +80,13 @@ def build_parser(description=None):
     train.add_argument("--max_grad_norm", type=POSITIVE, default=1.0)
     train.add_argument("--ema_decay", type=FRACTION, default=0.995)
     train.add_argument("--seed", type=INDEX, default=0)
+    speed = parser.add_argument_group("speed (may change on --resume)")
+    speed.add_argument("--precision", default="accelerate", choices=list(PRECISIONS),
+                       help="accelerate: `accelerate launch --mixed_precision`'s setting; auto: bf16 autocast where the "
+                            "device has bf16 matrix units (GPUs; CPUs with AMX or AVX-512 BF16), fp32 elsewhere; bf16 "
+                            "falls back to fp32 on a CPU without them and says so (config.json records the choice)")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the network for training: faster steps "
+                       "after minutes of compilation at the first (benchmarks/train_throughput.py measures both)")
     run = parser.add_argument_group("run folder")
     run.add_argument("--results_dir", default="results")
     run.add_argument("--run_name", type=folder_name, default=None, help="default: <time>-<model>")

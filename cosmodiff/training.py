@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, set_seed
 from tqdm import tqdm
 
@@ -21,7 +22,7 @@ from cosmodiff import plots
 from cosmodiff.checkpoint import (CheckpointError, latest_run, load_training_state, lock_run, new_run_dir, read_config,
                                   read_log, release_folders, save_checkpoint, training_state)
 from cosmodiff.cli import writable_folder
-from cosmodiff.launch import Preemption, accelerated
+from cosmodiff.launch import Preemption, accelerated, device_has_bf16_units, mixed_precision
 from cosmodiff.loader import FieldDataset, StepBatches, fitting_sample, training_batches
 from cosmodiff.run import build_training, training_condition, training_fields, validation_set
 from cosmodiff.sampling import physical_fields
@@ -32,7 +33,8 @@ from cosmodiff.transforms import TRANSFORMS, augment_periodic, transform_from_di
 # val_mafd, val_floor: the in-training fidelity check's MAFD and its floor, at each --save_every step
 LOG_COLUMNS = ["step", "loss", "lr", "images_per_s", "elapsed_s", "cpu_s", "val_mafd", "val_floor"]
 DEFAULTS_BEFORE_THE_FLAG = {"lr_schedule": "cosine"}  # a run folder from before --lr_schedule resumes as it trained
-RESUME_FLAGS = {"resume", "train_steps", "results_dir"}  # what --resume may be given; the rest is the run's
+# what --resume may be given (how long, and how fast: precision and compilation); the rest is the run's
+RESUME_FLAGS = {"resume", "train_steps", "results_dir", "precision", "compile"}
 TIMING_STEPS = 20  # --train_minutes: steps timed before the step count is fixed (inside the warm-up)
 SPIKE_WINDOW, SPIKE_MIN_HISTORY = 100, 20  # --loss_spike: the median of the last 100 steps, once 20 are known
 PREEMPTED = 75  # exit status after SIGTERM/SIGUSR1: checkpoint written, resume with --resume (sysexits' EX_TEMPFAIL)
@@ -85,7 +87,7 @@ def start_or_resume(settings, accelerator):
                if field.name not in RESUME_FLAGS and getattr(settings, field.name) != field.default]
     if ignored:
         raise ValueError(f"--resume continues a run with its own settings; {', '.join(ignored)} cannot change them "
-                         "(only --train_steps can)")
+                         "(only --train_steps, --precision and --compile can)")
     run_dir = latest_run(settings.results_dir) if settings.resume == "latest" else Path(settings.resume)
     config = read_config(run_dir)
     if config.get("format", 1) < 2:
@@ -98,6 +100,7 @@ def start_or_resume(settings, accelerator):
     saved = type(settings)(**{name: value for name, value in {**DEFAULTS_BEFORE_THE_FLAG, **config["train_args"]}.items()
                              if name in known})
     saved.train_steps = settings.train_steps or saved.train_steps
+    saved.precision, saved.compile = settings.precision, settings.compile
     saved.resume = str(run_dir)
     return run_dir, saved, config
 
@@ -180,7 +183,12 @@ def check_replicas_agree(accelerator, network):
 def run_training(settings):
     """Trains a run (settings: train_flags.train_settings); returns the exit status (0 when done,
     PREEMPTED when a signal stopped it at a checkpoint) and the run folder."""
-    with accelerated(gradient_accumulation_steps=settings.grad_accum, **tracker_settings(settings)) as accelerator:
+    state = PartialState()
+    precision, note = mixed_precision(settings.precision, state.device.type, device_has_bf16_units(state.device.type))
+    if note and state.is_main_process:
+        print(note, file=sys.stderr)
+    with accelerated(gradient_accumulation_steps=settings.grad_accum, mixed_precision=precision,
+                     **tracker_settings(settings)) as accelerator:
         return train(settings, accelerator)
 
 
@@ -249,7 +257,8 @@ def setup(settings, accelerator):
         accelerator.project_configuration.logging_dir = str(run_dir)
         accelerator.init_trackers("tensorboard", config={k: v for k, v in dataclasses.asdict(settings).items() if v is not None})
     return TrainingRun(run_dir=run_dir, settings=settings, condition=condition, validation=validation, network=network,
-                       formulation=formulation, ema=ema, model=model, optimizer=optimizer, config=config,
+                       formulation=formulation, ema=ema, model=torch.compile(model) if settings.compile else model,
+                       optimizer=optimizer, config=config,
                        batches=batches)
 
 
@@ -263,7 +272,7 @@ class TrainingRun:
     network: torch.nn.Module
     formulation: object
     ema: object
-    model: torch.nn.Module
+    model: torch.nn.Module  # the prepared network the loss runs through (compiled with --compile; same parameters)
     optimizer: torch.optim.Optimizer
     config: dict
     batches: object

@@ -251,3 +251,65 @@ def test_a_formulation_added_in_one_place_trains_and_samples_through_the_command
                               tmp_path / "samples"], cwd=tmp_path)
     assert sampled.returncode == 0, sampled.stderr
     assert np.isfinite(np.load(tmp_path / "samples" / "samples.npy")).all()
+
+
+@pytest.mark.parametrize("precision, bf16_units, expected, note", [
+    ("accelerate", False, None, ""),  # the launcher's --mixed_precision decides
+    ("fp32", True, "no", ""),
+    ("bf16", True, "bf16", ""),
+    ("auto", True, "bf16", "bf16 autocast"),
+    ("auto", False, "no", "--precision auto: fp32, because this cpu has no bf16 matrix units"),
+    ("bf16", False, "no", "--precision bf16: fp32, because this cpu has no bf16 matrix units"),
+])
+def test_precision_is_bf16_only_where_the_device_has_bf16_units(precision, bf16_units, expected, note):
+    from cosmodiff.launch import mixed_precision
+
+    chosen, message = mixed_precision(precision, "cpu", bf16_units)
+    assert chosen == expected
+    assert note in message if note else message == ""
+
+
+@pytest.mark.parametrize("flags, expected", [("fpu sse2 avx2 fma", False), ("fpu avx2 amx_bf16 amx_tile", True),
+                                             ("avx512f avx512_bf16", True), ("avx512f avx512bw", False)])
+def test_cpu_bf16_units_are_read_from_the_processor_flags(tmp_path, flags, expected):
+    from cosmodiff.launch import cpu_has_bf16_units
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert cpu_has_bf16_units(cpuinfo) is expected
+    assert cpu_has_bf16_units(tmp_path / "missing") is False
+
+
+@pytest.mark.parametrize("bf16_units, recorded", [(False, "no"), (True, "bf16")])
+def test_precision_bf16_falls_back_to_fp32_on_a_cpu_without_bf16_units(tiny_data, tmp_path, monkeypatch, bf16_units,
+                                                                        recorded):
+    monkeypatch.setattr("cosmodiff.training.device_has_bf16_units", lambda device_type: bf16_units)
+    result = run_in_process(train_command(tiny_data, tmp_path, "--train_steps", "2", "--precision", "bf16",
+                                          "--run_name", "run"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert ("--precision bf16: fp32, because this cpu has no bf16 matrix units" in result.stderr) is not bf16_units
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["mixed_precision"] == recorded and config["train_args"]["precision"] == "bf16"
+
+
+def test_compiled_training_writes_the_weights_of_the_uncompiled_network(tiny_data, tmp_path, monkeypatch):
+    compiled = []
+    compile_for_real = torch.compile
+
+    def eager_backend_compile(module):  # dynamo's tracing and wrapper, without minutes of code generation
+        compiled.append(module)
+        return compile_for_real(module, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_backend_compile)
+    result = run_in_process(train_command(tiny_data, tmp_path, "--train_steps", "2", "--save_every", "1", "--compile",
+                                          "--run_name", "run"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(compiled) == 1
+    run = tmp_path / "run"
+    network = build_model("unet", json.loads((run / "config.json").read_text())["model"]["kwargs"])
+    network.load_state_dict(load_file(str(run / "model.safetensors")))  # keys without the compiled wrapper's prefix
+    resumed = run_in_process([sys.executable, str(ROOT / "train.py"), "--resume", str(run), "--train_steps", "3"],
+                             cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(compiled) == 1  # --compile is a speed setting of the command, not of the run
+    assert [step for step, _ in losses(run)] == [1, 2, 3]
