@@ -195,6 +195,13 @@ def test_cosmology_evaluation_per_point_with_response_and_derivatives(conditiona
     assert [row["point"] for row in summary["points"]] == [{"Omega_m": 0.2, "sigma_8": 0.834},
                                                           {"Omega_m": 0.3175, "sigma_8": 0.834}]
     assert all(row["n_real"] == 24 and row["n_generated"] == 3 and row["floor"] > 0 for row in summary["points"])
+    for row in summary["points"]:  # the scorecard per point: every statistic over its floor, the headline the worst
+        assert {"pk_mafd", "bispectrum", "pixel_pdf", "peaks", "pk_correlation"} <= set(row["over_floor"])
+        assert row["worst"]["over_floor"] == max(row["over_floor"].values())
+        assert row["over_floor"]["pk_mafd"] > 0
+    bispectrum = [row["over_floor"]["bispectrum"] for row in summary["points"]]
+    assert summary["scorecard"]["bispectrum"] == {"median": pytest.approx(np.median(bispectrum)), "worst": max(bispectrum)}
+    assert "| worst / floor |" in (tmp_path / "out" / "cosmology.md").read_text()
     assert set(summary["derivatives"]) == {"Omega_m", "sigma_8"}
     assert summary["derivatives"]["sigma_8"]["step"] == pytest.approx(0.1)
     # the simulations' d ln P / d sigma_8 is linear theory's 2 / sigma_8 on large scales (paired phases)
