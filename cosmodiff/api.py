@@ -76,24 +76,33 @@ def sample(run, num_samples=16, params=None, guidance=None, sampler=DEFAULT_SAMP
         raise ValueError(f"cosmodiff.sample: 'params' must be a dict of parameter values such as "
                          f"{{'Omega_m': 0.3, 'sigma_8': 0.8}}, got {type(params).__name__}")
     run = load(run) if not isinstance(run, Run) else run
-    device = torch_device(device)
-    network = run.network.to(device)
-    cond, options = None, {}
+    points = None
     if run.condition is not None or params is not None or guidance is not None:
         if run.condition is None:
             raise ValueError(f"{run.folder}: this run is unconditional; it takes no params or guidance")
         if params is None:
             raise ValueError(f"{run.folder}: this run is conditioned on {', '.join(run.condition.names)}; give params")
-        point = run.condition.points(list(params), np.array([list(params.values())], dtype=float), "params")
-        cond = run.condition.standardise(point).to(device)
+        points = run.condition.points(list(params), np.array([list(params.values())], dtype=float), "params")
+        points = np.repeat(points, num_samples, axis=0)
+    return sampled(run, num_samples, points, guidance, sampler, steps, grid, seed, batch_size, device)
+
+
+def sampled(run, num_samples, points, guidance, sampler, steps, grid, seed, batch_size, device):
+    """num_samples fields of a loaded Run in batches, field i's noise seeded from (seed, i); points: each
+    field's parameters (num_samples, P) in the run's condition order, or None for an unconditional run."""
+    device = torch_device(device)
+    network = run.network.to(device)
+    cond, options = None, {}
+    if points is not None:
+        cond = run.condition.standardise(points).to(device)
         options["guidance"] = DEFAULT_GUIDANCE if guidance is None else guidance
     steps = sampler_steps(run.formulation, sampler, steps)
     batches = []
     for start in tqdm(range(0, num_samples, batch_size), desc=f"{sampler} {steps} steps", unit="batch"):
         indices = list(range(start, min(start + batch_size, num_samples)))
-        batch_cond = None if cond is None else cond.expand(len(indices), -1)
         batches.append(physical_fields(run.formulation, network, run.transform, run.config["image_size"], indices,
-                                       seed, sampler, steps, cond=batch_cond, grid=grid, **options))
+                                       seed, sampler, steps, cond=None if cond is None else cond[indices], grid=grid,
+                                       **options))
     return np.concatenate(batches)
 
 

@@ -7,6 +7,14 @@ ranges (the diffusion run's prior).
         [--summary field] [--max_epochs 200] [--out results/npe]
     python evaluate/infer.py FIELDS --npe results/npe --method npe [--checkpoint RUN --method elbo,power_spectrum,npe]
     python evaluate/infer.py FIELDS --npe_power_spectrum results/npe-pk --method npe_power_spectrum
+    python evaluate/train_npe.py --data_path train_data/conditional-nonlinear --emulator RUN \
+        [--emulated_cosmologies 2000] [--out results/npe-emulated]
+
+--emulator RUN trains on fields the conditional run samples instead of the data's (cosmodiff.emulate):
+at the data's cosmologies with as many fields at each as the data has, or, with
+--emulated_cosmologies M, at M points of a Latin hypercube over the run's training ranges with the
+data's number of fields spread over them. The emulated set is written to --out as emulated.npz, and
+config.json records the emulator, the cosmologies and the CPU-seconds per emulated field.
 
 Writes config.json (the networks' settings, the prior, the data, epochs and seconds),
 model.safetensors and logs/ (sbi's TensorBoard log of the losses) to --out. Early stopping holds
@@ -16,17 +24,47 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from cosmodiff.api import load
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, exit_on, writable_folder
 from cosmodiff.checkpoint import CheckpointError
-from cosmodiff.condition import Condition, parameter_values
+from cosmodiff.condition import Condition, fields_by_point, parameter_values
+from cosmodiff.emulate import emulated_set, latin_hypercube
 from cosmodiff.errors import FieldError
 from cosmodiff.launch import set_threads
 from cosmodiff.mock import SPLIT_FOLDERS
 from cosmodiff.npe import SUMMARIES, save_npe, train_npe
 from cosmodiff.data import open_data
+from cosmodiff.fields import save_fields
 from cosmodiff.train_flags import add_data_flags
+
+
+def emulated_training_set(args, fieldset, names):
+    """The emulator's fields in place of the data's (at the data's cosmologies, or on a Latin hypercube of
+    --emulated_cosmologies points over the run's ranges), written to --out/emulated.npz; the prior's
+    bounds (the run's training ranges); and what config.json records of the emulation."""
+    emulator = load(args.emulator)
+    if emulator.condition is None or emulator.condition.names != names:
+        raise ValueError(f"--emulator {args.emulator}: conditioned on "
+                         f"{', '.join(emulator.condition.names) if emulator.condition else 'nothing'}; the NPE infers "
+                         f"{', '.join(names)} (--condition), which the emulator must be conditioned on, in that order")
+    low, high = emulator.condition.low, emulator.condition.high
+    if args.emulated_cosmologies:
+        points = latin_hypercube(args.emulated_cosmologies, low, high, seed=args.seed)
+    else:
+        points = np.array(list(fields_by_point(fieldset, names, args.data_path)))
+    fields_per_point = max(1, round(len(fieldset) / len(points)))
+    started = time.process_time()
+    emulated = emulated_set(emulator, points, fields_per_point, seed=args.seed)
+    cpu_seconds = time.process_time() - started
+    save_fields(Path(args.out) / "emulated.npz", emulated)
+    print(f"Emulated {len(emulated)} fields at {len(points)} cosmologies ({cpu_seconds / len(emulated):.2f} "
+          "CPU-s per field)")
+    return emulated, low, high, dict(emulator=str(args.emulator), emulated_cosmologies=len(points),
+                                     fields_per_cosmology=fields_per_point, emulation_cpu_seconds=cpu_seconds,
+                                     cpu_seconds_per_emulated_field=cpu_seconds / len(emulated))
 
 
 def main(args):
@@ -36,6 +74,9 @@ def main(args):
                          box_size=args.box_size, mesh=args.mesh, params_file=args.params_file)
     names = [name.strip() for name in args.condition.split(",") if name.strip()]
     condition = Condition.fit(fieldset, names)
+    emulation = {}
+    if args.emulator:
+        fieldset, condition.low, condition.high, emulation = emulated_training_set(args, fieldset, names)
     theta = parameter_values(fieldset, names, args.data_path)
     inputs = SUMMARIES[args.summary].inputs(fieldset.fields, fieldset.box_size)
     network = SUMMARIES[args.summary].network
@@ -50,7 +91,7 @@ def main(args):
                                        input_shape=list(inputs.shape[1:]), network=network, fields=len(fieldset),
                                        seed=args.seed, batch_size=args.batch_size, lr=args.lr, epochs=epochs,
                                        patience=args.patience,
-                                       train_seconds=seconds))
+                                       train_seconds=seconds, **emulation))
     print(f"NPE trained on {len(fieldset)} fields for {epochs} epochs ({seconds / 60:.1f} min); written: {args.out}")
 
 
@@ -67,6 +108,10 @@ def build_parser():
     parser.add_argument("--lr", type=POSITIVE, default=5e-4)
     parser.add_argument("--seed", type=INDEX, default=0)
     parser.add_argument("--out", default="results/npe")
+    parser.add_argument("--emulator", default=None, help="a conditional run folder: train on its fields instead of "
+                        "the data's")
+    parser.add_argument("--emulated_cosmologies", type=COUNT, default=None, help="with --emulator: this many "
+                        "cosmologies on a Latin hypercube over the run's ranges (default: the data's cosmologies)")
     return parser
 
 
