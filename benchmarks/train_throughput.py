@@ -1,10 +1,10 @@
 """Training throughput: our accelerate loop (train.py) against lucidrains' Trainer on the same
 network, image size and batch, in one run, as images/s and their ratio; and our loop with speed
-options (--variants) against itself.
+options (--variant) against itself.
 
     python benchmarks/train_throughput.py [--model unet] [--image_size 64] [--batch_size 16] [--steps 40]
-    COSMODIFF_THREADS=1 python benchmarks/train_throughput.py --no_reference --variants "--compile" \
-        "--precision auto" "--compile --precision auto" --results benchmarks/results/train_throughput.json
+    COSMODIFF_THREADS=1 python benchmarks/train_throughput.py --no_reference --variant=--compile \
+        --variant="--precision auto" --variant="--batch_size 32" --results benchmarks/results/train_throughput.json
 
 The Trainer needs a folder of 100+ image files; this script writes the default training fields
 there as 16-bit grayscale PNGs. Both runs skip their first --warmup steps. --no_reference times
@@ -49,7 +49,7 @@ def ours(args, work, name="ours", flags=()):
 
 
 def variant_rows(args, work, plain_rate, plain_warmup_s):
-    """One row per --variants entry: its images/s over the plain loop's, and its warm-up seconds."""
+    """One row per --variant: its images/s over the plain loop's, and its warm-up seconds."""
     rows = []
     for index, variant in enumerate(args.variants):
         rate, warmup_s = ours(args, work, f"variant-{index}", shlex.split(variant))
@@ -124,7 +124,7 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=COUNT, default=40)
     parser.add_argument("--warmup", type=COUNT, default=10)
     parser.add_argument("--no_reference", action="store_true")
-    parser.add_argument("--variants", nargs="*", default=[], help='train.py flags to time against the plain loop, '
-                        'one quoted string each, e.g. "--compile" "--precision auto"')
+    parser.add_argument("--variant", action="append", default=[], dest="variants", help='train.py flags to time '
+                        'against the plain loop, once per variant, e.g. --variant=--compile --variant="--precision auto"')
     parser.add_argument("--results", default=None, help="append the row to this JSON file")
     main(parser.parse_args())

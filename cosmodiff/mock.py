@@ -61,6 +61,9 @@ NPE_NONLINEAR_SIMS, NPE_NONLINEAR_SEED = 10 * CONDITIONAL_TRAIN_SIMS, 4
 # split has seen. Its test file spreads 384 fields over FLOOR_CHECK_TEST_SIMS simulations (a tight
 # floor); its simulations file keeps every slab of the rest, to draw independent real sets from.
 FLOOR_CHECK_TEST_SIMS, FLOOR_CHECK_SIMS, FLOOR_CHECK_SEED = 16, 48, 5
+# Held-out cosmologies for a conditional particle-mesh model: points of their own Latin hypercube over
+# the training ranges, CONDITIONAL_SIMS_PER_POINT simulations each (a floor by simulation at every point)
+HOLDOUT_POINTS, HOLDOUT_SEED = 20, 6
 A_START, PM_STEPS = 0.1, 10  # the particle-mesh method: 2LPT initial conditions at z = 9, then FastPM steps
 
 
@@ -242,6 +245,16 @@ def derivative_set(method, train_sims, workers=1):
     return concatenated(sets)
 
 
+def holdout_set(workers=1):
+    """CONDITIONAL_SIMS_PER_POINT particle-mesh simulations at each of HOLDOUT_POINTS cosmologies of a
+    Latin hypercube of their own seed, CONDITIONAL_NONLINEAR_SLABS slabs each (no phase shared with
+    any other split)."""
+    cosmologies = [simulation_params(HOLDOUT_SEED, point, True, HOLDOUT_POINTS) for point in range(HOLDOUT_POINTS)
+                   for _ in range(CONDITIONAL_SIMS_PER_POINT)]
+    return make_mock_set(len(cosmologies), seed=HOLDOUT_SEED, cosmologies=cosmologies, method="pm",
+                         slabs_per_sim=CONDITIONAL_NONLINEAR_SLABS, workers=workers)
+
+
 def conditional_split(method, train_sims, slabs_per_sim=None):
     """Files of a conditional split: train_sims Latin-hypercube training simulations, the test points'
     simulations and the paired derivative simulations."""
@@ -303,6 +316,7 @@ SPLITS = {
     "inference-nonlinear": inference_split("pm", INFERENCE_NONLINEAR_SIMS),
     "conditional": conditional_split("2lpt", CONDITIONAL_TRAIN_SIMS),
     "conditional-nonlinear": conditional_split("pm", CONDITIONAL_NONLINEAR_SIMS, CONDITIONAL_NONLINEAR_SLABS),
+    "conditional-nonlinear-holdout": {"test": holdout_set},
     "npe-nonlinear": {"train": npe_train_set},
     "floor-check": {"test": partial(make_mock_set, FLOOR_CHECK_TEST_SIMS, seed=FLOOR_CHECK_SEED, method="pm",
                                     slabs_per_sim=384 // FLOOR_CHECK_TEST_SIMS),

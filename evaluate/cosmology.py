@@ -229,7 +229,8 @@ def build_parser():
     parser.add_argument("--derivatives", default=None, help="paired simulations at fiducial -/+ a step per parameter")
     parser.add_argument("--num_samples", type=COUNT, default=96, help="generated fields per point")
     parser.add_argument("--sampler", default=DEFAULT_SAMPLER)
-    parser.add_argument("--steps", type=COUNT, default=20)
+    parser.add_argument("--steps", type=COUNT, default=SAMPLERS[DEFAULT_SAMPLER].default_steps,
+                        help="sampler steps (default: the default sampler's)")
     parser.add_argument("--grid", default=None, choices=GRIDS[:-1], help="the sampler's noise-level grid (default: its own)")
     parser.add_argument("--guidance", type=GUIDANCE, default=DEFAULT_GUIDANCE, help="classifier-free guidance weight W")
     parser.add_argument("--seed", type=INDEX, default=0)

@@ -141,3 +141,27 @@ def test_the_npe_split_reads_the_conditional_simulations_and_numbers_its_own_aft
     np.testing.assert_array_equal(fieldset.fields[4:], own.fields)
     assert mock.NPE_NONLINEAR_SEED not in {mock.DEFAULT_SEED, mock.CONDITIONAL_SEED, *mock.INFERENCE_SEEDS.values()}
     assert len({tuple(row) for row in fieldset.params[::2, [0, 4]]}) == 5
+
+
+def test_the_holdout_split_has_its_own_latin_hypercube_and_several_simulations_per_point(monkeypatch):
+    from functools import partial
+
+    from cosmodiff import mock
+    from cosmodiff.parameters import LATIN_HYPERCUBE_RANGES
+
+    monkeypatch.setattr(mock, "make_mock_set", partial(make_mock_set, grid=16, image_size=16, progress=False))
+    monkeypatch.setattr(mock, "HOLDOUT_POINTS", 5)
+    monkeypatch.setattr(mock, "CONDITIONAL_NONLINEAR_SLABS", 2)
+    fieldset = mock.SPLITS["conditional-nonlinear-holdout"]["test"]()
+    per_point = mock.CONDITIONAL_SIMS_PER_POINT
+    assert list(fieldset.sim_index) == [sim for sim in range(5 * per_point) for _ in range(2)]
+    names = fieldset.param_names
+    points = fieldset.params[:, [names.index("Omega_m"), names.index("sigma_8")]]
+    by_simulation = points[::2]
+    for point in range(5):  # the same cosmology for each of a point's simulations, another at the next point
+        assert np.ptp(by_simulation[point * per_point:(point + 1) * per_point], axis=0).max() == 0
+    distinct = by_simulation[::per_point]
+    for column, (low, high) in enumerate(LATIN_HYPERCUBE_RANGES.values()):  # one point in each fifth of each range
+        assert sorted(np.floor((distinct[:, column] - low) / (high - low) * 5).astype(int)) == [0, 1, 2, 3, 4]
+    assert mock.HOLDOUT_SEED not in {mock.DEFAULT_SEED, mock.CONDITIONAL_SEED, mock.NPE_NONLINEAR_SEED,
+                                     mock.FLOOR_CHECK_SEED, *mock.INFERENCE_SEEDS.values()}
