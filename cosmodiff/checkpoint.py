@@ -75,11 +75,23 @@ def release_folders():
         HELD_LOCKS.popitem()[1].close()
 
 
+def holds_training_run(folder):
+    """Whether a folder (or the folder a link names) is a training run's: its config.json has train_args."""
+    try:
+        return "train_args" in json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 @contextlib.contextmanager
 def output_lock(folder, holder):
-    """The output folder held while a command works towards it (sampling, evaluation, inference, prepare);
-    a folder it made and left empty but for the lock goes again when the work fails."""
+    """The output folder held while a command works towards it (sampling, evaluation, inference, prepare,
+    NPE training); a folder holding a training run is refused, and a folder it made and left empty but for
+    the lock goes again when the work fails."""
     folder = Path(folder)
+    if holds_training_run(folder):
+        raise CheckpointError(f"{folder}: holds a training run (its config.json and weights), which the {holder} "
+                              "would overwrite; pick another --out")
     made = not folder.exists()
     lock_folder(folder, holder, "pick another --out")
     try:

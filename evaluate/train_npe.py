@@ -29,7 +29,7 @@ import torch
 
 from cosmodiff.api import load
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, exit_on, writable_folder
-from cosmodiff.checkpoint import CheckpointError
+from cosmodiff.checkpoint import CheckpointError, output_lock
 from cosmodiff.condition import Condition, fields_by_point, parameter_values
 from cosmodiff.emulate import emulated_set, latin_hypercube
 from cosmodiff.errors import FieldError
@@ -70,6 +70,12 @@ def emulated_training_set(args, fieldset, names):
 def main(args):
     set_threads(torch.get_num_threads())
     writable_folder(args.out, "--out")
+    with output_lock(args.out, "NPE training"):
+        train(args)
+
+
+def train(args):
+    """The NPE of the arguments, written to --out (held by main)."""
     fieldset = open_data(args.data_path, args.image_size, colormap=args.colormap, slab_thickness=args.slab_thickness,
                          box_size=args.box_size, mesh=args.mesh, params_file=args.params_file)
     names = [name.strip() for name in args.condition.split(",") if name.strip()]

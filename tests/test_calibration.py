@@ -162,7 +162,8 @@ def test_npe_recovers_the_amplitude_of_gaussian_fields(tmp_path):
                                  str(tmp_path / "train.npz"), "--condition", "A", "--image_size", str(SIZE),
                                  "--summary", summary, "--max_epochs", "20", "--lr", "2e-3", "--out", str(tmp_path / folder)])
         assert result.returncode == 0, result.stderr
-        assert sorted(path.name for path in (tmp_path / folder).iterdir()) == ["config.json", "logs", "model.safetensors"]
+        assert sorted(path.name for path in (tmp_path / folder).iterdir()) == [".lock", "config.json", "logs",
+                                                                                "model.safetensors"]
     posterior, config = load_npe(tmp_path / "npe")
     assert config["names"] == ["A"] and config["low"][0] == pytest.approx(0.5, abs=0.01) and config["summary"] == "field"
     assert config["patience"] == 10 and config["epochs"] > 0  # how it stopped, recorded

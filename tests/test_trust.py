@@ -165,6 +165,8 @@ def test_output_folders_in_use_are_refused_naming_the_holder_and_freed_by_kill_9
         "inference": [ROOT / "evaluate" / "infer.py", conditional_run / "lh.npz", "--indices", "0", "--checkpoint",
                       conditional_run / "results" / "run", "--method", "power_spectrum", "--grid", "3", "--out", out],
         "conversion": ["-m", "cosmodiff.prepare", a, "--out", out],
+        "NPE training": [ROOT / "evaluate" / "train_npe.py", "--data_path", conditional_run / "lh.npz",
+                         "--image_size", "32", "--out", out],
     }
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from cosmodiff.checkpoint import lock_folder; "
                                "lock_folder(sys.argv[1], 'x', 'y'); print('held', flush=True); time.sleep(120)", out],
@@ -211,3 +213,20 @@ def test_a_loss_spike_stops_before_the_update_keeping_the_last_checkpoint(tiny_d
     assert error.startswith("step 30: the loss jumped to") and "of the last 29 steps; stopped before the update" in error
     assert "lower --lr than 0.002" in error
     assert json.loads((tmp_path / "spike" / "config.json").read_text())["step"] == 25
+
+
+def test_no_command_writes_its_output_into_a_training_run(conditional_run, tmp_path):
+    run = conditional_run / "results" / "run"
+    link = tmp_path / "link"
+    link.symlink_to(run, target_is_directory=True)
+    before = {path.name: path.stat().st_mtime_ns for path in run.iterdir()}
+    for out in (run, link):
+        commands = [[ROOT / "evaluate" / "train_npe.py", "--data_path", conditional_run / "lh.npz", "--image_size", "32",
+                     "--max_epochs", "1", "--out", out],
+                    [ROOT / "UNet-DDPM" / "generate_images.py", "--checkpoint", run, "--params", "Omega_m=0.3,sigma_8=0.8",
+                     "--num_samples", "1", "--steps", "2", "--out", out]]
+        for command in commands:
+            result = run_in_process([sys.executable, *command])
+            assert result.returncode == 2, result.stderr
+            assert f"{out}: holds a training run (its config.json and weights)" in result.stderr, result.stderr
+    assert {path.name: path.stat().st_mtime_ns for path in run.iterdir()} == before  # nothing written, the run intact
