@@ -35,7 +35,7 @@ from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, REDSHIFT, exit
 from cosmodiff.fields import FieldSet, block_average, cube_to_slabs, load_fields, save_fields
 from cosmodiff.nbody import Growth, cic_weights, evolve, lpt_initial_conditions, paint
 from cosmodiff.parameters import LATIN_HYPERCUBE_RANGES, PARAM_NAMES, QUIJOTE_FIDUCIAL
-from cosmodiff.repository import ROOT
+from cosmodiff.repository import DATA_FOLDER, DEFAULT_DATA, DEFAULT_SPLIT
 
 # Defaults that make a visible cosmic web at 64x64: 128^3 particles in a 250 Mpc/h box, slabs of 4
 # cells (7.8 Mpc/h) along each axis, block-averaged from 128 to 64 pixels (3.9 Mpc/h each).
@@ -325,11 +325,8 @@ SPLITS = {
 }
 
 
-DATA_FOLDER = ROOT / "train_data"  # the repository's data folder
 # the 2lpt split sits in the data folder itself, where run folders trained on it look for its test file
 SPLIT_FOLDERS = {name: DATA_FOLDER if name == "2lpt" else DATA_FOLDER / name for name in SPLITS}
-DEFAULT_SPLIT = "nonlinear"  # what train.py trains on when given no data
-DEFAULT_DATA = SPLIT_FOLDERS[DEFAULT_SPLIT]
 DEFAULT_WORKERS = os.cpu_count() or 1  # a split made on first use runs one simulation on each core
 
 

@@ -3,6 +3,9 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA_FOLDER = ROOT / "train_data"  # the repository's data folder: the scripts' named splits (cosmodiff.mock)
+DEFAULT_SPLIT = "nonlinear"  # what train.py trains on when given no data
+DEFAULT_DATA = DATA_FOLDER / DEFAULT_SPLIT
 
 
 def commit(short=False):

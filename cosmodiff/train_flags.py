@@ -9,7 +9,7 @@ from cosmodiff.cli import ArgumentParser, COUNT, FINITE, FRACTION, INDEX, POSITI
 from cosmodiff.diffusion import FORMULATIONS, SAMPLERS
 from cosmodiff.fields import DEFAULT_MESH
 from cosmodiff.launch import PRECISIONS
-from cosmodiff.mock import DEFAULT_DATA
+from cosmodiff.repository import DEFAULT_DATA
 from cosmodiff.models import MODELS
 from cosmodiff.transforms import DATA_STD, TRANSFORMS
 

@@ -68,3 +68,12 @@ def test_importing_cosmodiff_and_drawing_keeps_the_backend_the_user_chose(tmp_pa
                             env={**os.environ, "MPLBACKEND": "svg"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "svg" and (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_reading_a_run_folder_loads_no_simulation_code():
+    import subprocess
+
+    code = "import sys, cosmodiff.checkpoint; print(sorted(set(sys.modules) & {'cosmodiff.mock', 'cosmodiff.nbody'}))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -83,6 +83,8 @@ def test_shipped_models_match_their_manifests_and_sample(folder):
     assert (folder / "model.safetensors").stat().st_size <= 20 * 2 ** 20
     assert manifest["command"] and manifest["commit"] and manifest["scorecard"]["worst"]["over_floor"] > 0
     run = cosmodiff.load(folder)
-    fields = cosmodiff.sample(run, 2, sampler="ddim", steps=3, batch_size=2)
+    params = None if run.condition is None else {  # a conditional model: the middle of its training ranges
+        name: (low + high) / 2 for name, low, high in zip(run.condition.names, run.condition.low, run.condition.high)}
+    fields = cosmodiff.sample(run, 2, params=params, sampler="ddim", steps=3, batch_size=2)
     size = run.config["image_size"]
     assert fields.shape == (2, size, size) and np.isfinite(fields).all() and (fields >= 0).all()
