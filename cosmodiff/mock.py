@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, REDSHIFT, exit_on, writable_file, writable_folder
 from cosmodiff.fields import FieldSet, block_average, cube_to_slabs, load_fields, save_fields
+from cosmodiff.launch import set_threads
 from cosmodiff.nbody import Growth, cic_weights, evolve, lpt_initial_conditions, paint
 from cosmodiff.parameters import LATIN_HYPERCUBE_RANGES, PARAM_NAMES, QUIJOTE_FIDUCIAL
 from cosmodiff.repository import DATA_FOLDER, DEFAULT_DATA, DEFAULT_SPLIT
@@ -386,7 +387,9 @@ def build_parser():
 
 
 def main(argv=None):
-    exit_on(ValueError, lambda args: write_mock_set(**vars(args)), build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    set_threads(1)  # one core per simulation, as --workers says (COSMODIFF_THREADS overrides)
+    exit_on(ValueError, lambda options: write_mock_set(**vars(options)), args)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def run_in_process(command, cwd=None, env=None):
     assert command[0] == sys.executable, command
     module = command[2] if command[1] == "-m" else None
     argv = [module, *command[3:]] if module else command[1:]
-    saved = os.getcwd(), dict(os.environ), sys.argv, list(sys.path)
+    saved = os.getcwd(), dict(os.environ), sys.argv, list(sys.path), torch.get_num_threads()
     # `python -m` starts without the module imported; a test that imported it keeps its copy afterwards
     imported = sys.modules.pop(module, None) if module else None
     stdout, stderr, status = io.StringIO(), io.StringIO(), 0
@@ -116,6 +116,7 @@ def run_in_process(command, cwd=None, env=None):
         os.environ.clear()
         os.environ.update(saved[1])
         sys.argv, sys.path[:] = saved[2], saved[3]
+        torch.set_num_threads(saved[4])  # a script sets the threads of its process, here the test's
         if imported is not None:
             sys.modules[module] = imported
         gc.collect()  # a finished run's DataLoader workers are shut down now, not in a later test

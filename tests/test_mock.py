@@ -165,3 +165,15 @@ def test_the_holdout_split_has_its_own_latin_hypercube_and_several_simulations_p
         assert sorted(np.floor((distinct[:, column] - low) / (high - low) * 5).astype(int)) == [0, 1, 2, 3, 4]
     assert mock.HOLDOUT_SEED not in {mock.DEFAULT_SEED, mock.CONDITIONAL_SEED, mock.NPE_NONLINEAR_SEED,
                                      mock.FLOOR_CHECK_SEED, *mock.INFERENCE_SEEDS.values()}
+
+
+def test_the_command_line_runs_one_simulation_on_one_thread(tmp_path):
+    import subprocess
+
+    code = ("import torch; from cosmodiff import mock; torch.set_num_threads(2); "
+            f"mock.main(['--out', r'{tmp_path / 'one.npz'}', '--n_sims', '1', '--grid', '16', '--image_size', '16', "
+            "'--workers', '1']); print(torch.get_num_threads())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={key: value for key, value in __import__("os").environ.items() if key != "COSMODIFF_THREADS"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "1" and len(load_fields(tmp_path / "one.npz")) == 12
