@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_in_process, shared_path
-from cosmodiff.stats import (bispectrum, compare, correlation_difference, floor_draws, mafd, mafd_floor, minkowski_functionals,
-                             nearest_distances, power_spectrum, reduced_bispectrum, seam_score)
+from cosmodiff.stats import (bispectrum, compare, correlation_difference, floor_draws, mafd, mafd_floor, mean_difference,
+                             minkowski_functionals, nearest_distances, power_spectrum, reduced_bispectrum, seam_score,
+                             simulations_for_floor)
 
 
 @pytest.mark.parametrize("resolution", [64, 128, 512])
@@ -323,3 +324,44 @@ def test_correlation_difference_finds_a_correlation_the_other_set_lacks():
     correlated[:, 1] = 0.6 * correlated[:, 0] + 0.8 * correlated[:, 1]
     assert correlation_difference(independent, independent) == 0
     assert correlation_difference(correlated, independent) == pytest.approx(0.6, abs=0.05)
+
+
+def test_mean_difference_counts_only_the_bins_enough_real_fields_reach():
+    real = np.zeros((100, 4))
+    real[:, 0] = np.where(np.arange(100) % 2, 1.0, -1.0)  # mean 0, spread 1
+    real[:5, 1] = 1.0  # 5 of 100 fields (OCCUPIED): mean 0.05, spread sqrt(0.05 * 0.95)
+    real[:4, 2] = 1.0  # 4 of 100: too few to divide by their spread
+    real[:, 3] = 5.0  # no spread at all
+    generated = np.zeros((10, 4))
+    generated[:, 0] = 0.5
+    generated[:, 2] = 3.0
+    generated[:, 3] = 9.0
+    expected = (0.5 / 1.0 + 0.05 / np.sqrt(0.05 * 0.95)) / 2  # the mean over the two counted bins
+    assert mean_difference(generated, real) == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_floor_is_by_simulation_only_where_fields_name_two_or_more_simulations():
+    sims = np.array([3, 3, 7, 7])
+    assert simulations_for_floor(None) is None and simulations_for_floor(np.array([2, 2, 2])) is None
+    assert simulations_for_floor(sims) is sims
+    pk, sims = clustered_spectra(np.random.default_rng(4), 6, 8, bins=5)
+    assert np.array_equal(mafd_floor(pk, 12, n_draws=30)[0], mafd_floor(pk, 12, n_draws=30)[0])  # seeded
+
+
+def test_the_report_and_scorecard_draw_floors_by_simulation_when_the_fields_name_them():
+    n_sims, per_sim = 6, 16
+    shared = np.repeat(gaussian_fields(n_sims, 32, -2.5, 10), per_sim, axis=0)  # each simulation's large scales
+    real = np.exp(0.6 * shared + 0.4 * gaussian_fields(n_sims * per_sim, 32, -1.5, 11))
+    other = np.exp(0.6 * np.repeat(gaussian_fields(n_sims, 32, -2.5, 12), per_sim, axis=0)
+                   + 0.4 * gaussian_fields(n_sims * per_sim, 32, -1.5, 13))
+    sims = np.repeat(np.arange(n_sims), per_sim)
+    by_field = compare(real, other, 250.0, n_draws=40, progress=False)
+    by_simulation = compare(real, other, 250.0, n_draws=40, progress=False, real_sims=sims)
+    two_splits = compare(real, other, 250.0, n_draws=40, progress=False, real_sims=sims, generated_sims=sims + n_sims)
+    assert by_field["floor"]["by"] == "field" and by_field["scorecard"]["floor_by"] == "field"
+    assert by_simulation["floor"]["by"] == "simulation" and by_simulation["scorecard"]["floor_by"] == "simulation"
+    assert by_simulation["floor"]["real_simulations"] == n_sims
+    floors = [report["scorecard"]["statistics"]["pk_mafd"]["floor"] for report in (by_field, by_simulation, two_splits)]
+    # shared large scales: sets drawn by simulation differ more than sets of independent fields, and two
+    # sets of simulations more than a set of simulations and independent fields
+    assert floors[0] < floors[1] < floors[2]
