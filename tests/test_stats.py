@@ -365,3 +365,39 @@ def test_the_report_and_scorecard_draw_floors_by_simulation_when_the_fields_name
     # shared large scales: sets drawn by simulation differ more than sets of independent fields, and two
     # sets of simulations more than a set of simulations and independent fields
     assert floors[0] < floors[1] < floors[2]
+
+
+def test_floor_draws_redraw_a_second_real_split_with_its_own_number_of_simulations():
+    pk, sims = clustered_spectra(np.random.default_rng(6), 5, 4, bins=3)
+    other, other_sims = clustered_spectra(np.random.default_rng(7), 3, 4, bins=3)
+    sizes = floor_draws(lambda generated, real: (len(generated), len(real)), [pk], len(other), sims, [other],
+                        other_sims + 10, n_draws=20)
+    assert (sizes == [3 * 4, 5 * 4]).all()  # 3 simulations of 4 fields against 5 of 4
+
+
+def test_floors_need_two_simulations_and_four_real_fields_and_no_more():
+    pk, sims = clustered_spectra(np.random.default_rng(8), 2, 2, bins=3)
+    assert len(floor_draws(lambda generated, real: 0.0, [pk], 4, sims, n_draws=5)) == 5  # exactly 2 and 4: enough
+    with pytest.raises(ValueError, match="needs at least 4 real fields"):
+        floor_draws(lambda generated, real: 0.0, [pk[:3]], 4, None, n_draws=5)
+
+
+def test_floor_ratios_and_mask_follow_each_bins_own_mean():
+    rng = np.random.default_rng(9)
+    pk, sims = clustered_spectra(rng, 12, 8, bins=6)
+    pk = pk * 10.0 ** np.arange(6)  # bins whose means differ by decades, as P(k) does
+    values, ratios = mafd_floor(pk, 96, n_draws=200, real_sims=sims)
+    assert ratios.shape == (200, 6) and np.median(ratios, axis=0) == pytest.approx(np.ones(6), abs=0.02)
+    noisy = pk.copy()
+    noisy[:, 0] *= np.exp(rng.normal(0, 1.0, len(pk)))  # one bin with a huge spread
+    masked = mafd_floor(noisy, 96, mask=np.arange(6) > 0, n_draws=200, real_sims=sims)[0]
+    unmasked = mafd_floor(noisy, 96, n_draws=200, real_sims=sims)[0]
+    assert np.median(masked) == pytest.approx(np.median(values), rel=0.05) and np.median(unmasked) > 2 * np.median(masked)
+
+
+def test_resampled_simulations_keep_each_bins_variance_whatever_its_mean():
+    pk, sims = clustered_spectra(np.random.default_rng(10), 4, 6, bins=3)
+    pk = pk * np.array([1.0, 100.0, 1e4])
+    draws = floor_draws(lambda generated, real: real.mean(axis=0), [pk], 1, sims, n_draws=4000)
+    sim_means = pk.reshape(4, 6, 3).mean(axis=1)
+    assert draws.var(axis=0) == pytest.approx(sim_means.var(axis=0, ddof=1) / 4, rel=0.1)
