@@ -67,6 +67,9 @@ def test_a_damaged_or_missing_pretrained_file_is_refused_by_name(tiny_run, tmp_p
     weights.unlink()
     with pytest.raises(CheckpointError, match=r"model\.safetensors: listed in .*manifest\.json but missing"):
         cosmodiff.load(folder)
+    (folder / "manifest.json").write_text('{"command": "train.py"}')
+    with pytest.raises(CheckpointError, match=r"manifest\.json: not a manifest with a 'sha256' table"):
+        cosmodiff.load(folder)
 
 
 def test_publish_refuses_weights_over_the_limit_and_writes_nothing(tiny_run, tmp_path, monkeypatch):
