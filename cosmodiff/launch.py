@@ -41,6 +41,13 @@ def cpu_has_bf16_units(cpuinfo=Path("/proc/cpuinfo")):
         return False
 
 
+def launch_device_type():
+    """The device accelerate trains on, known before its state exists (made once, it cannot change its
+    precision): "cuda" where a GPU is visible and the launcher did not ask for the CPU."""
+    on_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return "cuda" if torch.cuda.is_available() and not on_cpu else "cpu"
+
+
 def device_has_bf16_units(device_type):
     """Whether a device of this type ("cpu", "cuda", ...) multiplies bf16 matrices in hardware."""
     if device_type == "cuda":

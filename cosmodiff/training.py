@@ -8,13 +8,13 @@ import csv
 import importlib.util
 import itertools
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, set_seed
 from tqdm import tqdm
 
@@ -22,7 +22,7 @@ from cosmodiff import plots
 from cosmodiff.checkpoint import (CheckpointError, latest_run, load_training_state, lock_run, new_run_dir, read_config,
                                   read_log, release_folders, save_checkpoint, training_state)
 from cosmodiff.cli import writable_folder
-from cosmodiff.launch import Preemption, accelerated, device_has_bf16_units, mixed_precision
+from cosmodiff.launch import Preemption, accelerated, device_has_bf16_units, launch_device_type, mixed_precision
 from cosmodiff.loader import FieldDataset, StepBatches, fitting_sample, training_batches
 from cosmodiff.run import build_training, training_condition, training_fields, validation_set
 from cosmodiff.sampling import physical_fields
@@ -183,9 +183,10 @@ def check_replicas_agree(accelerator, network):
 def run_training(settings):
     """Trains a run (settings: train_flags.train_settings); returns the exit status (0 when done,
     PREEMPTED when a signal stopped it at a checkpoint) and the run folder."""
-    state = PartialState()
-    precision, note = mixed_precision(settings.precision, state.device.type, device_has_bf16_units(state.device.type))
-    if note and state.is_main_process:
+    device_type = launch_device_type()
+    precision, note = mixed_precision(settings.precision, device_type,
+                                      settings.precision in ("auto", "bf16") and device_has_bf16_units(device_type))
+    if note and os.environ.get("RANK", "0") == "0":
         print(note, file=sys.stderr)
     with accelerated(gradient_accumulation_steps=settings.grad_accum, mixed_precision=precision,
                      **tracker_settings(settings)) as accelerator:
