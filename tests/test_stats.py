@@ -328,12 +328,12 @@ def test_correlation_difference_finds_a_correlation_the_other_set_lacks():
 
 def test_mean_difference_counts_only_the_bins_enough_real_fields_reach():
     real = np.zeros((100, 4))
-    real[:, 0] = np.where(np.arange(100) % 2, 1.0, -1.0)  # mean 0, spread 1
+    real[:, 0] = np.where(np.arange(100) % 2, 11.0, 9.0)  # mean and median 10, spread 1
     real[:5, 1] = 1.0  # 5 of 100 fields (OCCUPIED): mean 0.05, spread sqrt(0.05 * 0.95)
     real[:4, 2] = 1.0  # 4 of 100: too few to divide by their spread
     real[:, 3] = 5.0  # no spread at all
     generated = np.zeros((10, 4))
-    generated[:, 0] = 0.5
+    generated[:, 0] = 10.5
     generated[:, 2] = 3.0
     generated[:, 3] = 9.0
     expected = (0.5 / 1.0 + 0.05 / np.sqrt(0.05 * 0.95)) / 2  # the mean over the two counted bins
