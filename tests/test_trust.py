@@ -230,3 +230,15 @@ def test_no_command_writes_its_output_into_a_training_run(conditional_run, tmp_p
             assert result.returncode == 2, result.stderr
             assert f"{out}: holds a training run (its config.json and weights)" in result.stderr, result.stderr
     assert {path.name: path.stat().st_mtime_ns for path in run.iterdir()} == before  # nothing written, the run intact
+
+
+def test_a_training_run_is_a_folder_whose_config_has_train_args(tmp_path):
+    from cosmodiff.checkpoint import holds_training_run
+
+    run, npe, broken = tmp_path / "run", tmp_path / "npe", tmp_path / "broken"
+    for folder, text in ((run, '{"train_args": {}, "step": 3}'), (npe, '{"kind": "npe"}'), (broken, '{"train_args": ')):
+        folder.mkdir()
+        (folder / "config.json").write_text(text)
+    (tmp_path / "link").symlink_to(run, target_is_directory=True)
+    assert holds_training_run(run) and holds_training_run(tmp_path / "link")
+    assert not holds_training_run(npe) and not holds_training_run(broken) and not holds_training_run(tmp_path / "none")
