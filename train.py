@@ -10,22 +10,24 @@
 Multi-GPU and multi-node runs are accelerate's configuration (`accelerate config`); on CPU:
 ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 train.py
 """
+import argparse
 import sys
 
 from cosmodiff.checkpoint import CheckpointError
-from cosmodiff.cli import exit_on
+from cosmodiff.cli import ArgumentParser, add_settings, exit_on
+from cosmodiff.config import GROUPS, train_config
 from cosmodiff.fields import FieldError
-from cosmodiff.train_flags import build_parser, train_settings
 from cosmodiff.training import TrainingError, run_training
 
 
 def main(args):
     """Trains; returns the exit status (cosmodiff.training.run_training)."""
-    status, _ = run_training(train_settings(**vars(args)))
+    status, _ = run_training(train_config(**vars(args)))
     return status
 
 
-PARSER = build_parser(__doc__)
+PARSER = add_settings(ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter),
+                      GROUPS)
 
 
 def parse_args(argv=None):

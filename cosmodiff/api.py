@@ -8,6 +8,7 @@ scripts (train.py, generate_images.py, evaluate/*.py) are these calls behind fla
     fields = cosmodiff.sample(run, 16)
     report = cosmodiff.evaluate(real, fields, box_size=run.config["box_size"])
 """
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -18,14 +19,14 @@ from tqdm import tqdm
 
 from cosmodiff import stats
 from cosmodiff.checkpoint import load_run, torch_device
-from cosmodiff.cli import COUNT, GUIDANCE, INDEX, POSITIVE, checked_numbers
 from cosmodiff.condition import DEFAULT_GUIDANCE, Condition
+from cosmodiff.config import settings_help, train_config
 from cosmodiff.diffusion import DEFAULT_SAMPLER, sampler_steps
 from cosmodiff.fields import FieldSet, validate
 from cosmodiff.infer import matching_fields, posterior_of, posteriors, prepared
 from cosmodiff.mock import DEFAULT_DATA
+from cosmodiff.ranges import COUNT, GUIDANCE, INDEX, POSITIVE, checked_numbers
 from cosmodiff.sampling import physical_fields
-from cosmodiff.train_flags import train_settings
 from cosmodiff.training import PREEMPTED, TrainingError, run_training
 from cosmodiff.transforms import transform_from_dict
 
@@ -43,15 +44,19 @@ class Run(NamedTuple):
 
 def train(data_path=DEFAULT_DATA, results_dir="results", run_name=None, train_steps=None, **settings):
     """Train a run on any data path cosmodiff.data.open_data reads (default: the particle-mesh split,
-    made on first use) into results_dir/run_name; returns the run folder. settings: train.py's other
-    flags by name, e.g. model="dit-xs/4", lr=1e-3, condition="Omega_m,sigma_8", resume=RUN_DIR
-    (`python train.py --help` says what each does), checked as the flags check them."""
-    status, run_dir = run_training(train_settings(data_path=str(data_path), results_dir=str(results_dir),
-                                                  run_name=run_name, train_steps=train_steps, **settings))
+    made on first use) into results_dir/run_name; returns the run folder. settings: the other fields of
+    cosmodiff.TrainConfig by name, e.g. model="dit-xs/4", lr=1e-3, condition="Omega_m,sigma_8",
+    resume=RUN_DIR, checked against their ranges and choices (train.py's flags are the same settings).
+    The settings, their defaults and ranges:"""
+    status, run_dir = run_training(train_config(data_path=str(data_path), results_dir=str(results_dir),
+                                                run_name=run_name, train_steps=train_steps, **settings))
     if status == PREEMPTED:
         raise TrainingError(f"a signal stopped training at a checkpoint of {run_dir}; continue with "
                             f"cosmodiff.train(resume='{run_dir}')")
     return Path(run_dir)
+
+
+train.__doc__ += "\n\n" + textwrap.indent(settings_help(), "    ")
 
 
 def load(run_dir):

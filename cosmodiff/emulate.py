@@ -4,7 +4,7 @@ only sampling time, so an emulated set can spread its fields over more cosmologi
 import numpy as np
 
 from cosmodiff.api import Run, load, sampled
-from cosmodiff.cli import COUNT, INDEX, checked_numbers
+from cosmodiff.ranges import COUNT, INDEX, checked_numbers
 from cosmodiff.diffusion import DEFAULT_SAMPLER
 from cosmodiff.fields import FieldSet
 

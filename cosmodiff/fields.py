@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cosmodiff.atomic import atomic_path
-from cosmodiff.cli import COUNT, GUIDANCE, INDEX, NON_NEGATIVE, POSITIVE, checked_numbers
+from cosmodiff.ranges import COUNT, GUIDANCE, INDEX, NON_NEGATIVE, POSITIVE, checked_numbers
 from cosmodiff.errors import FieldError  # noqa: F401 (the readers' error, imported from here by callers)
 
 DEFAULT_BOX_SIZE = 1000.0  # Mpc/h, Quijote's box

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from cosmodiff.atomic import atomic_path, atomic_write_text
 from cosmodiff.checkpoint import CheckpointError
-from cosmodiff.cli import COUNT, FINITE, INDEX, NON_NEGATIVE, POSITIVE, checked_numbers
+from cosmodiff.ranges import COUNT, FINITE, INDEX, NON_NEGATIVE, POSITIVE, checked_numbers
 from cosmodiff.inference import log_power_spectra
 
 NPE_KIND = "npe"

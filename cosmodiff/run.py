@@ -1,4 +1,4 @@
-"""Run assembly: what a training run is built from its settings (train_flags.train_settings: train.py's flags, or a resumed
+"""Run assembly: what a training run is built from its settings (config.TrainConfig: train.py's flags, or a resumed
 run's config.json): the field set, the condition, the fidelity check, the network, formulation, EMA
 and optimizer, and the config a run folder stores. cosmodiff.training is the loop around it."""
 import dataclasses

@@ -3,7 +3,6 @@ so that other scripts (evaluate/cosmology.py) sample in-process. Sample i's nois
 (seed, i); processes take turns at the batches and write each to OUT/parts as it is done; an
 interrupted call with the same settings keeps those; the main process merges them into samples.npy
 and writes samples.json (settings, timing, box size, every sample's parameters)."""
-import argparse
 import contextlib
 import json
 import shutil
@@ -14,11 +13,10 @@ import numpy as np
 from tqdm import tqdm
 
 from cosmodiff import plots
-from cosmodiff.atomic import atomic_path, atomic_write_text
+from cosmodiff.atomic import atomic_path, atomic_write_text, writable_folder
 from cosmodiff.checkpoint import load_run, output_lock
-from cosmodiff.cli import ArgumentParser, COUNT, GUIDANCE, INDEX, NON_NEGATIVE, writable_folder
 from cosmodiff.condition import DEFAULT_GUIDANCE, Condition, parse_params, read_params_table
-from cosmodiff.diffusion import DEFAULT_SAMPLER, GRIDS, SAMPLERS, network_evaluations, sample, sampler_steps
+from cosmodiff.diffusion import DEFAULT_SAMPLER, SAMPLERS, network_evaluations, sample, sampler_steps
 from cosmodiff.fields import render_colormap
 from cosmodiff.transforms import transform_from_dict
 
@@ -181,37 +179,3 @@ def write_samples(out, parts, settings, config, seconds, accelerator, colormap):
     shutil.rmtree(parts)
     print(f"{total} fields of {size}x{size} in {seconds:.1f} s "
           f"({record['seconds_per_sample']:.3f} s/sample) -> {out / 'samples.npy'}")
-
-
-def build_parser(description=None):
-    """generate_images.py's flags: sample_fields' arguments, and which run folder."""
-    parser = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=None, help="run folder (default: the latest under --results_dir)")
-    parser.add_argument("--results_dir", default="results")
-    parser.add_argument("--num_samples", type=COUNT, default=20, help="fields (a conditional run: per parameter point)")
-    parser.add_argument("--params", default=None, help="a conditional run's parameters, e.g. Omega_m=0.3,sigma_8=0.8")
-    parser.add_argument("--params_file", default=None,
-                        help="parameter points, one per row: a table with a '#' header naming the columns, or "
-                             "Quijote's latin_hypercube_params.txt")
-    parser.add_argument("--guidance", type=GUIDANCE, default=None,
-                        help=f"classifier-free guidance weight W of a conditional run (default {DEFAULT_GUIDANCE:g}; "
-                             "1: the conditional model alone)")
-    parser.add_argument("--unconditional", action="store_true",
-                        help="a conditional run's unconditional fields (its null condition, what guidance contrasts "
-                             "with), without --params")
-    parser.add_argument("--seed", type=INDEX, default=42)
-    parser.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=list(SAMPLERS),
-                        help="default unipc (20 steps, log grid): the smallest sampler error per network "
-                             "evaluation measured (README, error budget)")
-    parser.add_argument("--steps", type=COUNT, default=None,
-                        help="sampler steps (default: " + ", ".join(
-                            f"{name} {sampler.default_steps or 'every training timestep'}"
-                            for name, sampler in SAMPLERS.items()) + ")")
-    parser.add_argument("--grid", default=None, choices=GRIDS[:-1],
-                        help="noise-level grid (default: the sampler's; log keeps small-scale power best, "
-                             "benchmarks/sampler_accuracy.py)")
-    parser.add_argument("--churn", type=NON_NEGATIVE, default=0.0, help="heun: EDM's S_churn, noise added back per step")
-    parser.add_argument("--batch_size", type=COUNT, default=16)
-    parser.add_argument("--colormap", default="gnuplot", help="matplotlib colormap of the PNG previews")
-    parser.add_argument("--out", default=None, help="output folder (default: RUN/samples)")
-    return parser

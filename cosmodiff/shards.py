@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from cosmodiff.atomic import atomic_path, atomic_write_text
-from cosmodiff.cli import COUNT, POSITIVE, checked_numbers
+from cosmodiff.ranges import COUNT, POSITIVE, checked_numbers
 from cosmodiff.fields import DEFAULT_BOX_SIZE, FieldError, FieldSet, check_parts_agree
 
 INDEX = "index.json"

@@ -1,4 +1,4 @@
-"""The training loop: a run folder trained from its settings (train_flags.train_settings: train.py's
+"""The training loop: a run folder trained from its settings (config.TrainConfig: train.py's
 flags), new or resumed, with its log, checkpoints, fidelity checks and sample grids; train.py and
 `cosmodiff.train` call run_training."""
 import collections
@@ -21,7 +21,7 @@ from tqdm import tqdm
 from cosmodiff import plots
 from cosmodiff.checkpoint import (CheckpointError, latest_run, load_training_state, lock_run, new_run_dir, read_config,
                                   read_log, release_folders, save_checkpoint, training_state)
-from cosmodiff.cli import writable_folder
+from cosmodiff.atomic import writable_folder
 from cosmodiff.launch import Preemption, accelerated, device_has_bf16_units, launch_device_type, mixed_precision
 from cosmodiff.loader import FieldDataset, StepBatches, fitting_sample, training_batches
 from cosmodiff.run import build_training, training_condition, training_fields, validation_set
@@ -181,7 +181,7 @@ def check_replicas_agree(accelerator, network):
 
 
 def run_training(settings):
-    """Trains a run (settings: train_flags.train_settings); returns the exit status (0 when done,
+    """Trains a run (settings: config.TrainConfig); returns the exit status (0 when done,
     PREEMPTED when a signal stopped it at a checkpoint) and the run folder."""
     device_type = launch_device_type()
     precision, note = mixed_precision(settings.precision, device_type,
@@ -267,7 +267,7 @@ def setup(settings, accelerator):
 class TrainingRun:
     """Everything a run trains with, new or resumed (setup's result)."""
     run_dir: Path
-    settings: object  # train_flags.train_settings
+    settings: object  # config.TrainConfig
     condition: object
     validation: object
     network: torch.nn.Module

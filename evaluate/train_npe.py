@@ -8,12 +8,13 @@ ranges (the diffusion run's prior).
     python evaluate/infer.py FIELDS --npe results/npe --method npe [--checkpoint RUN --method elbo,power_spectrum,npe]
     python evaluate/infer.py FIELDS --npe_power_spectrum results/npe-pk --method npe_power_spectrum
     python evaluate/train_npe.py --data_path train_data/conditional-nonlinear --emulator RUN \
-        [--emulated_cosmologies 2000] [--out results/npe-emulated]
+        [--emulated_cosmologies 2000] [--emulated_fields N] [--emulator_steps 10] [--out results/npe-emulated]
 
 --emulator RUN trains on fields the conditional run samples instead of the data's (cosmodiff.emulate):
 at the data's cosmologies with as many fields at each as the data has, or, with
 --emulated_cosmologies M, at M points of a Latin hypercube over the run's training ranges with the
-data's number of fields spread over them. The emulated set is written to --out as emulated.npz, and
+data's number of fields spread over them (--emulated_fields N: about N fields in all, the same number
+at each cosmology; --emulator_steps: the sampler's steps). The emulated set is written to --out as emulated.npz, and
 config.json records the emulator, the cosmologies and the CPU-seconds per emulated field.
 
 Writes config.json (the networks' settings, the prior, the data, epochs and seconds),
@@ -28,9 +29,10 @@ import numpy as np
 import torch
 
 from cosmodiff.api import load
-from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, exit_on, writable_folder
+from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, add_settings, exit_on, writable_folder
 from cosmodiff.checkpoint import CheckpointError, output_lock
 from cosmodiff.condition import Condition, fields_by_point, parameter_values
+from cosmodiff.diffusion.samplers import DEFAULT_SAMPLER
 from cosmodiff.emulate import emulated_set, latin_hypercube
 from cosmodiff.errors import FieldError
 from cosmodiff.launch import set_threads
@@ -38,7 +40,6 @@ from cosmodiff.mock import SPLIT_FOLDERS
 from cosmodiff.npe import SUMMARIES, save_npe, train_npe
 from cosmodiff.data import open_data
 from cosmodiff.fields import save_fields
-from cosmodiff.train_flags import add_data_flags
 
 
 def emulated_training_set(args, fieldset, names):
@@ -55,15 +56,16 @@ def emulated_training_set(args, fieldset, names):
         points = latin_hypercube(args.emulated_cosmologies, low, high, seed=args.seed)
     else:
         points = np.array(list(fields_by_point(fieldset, names, args.data_path)))
-    fields_per_point = max(1, round(len(fieldset) / len(points)))
+    fields_per_point = max(1, round((args.emulated_fields or len(fieldset)) / len(points)))
     started = time.process_time()
-    emulated = emulated_set(emulator, points, fields_per_point, seed=args.seed)
+    emulated = emulated_set(emulator, points, fields_per_point, steps=args.emulator_steps, seed=args.seed)
     cpu_seconds = time.process_time() - started
     save_fields(Path(args.out) / "emulated.npz", emulated)
     print(f"Emulated {len(emulated)} fields at {len(points)} cosmologies ({cpu_seconds / len(emulated):.2f} "
           "CPU-s per field)")
     return emulated, low, high, dict(emulator=str(args.emulator), emulated_cosmologies=len(points),
-                                     fields_per_cosmology=fields_per_point, emulation_cpu_seconds=cpu_seconds,
+                                     fields_per_cosmology=fields_per_point, emulator_steps=args.emulator_steps,
+                                     emulation_cpu_seconds=cpu_seconds,
                                      cpu_seconds_per_emulated_field=cpu_seconds / len(emulated))
 
 
@@ -103,7 +105,7 @@ def train(args):
 
 def build_parser():
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_flags(parser)
+    add_settings(parser, ["data"])
     parser.set_defaults(data_path=str(SPLIT_FOLDERS["conditional"]))
     parser.add_argument("--condition", default="Omega_m,sigma_8", help="the parameters to infer (comma-separated)")
     parser.add_argument("--summary", choices=list(SUMMARIES), default="field",
@@ -118,6 +120,10 @@ def build_parser():
                         "the data's")
     parser.add_argument("--emulated_cosmologies", type=COUNT, default=None, help="with --emulator: this many "
                         "cosmologies on a Latin hypercube over the run's ranges (default: the data's cosmologies)")
+    parser.add_argument("--emulated_fields", type=COUNT, default=None, help="with --emulator: about this many fields "
+                        "in all, the same number at each cosmology (default: as many as the data has)")
+    parser.add_argument("--emulator_steps", type=COUNT, default=None, help="with --emulator: its sampler's steps "
+                        f"({DEFAULT_SAMPLER}; default: its default steps)")
     return parser
 
 

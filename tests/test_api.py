@@ -1,6 +1,7 @@
 """The Python API (cosmodiff.train, load, sample, evaluate, posterior) and the quickstart example: the
 same fields, posteriors and refusals as the commands."""
 import json
+import re
 import runpy
 import sys
 
@@ -29,6 +30,35 @@ def test_train_refuses_settings_as_its_flags_do(tmp_path, tiny_data):
                               (dict(learning_rate=1e-3), "unknown training setting learning_rate")]:
         with pytest.raises(ValueError, match=message):
             cosmodiff.train(tiny_data, results_dir=tmp_path, run_name="never", **settings)
+    assert not (tmp_path / "never").exists()
+
+
+def test_train_py_flags_are_the_settings_cosmodiff_train_documents_and_checks(tmp_path, tiny_data):
+    import dataclasses
+
+    from cosmodiff.config import GROUPS
+    from cosmodiff.ranges import Number
+
+    train_script = runpy.run_path(str(ROOT / "train.py"))
+    flags = {action.dest: action for action in train_script["PARSER"]._actions if action.dest != "help"}
+    settings = {item.name: item for item in dataclasses.fields(cosmodiff.TrainConfig)}
+    assert set(flags) == set(settings) and len(GROUPS) == 7
+    documented = cosmodiff.train.__doc__
+    for name, item in settings.items():
+        assert flags[name].default == item.default, name
+        assert f"    {name} = {item.default!r}" in documented, name
+        kind = item.metadata["kind"]
+        if isinstance(kind, Number):
+            assert flags[name].type is kind and kind.describe() in documented, name
+        if item.metadata["choices"]:
+            assert list(flags[name].choices) == list(item.metadata["choices"]), name
+    # the documented ranges, refused the same way by the flag (named as a flag) and the keyword (as a parameter)
+    for name, bad, sentence in [("ema_decay", 1.5, "a number in [0, 1]"), ("warmup_steps", 0, "an integer >= 1"),
+                                ("loss_spike", 1.5, "a number >= 2"), ("p_std", 0.0, "a number > 0")]:
+        with pytest.raises(ValueError, match=rf"'{name}' is {bad}; it must be {re.escape(sentence)}"):
+            cosmodiff.train(tiny_data, results_dir=tmp_path, run_name="never", **{name: bad})
+        result = run_in_process([sys.executable, ROOT / "train.py", f"--{name}", str(bad)])
+        assert result.returncode == 2 and f"argument --{name}: must be {sentence}" in result.stderr, result.stderr
     assert not (tmp_path / "never").exists()
 
 
@@ -70,10 +100,11 @@ def test_importing_cosmodiff_and_drawing_keeps_the_backend_the_user_chose(tmp_pa
     assert result.stdout.strip() == "svg" and (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_reading_a_run_folder_loads_no_simulation_code():
+def test_reading_a_run_folder_loads_no_simulation_code_and_no_flag_parser():
     import subprocess
 
-    code = "import sys, cosmodiff.checkpoint; print(sorted(set(sys.modules) & {'cosmodiff.mock', 'cosmodiff.nbody'}))"
+    code = ("import sys, cosmodiff.checkpoint; "
+            "print(sorted(set(sys.modules) & {'cosmodiff.mock', 'cosmodiff.nbody', 'cosmodiff.cli'}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

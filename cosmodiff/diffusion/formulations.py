@@ -30,7 +30,7 @@ import torch
 from denoising_diffusion_pytorch.denoising_diffusion_pytorch import (cosine_beta_schedule, linear_beta_schedule,
                                                                      sigmoid_beta_schedule)
 
-from cosmodiff.cli import FINITE, POSITIVE, Number
+from cosmodiff.ranges import FINITE, POSITIVE, Number
 
 BETA_SCHEDULES = {"sigmoid": sigmoid_beta_schedule, "cosine": cosine_beta_schedule, "linear": linear_beta_schedule}
 
@@ -65,7 +65,7 @@ class Formulation:
 
     @classmethod
     def from_settings(cls, settings):
-        """The formulation a new run trains with, from its TrainSettings (train.py's flags)."""
+        """The formulation a new run trains with, from its TrainConfig (cosmodiff.config: train.py's flags)."""
         return cls(**{name: getattr(settings, name) for name in cls.flags})
 
     def settings(self):

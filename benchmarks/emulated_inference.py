@@ -1,0 +1,134 @@
+"""Inference trained on emulated fields: the field NPE trained on a conditional run's fields in place of
+simulations, judged on real particle-mesh fields beside the NPE trained on the simulations the run
+learned from.
+
+    python benchmarks/emulated_inference.py [--emulator pretrained/pm-conditional] \
+        [--data_path train_data/conditional-nonlinear] [--emulated_fields 2000] [--emulator_steps 10] \
+        [--wide_factor 10] [--out benchmarks/out/npe-emulated] \
+        [--results benchmarks/results/npe_emulated.json]
+
+Three field NPEs (evaluate/train_npe.py, patience 30 as the inference-nonlinear split's; each trained
+unless --out/NAME/npe holds it): `simulations` on the data's fields, `emulated` on about
+--emulated_fields fields the emulator samples at the data's cosmologies, and `emulated-wide` on as
+many fields at --wide_factor times as many cosmologies (a Latin hypercube over the emulator's ranges).
+Each is judged by benchmarks/inference.py --split inference-nonlinear --methods power_spectrum,npe
+(coverage, SBC, TARP, offset and figure of merit on the split's real test fields, raw and with the
+corrections fitted on its calibration fields). The cost of a training set: CPU-seconds per field, for
+the emulator as train_npe.py recorded them, for the simulations one simulation of the data's kind
+timed here (its slabs share the simulation's cost). Writes the rows, each with its figure of merit
+over the simulation-trained NPE's, to --results; --report prints its table.
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cosmodiff.benchmark import run
+from cosmodiff.cli import ArgumentParser, COUNT
+from cosmodiff.data import open_data
+from cosmodiff.mock import make_mock_set
+from cosmodiff.npe import is_npe_run
+from cosmodiff.repository import ROOT
+
+SPLIT = "inference-nonlinear"
+PATIENCE = 30  # as benchmarks/inference.py's NPEs on this split
+NPE_LABEL = "NPE (CNN summary)"
+
+
+def training_sets(args):
+    """Each NPE's name and the train_npe.py flags of its training set."""
+    data = ["--data_path", args.data_path]
+    emulated = [*data, "--emulator", args.emulator, "--emulated_fields", args.emulated_fields,
+                "--emulator_steps", args.emulator_steps]
+    cosmologies = len(np.unique(open_data(args.data_path).params, axis=0))
+    return {"simulations": data, "emulated": emulated,
+            "emulated-wide": [*emulated, "--emulated_cosmologies", args.wide_factor * cosmologies]}
+
+
+def simulation_cpu_seconds(data_path):
+    """CPU-seconds of one particle-mesh simulation of the data's kind (geometry and slabs per simulation),
+    and its slabs per simulation."""
+    fieldset = open_data(data_path)
+    slabs = len(fieldset) // len(np.unique(fieldset.sim_index))
+    started = time.process_time()
+    make_mock_set(1, seed=12345, latin_hypercube=True, method="pm", slabs_per_sim=slabs)
+    return time.process_time() - started, slabs
+
+
+def judged(args, name, flags):
+    """benchmarks/inference.py's rows for one training set's NPE (trained first unless there) and the
+    NPE's config."""
+    folder = Path(args.out) / name
+    npe = folder / "npe"
+    if not is_npe_run(npe):
+        run([sys.executable, ROOT / "evaluate" / "train_npe.py", *flags, "--patience", PATIENCE, "--out", npe],
+            COSMODIFF_THREADS=args.threads)
+    results = folder / "inference_rows.json"
+    run([sys.executable, ROOT / "benchmarks" / "inference.py", "--split", SPLIT, "--methods", "power_spectrum,npe",
+         "--out", folder, "--results", results], COSMODIFF_THREADS=args.threads)
+    return json.loads(results.read_text())["rows"], json.loads((npe / "config.json").read_text())
+
+
+def table(rows):
+    lines = ["| training set | fields | cosmologies | CPU-s / field | method | parameter | 68% | 95% | SBC KS p | "
+             "offset / sigma | FoM vs P(k) | FoM vs simulations |", "|" + " --- |" * 12]
+    for row in rows:
+        lines.append(f"| {row['training_set']} | {row['training_fields']} | {row['training_cosmologies']} | "
+                     f"{row['cpu_seconds_per_training_field']:.2f} | {row['method']} | {row['parameter']} | "
+                     f"{100 * row['coverage_68']:.0f}% | {100 * row['coverage_95']:.0f}% | {row['sbc_ks_p']:.2g} | "
+                     f"{row['offset_over_sigma']:+.2f} | {row['fom_vs_power_spectrum']:.2f} | "
+                     f"{row['fom_vs_simulations']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(args):
+    if args.report:
+        print(table(json.loads(Path(args.results).read_text())["rows"]))
+        return
+    simulation_seconds, slabs = simulation_cpu_seconds(args.data_path)
+    rows, reference = [], {}
+    for name, flags in training_sets(args).items():
+        method_rows, config = judged(args, name, flags)
+        emulated = "emulator" in config
+        cost = dict(training_set=name, training_fields=config["fields"],
+                    training_cosmologies=config.get("emulated_cosmologies") or len(np.unique(
+                        open_data(args.data_path).params, axis=0)),
+                    npe_epochs=config["epochs"],
+                    cpu_seconds_per_training_field=(config["cpu_seconds_per_emulated_field"] if emulated
+                                                    else simulation_seconds / slabs))
+        for row in method_rows:
+            if row["method"].startswith(NPE_LABEL):
+                if name == "simulations":
+                    reference[row["method"]] = row["fom_vs_power_spectrum"]
+                rows.append(dict(cost, **row, fom_vs_simulations=row["fom_vs_power_spectrum"] / reference[row["method"]]))
+    record = dict(settings=dict(split=SPLIT, emulator=str(args.emulator), data_path=str(args.data_path),
+                                emulated_fields=args.emulated_fields, emulator_steps=args.emulator_steps,
+                                wide_factor=args.wide_factor, patience=PATIENCE,
+                                simulation_cpu_seconds=simulation_seconds, slabs_per_simulation=slabs),
+                  rows=rows)
+    Path(args.results).write_text(json.dumps(record, indent=1) + "\n")
+    print(table(rows))
+
+
+def build_parser():
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--emulator", default=str(ROOT / "pretrained" / "pm-conditional"),
+                        help="the conditional run whose fields stand in for simulations")
+    parser.add_argument("--data_path", default=str(ROOT / "train_data" / "conditional-nonlinear"),
+                        help="the simulations the emulator learned from")
+    parser.add_argument("--emulated_fields", type=COUNT, default=2000)
+    parser.add_argument("--emulator_steps", type=COUNT, default=10, help="the emulator's sampler steps")
+    parser.add_argument("--wide_factor", type=COUNT, default=10,
+                        help="emulated-wide's cosmologies over the data's")
+    parser.add_argument("--threads", type=COUNT, default=1, help="torch threads of each command")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "npe-emulated"))
+    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "npe_emulated.json"))
+    parser.add_argument("--report", action="store_true", help="print the table of --results")
+    return parser
+
+
+if __name__ == "__main__":
+    main(build_parser().parse_args())
