@@ -6,13 +6,13 @@ width it claims, at each count of noise levels and draws; and whether the grid r
         [--refined_grid 25] [--fine 81] [--studies spread,grid] [--saved_grids OUT/grid_check.npz] \
         [--out benchmarks/out/elbo_variance] [--results benchmarks/results/elbo_variance.json]
 
-Each setting "levels:draws" is the ELBO of cosmodiff.inference.negative_elbo (common random numbers
+Each setting "levels:draws" is the ELBO of cosmodiff.inference.likelihoods.negative_elbo (common random numbers
 across the grid) on the first --n_fields fields (or the fields at --indices), once per seed. Per
 setting and parameter: the seed spread, the standard deviation over seeds of the posterior mean
 divided by the mean posterior sigma (median and largest over the fields), the network evaluations
 and seconds per field and seed. The grid check compares the first setting's seed-0 posterior on --grid and --refined_grid points per
 parameter: the moves of mean and sigma in units of sigma, for the grids as they are and for both read
-by cubic interpolation on --fine points per parameter (cosmodiff.inference.cubic_interpolation). The
+by cubic interpolation on --fine points per parameter (cosmodiff.inference.likelihoods.cubic_interpolation). The
 noise draws are the same at both grids, so a --grid whose points --refined_grid contains is read off
 it. Both grids' log-likelihoods are kept in OUT/grid_check.npz; --saved_grids reads the refined grid
 from such a file instead of the network (the setting it was made with first in --settings), so other
@@ -32,9 +32,9 @@ from cosmodiff.cli import ArgumentParser, COUNT, INDEX, Number, exit_on
 from cosmodiff.condition import Condition
 from cosmodiff.data import open_data
 from cosmodiff.fields import FieldError
-from cosmodiff.infer import selected
+from cosmodiff.inference.methods import selected
 from cosmodiff.launch import set_threads
-from cosmodiff.inference import (CUBIC_POINTS, cubic_interpolation, elbo_levels, grid_posterior, negative_elbo,
+from cosmodiff.inference.likelihoods import (CUBIC_POINTS, cubic_interpolation, elbo_levels, grid_posterior, negative_elbo,
                                  parameter_grid, summaries)
 from cosmodiff.repository import ROOT
 from cosmodiff.transforms import transform_from_dict

@@ -45,12 +45,12 @@ import numpy as np
 from cosmodiff.benchmark import run
 from cosmodiff.checkpoint import weights_digest
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, Number, device_name
-from cosmodiff.coverage import AffineCorrection, Correction, expected_coverage, log_density_at, sbc, tarp
-from cosmodiff.inference import (CUBIC_POINTS, cubic_interpolation, figure_of_merit, grid_draws, grid_posterior,
+from cosmodiff.inference.coverage import AffineCorrection, Correction, expected_coverage, log_density_at, sbc, tarp
+from cosmodiff.inference.likelihoods import (CUBIC_POINTS, cubic_interpolation, figure_of_merit, grid_draws, grid_posterior,
                                  parameter_grid, summaries)
 from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
-from cosmodiff.npe import is_npe_run
-from cosmodiff.infer import METHODS, NPE_SUMMARIES, plot
+from cosmodiff.inference.npe import is_npe_run
+from cosmodiff.inference.methods import METHODS, NPE_SUMMARIES, plot
 from cosmodiff.plots import save, subplots
 from cosmodiff.repository import ROOT
 

@@ -23,7 +23,7 @@ from cosmodiff.condition import DEFAULT_GUIDANCE, Condition
 from cosmodiff.config import settings_help, train_config
 from cosmodiff.diffusion import DEFAULT_SAMPLER, sampler_steps
 from cosmodiff.fields import FieldSet, validate
-from cosmodiff.infer import matching_fields, posterior_of, posteriors, prepared
+from cosmodiff.inference.methods import METHODS, matching_fields, posterior_of, posteriors, prepared
 from cosmodiff.mock import DEFAULT_DATA
 from cosmodiff.ranges import COUNT, GUIDANCE, INDEX, POSITIVE, checked_numbers
 from cosmodiff.sampling import physical_fields
@@ -134,21 +134,41 @@ def checked_fields(fields, name):
     return array
 
 
-def posterior(fields, checkpoint=None, npe=None, methods="elbo,power_spectrum", indices=None, box_size=None,
-              truths=None, grid=21, joint=False, mcmc=0, npe_power_spectrum=None, **settings):
-    """Every method's posterior (cosmodiff.infer.METHODS) of fields: a data path (open_data; a split
-    folder's test.npz; the comma-separated indices, default all) or an array (N, H, W) of the run's box
-    (box_size Mpc/h, default the run's) with optional truths (N, P). checkpoint: a conditional run
-    folder (the ELBO); npe, npe_power_spectrum: NPE folders on the field and on its P(k)
-    (evaluate/train_npe.py). Returns posteriors' list of results, one per field (or one with joint);
-    settings: the methods' own (n_levels, n_draws, seed, batch_size) and emcee's walkers."""
+def posterior(fields, models, methods=("elbo", "power_spectrum"), indices=None, box_size=None, truths=None, grid=21,
+              joint=False, mcmc=0, **settings):
+    """Every chosen method's posterior (cosmodiff.inference.methods.METHODS) of fields: a data path
+    (open_data; a split folder's test.npz; indices: a list of field positions, default all) or an array
+    (N, H, W) of the models' box (box_size Mpc/h, default theirs) with optional truths (N, P). models:
+    the kind of model each method needs -> its folder (MODEL_KINDS: {"checkpoint": RUN} for the ELBO,
+    "npe" and "npe_power_spectrum" for NPE folders from evaluate/train_npe.py); methods: a list of
+    METHODS names. Returns posteriors' list of results, one per field (or one with joint). settings:
+    the chosen methods' own (Method.settings, e.g. n_levels, n_draws, seed, batch_size, device), emcee's
+    walkers with mcmc, and fine (cubic reading of the grid); an argument no chosen method reads is refused."""
+    if not isinstance(models, Mapping):
+        raise ValueError("cosmodiff.posterior: models must be a dict of the kind of model -> its folder, e.g. "
+                         "{'checkpoint': RUN}")
+    if isinstance(methods, str) or not all(isinstance(method, str) for method in methods):
+        raise ValueError(f"cosmodiff.posterior: methods must be a list of method names, e.g. ['elbo', "
+                         f"'power_spectrum'], got {methods!r}")
+    read = {name for method in methods if method in METHODS for name in METHODS[method].settings}
+    read |= {"fine", *(["walkers"] if mcmc else [])}
+    ignored = sorted(set(settings) - read)
+    if ignored:
+        raise ValueError(f"cosmodiff.posterior: {', '.join(ignored)} would be ignored: no chosen method "
+                         f"({', '.join(methods)}) reads it" + ("" if mcmc else " (walkers needs mcmc)"))
     options = dict(grid=grid, joint=joint, mcmc=mcmc, **settings)
-    folders = dict(checkpoint=checkpoint, npe=npe, npe_power_spectrum=npe_power_spectrum)
+    folders = dict(models)
     if isinstance(fields, (str, Path)):
-        return posterior_of(fields, folders, methods, indices, box_size, **options)[0]
+        if truths is not None:
+            raise ValueError(f"cosmodiff.posterior: {fields} carries its own truths; truths goes with an array")
+        positions = None if indices is None else ",".join(str(int(index)) for index in indices)
+        return posterior_of(fields, folders, list(methods), positions, box_size, **options)[0]
+    if indices is not None:
+        raise ValueError("cosmodiff.posterior: indices picks fields of a data path; select an array's fields by "
+                         "slicing it")
     fields = checked_fields(fields, "posterior's").astype(np.float32)
-    names, models, space = prepared(methods, folders)
+    names, loaded, space = prepared(list(methods), folders)
     fieldset = matching_fields(FieldSet(fields=fields, sources=["fields"] * len(fields),
                                         box_size=space.box_size if box_size is None else box_size), space, "fields")
     true_values = [None] * len(fields) if truths is None else np.asarray(truths, dtype=float).tolist()
-    return posteriors(fieldset.fields, true_values, list(range(len(fields))), space, names, models, **options)[0]
+    return posteriors(fieldset.fields, true_values, list(range(len(fields))), space, names, loaded, **options)[0]

@@ -70,7 +70,7 @@ def mixed_precision(precision, device_type, bf16_units):
 
 @contextmanager
 def accelerated(**kwargs):
-    """An Accelerator on this process's share of the cores, ended cleanly on every rank.
+    """An Accelerator on this process's share of the cores while the block runs, ended cleanly on every rank.
 
     On leaving, every rank waits for the others and then tears the process group down: a rank that
     returned early (with the main one still writing) or exited with its gloo group alive aborted at
@@ -79,11 +79,13 @@ def accelerated(**kwargs):
     `accelerate launch` then stops them.
     """
     accelerator = Accelerator(**kwargs)
+    threads = torch.get_num_threads()
     use_cpu_cores(accelerator)
     try:
         yield accelerator
         accelerator.wait_for_everyone()
     finally:
+        torch.set_num_threads(threads)  # the caller's thread count, as it was (a notebook keeps its own)
         accelerator.end_training()
         # accelerate keeps its settings for the process's life and refuses other ones; a library call
         # leaves none behind, so the next call (a notebook's second run) may choose its own precision

@@ -12,7 +12,9 @@ simulation when the test set carries sim_index) and its worst, MAFD next to its 
 KS distance, Minkowski functionals and seams (cosmodiff.stats.compare). The response P(k; theta) / P(k; fiducial)
 is compared at every point, generated against real; d ln P / d theta at the fiducial point by central
 differences, on the paired derivative simulations of --derivatives (default: derivatives.npz next to
---test) and on samples at the same parameters. Writes cosmology.json, cosmology.md,
+--test) and on samples at the same parameters, and from them the Fisher forecast of one field's ln P(k)
+(marginal sigma of each parameter, k from 2 k_F to k_Nyq / 2), each side with its own covariance of
+ln P(k) pooled over the derivative points. Writes cosmology.json, cosmology.md,
 conditional_response.png and conditional_derivatives.png to --out (and --figures).
 """
 import argparse
@@ -27,6 +29,7 @@ from cosmodiff.cli import ArgumentParser, COUNT, GUIDANCE, INDEX, exit_on, finit
 from cosmodiff.condition import DEFAULT_GUIDANCE, fields_by_point
 from cosmodiff.diffusion import DEFAULT_SAMPLER, GRIDS, SAMPLERS
 from cosmodiff.fields import FieldError, load_fields
+from cosmodiff.inference.likelihoods import fisher_forecast, pooled_covariance
 from cosmodiff.launch import accelerated
 from cosmodiff.parameters import QUIJOTE_FIDUCIAL
 from cosmodiff.sampling import sample_fields, samples_match
@@ -47,11 +50,6 @@ def generated_at(args, accelerator, run_dir, names, point, out):
                       guidance=args.guidance, seed=args.seed, sampler=args.sampler, steps=args.steps, grid=args.grid,
                       batch_size=args.batch_size)
     return np.load(folder / "samples.npy")
-
-
-def spectrum(fields, box_size):
-    k, pk, _ = stats.power_spectrum(fields, box_size)
-    return k, pk.mean(axis=0)
 
 
 def fidelity_rows(args, accelerator, run_dir, names, test, out):
@@ -79,17 +77,26 @@ def fidelity_rows(args, accelerator, run_dir, names, test, out):
     return rows
 
 
+def log_spectra(fields, box_size):
+    k, pk, _ = stats.power_spectrum(fields, box_size)
+    return k, np.log(pk)
+
+
 def derivatives(args, accelerator, run_dir, names, out):
     """d ln P / d theta at the fiducial point, real (paired derivative simulations) and generated (samples at
-    the same parameters with common noise), per parameter the derivative set varies."""
+    the same parameters with common noise), per parameter the derivative set varies; and the Fisher
+    forecast of one field's ln P(k) over the same k band from each (fisher_of; None unless every
+    parameter has its pair)."""
     path = Path(args.derivatives) if args.derivatives else Path(args.test).with_name("derivatives.npz")
     if not path.exists():
         print(f"No derivative simulations at {path}: derivatives skipped.")
-        return {}
+        return {}, None
     fields = load_fields(path)
     points = fields_by_point(fields, names, path)
     fiducial = {name: QUIJOTE_FIDUCIAL.get(name) for name in names}
-    result = {}
+    k_fundamental = 2 * np.pi / fields.box_size
+    nyquist = np.pi * fields.fields.shape[-1] / fields.box_size
+    result, spectra = {}, {"real": [], "generated": []}
     for varied in names:
         pair = sorted((point for point in points if all(np.isclose(value, fiducial[name])
                                                        for name, value in zip(names, point) if name != varied)),
@@ -97,14 +104,15 @@ def derivatives(args, accelerator, run_dir, names, out):
         if len(pair) != 2:
             continue
         step = pair[1][names.index(varied)] - pair[0][names.index(varied)]
-        k, low_real = spectrum(fields.fields[points[pair[0]]], fields.box_size)
-        _, high_real = spectrum(fields.fields[points[pair[1]]], fields.box_size)
-        _, low_generated = spectrum(generated_at(args, accelerator, run_dir, names, pair[0], out), fields.box_size)
-        _, high_generated = spectrum(generated_at(args, accelerator, run_dir, names, pair[1], out), fields.box_size)
-        real = (np.log(high_real) - np.log(low_real)) / step
-        generated = (np.log(high_generated) - np.log(low_generated)) / step
-        k_fundamental = 2 * np.pi / fields.box_size
-        nyquist = np.pi * fields.fields.shape[-1] / fields.box_size
+        k, low_real = log_spectra(fields.fields[points[pair[0]]], fields.box_size)
+        _, high_real = log_spectra(fields.fields[points[pair[1]]], fields.box_size)
+        _, low_generated = log_spectra(generated_at(args, accelerator, run_dir, names, pair[0], out), fields.box_size)
+        _, high_generated = log_spectra(generated_at(args, accelerator, run_dir, names, pair[1], out), fields.box_size)
+        spectra["real"] += [low_real, high_real]
+        spectra["generated"] += [low_generated, high_generated]
+        # ln of the mean spectrum, as the simulations' derivative is defined
+        real = (np.log(np.exp(high_real).mean(axis=0)) - np.log(np.exp(low_real).mean(axis=0))) / step
+        generated = (np.log(np.exp(high_generated).mean(axis=0)) - np.log(np.exp(low_generated).mean(axis=0))) / step
         band = (k >= 2 * k_fundamental) & (k <= nyquist / 2)
         relative = np.abs(generated[band] / real[band] - 1)
         result[varied] = dict(k=k.tolist(), real=real.tolist(), generated=generated.tolist(), step=step,
@@ -112,7 +120,30 @@ def derivatives(args, accelerator, run_dir, names, out):
                               max_relative_error=float(relative.max()))
         print(f"d ln P / d {varied}: generated within {100 * np.median(relative):.1f}% (median), "
               f"{100 * relative.max():.1f}% (max) of the simulations' for k in [2 k_F, k_Nyq / 2]", flush=True)
-    return result
+    return result, (fisher_of(result, names, spectra, band) if len(result) == len(names) else None)
+
+
+def fisher_of(result, names, spectra, band):
+    """The Fisher forecast of one field's ln P(k) over the derivatives' k band, real against generated:
+    each side's derivatives with its own covariance of ln P(k), pooled over the derivative points (the
+    fewest fields at a point count as its realisations); None where a side has too few fields."""
+    forecast = {}
+    for side in ("real", "generated"):
+        derivative = np.array([np.asarray(result[name][side])[band] for name in names])
+        groups = [spectrum[:, band] for spectrum in spectra[side]]
+        realisations = min(len(group) for group in groups)
+        if realisations < band.sum() + 3:
+            print(f"Fisher forecast skipped: {realisations} {side} fields at a derivative point estimate no "
+                  f"covariance of {band.sum()} k bins", flush=True)
+            return None
+        fisher, sigmas = fisher_forecast(derivative, pooled_covariance(groups), realisations)
+        forecast[side] = dict(fisher=fisher.tolist(), sigma=dict(zip(names, sigmas.tolist())))
+    forecast["sigma_ratio"] = {name: forecast["generated"]["sigma"][name] / forecast["real"]["sigma"][name]
+                               for name in names}
+    forecast["k_band"] = result[names[0]]["band"]
+    print("Fisher sigma from one field's ln P(k), generated / simulations: " + ", ".join(
+        f"{name} {ratio:.2f}" for name, ratio in forecast["sigma_ratio"].items()), flush=True)
+    return forecast
 
 
 def plot_response(rows, names, path):
@@ -196,10 +227,10 @@ def main(args):
     out.mkdir(parents=True, exist_ok=True)
     with accelerated() as accelerator:
         rows = fidelity_rows(args, accelerator, run_dir, names, test, out)
-        derivative = derivatives(args, accelerator, run_dir, names, out)
+        derivative, fisher = derivatives(args, accelerator, run_dir, names, out)
     ratios = [row["mafd_over_floor"] for row in rows]
     summary = dict(run=str(run_dir), step=config["step"], sampler=args.sampler, steps=args.steps, grid=args.grid,
-                   guidance=args.guidance, num_samples=args.num_samples, points=rows, derivatives=derivative,
+                   guidance=args.guidance, num_samples=args.num_samples, points=rows, derivatives=derivative, fisher=fisher,
                    median_mafd_over_floor=float(np.median(ratios)), max_mafd_over_floor=float(np.max(ratios)),
                    scorecard=scorecard_summary(rows))
     (out / "cosmology.json").write_text(finite_json(summary, f"the evaluation of {run_dir}"))

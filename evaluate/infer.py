@@ -8,22 +8,22 @@ posterior estimate on the field (NPE).
                              [--mcmc STEPS] [--out evaluation/inference]
 
 FIELDS is any data path cosmodiff.data.open_data reads (a split folder: its test.npz; fields larger
-than the run's are block-averaged). The methods are cosmodiff.infer.METHODS. The
+than the run's are block-averaged). The methods are cosmodiff.inference.methods.METHODS. The
 posterior is evaluated on a grid over the run's training range of every parameter (a flat prior
 there), for each field, or for the selected fields taken together with --joint. The runs given fix
 the parameters and the prior: --checkpoint (a conditional diffusion run, needed by elbo), --npe
 (a folder from evaluate/train_npe.py, needed by npe) or --npe_power_spectrum (one from
 evaluate/train_npe.py --summary power_spectrum, needed by npe_power_spectrum). The model's ELBO uses
 common random numbers: the same --n_levels noise levels and --n_draws noise draws at every grid point
-(cosmodiff/inference.py), on --device (default: the GPU where there is one). The power-spectrum
+(cosmodiff/inference/likelihoods.py), on --device (default: the GPU where there is one). The power-spectrum
 baseline is a Gaussian likelihood of ln P(k) whose mean is a quadratic in the parameters fitted over
 the run's training simulations (--train, default the run's training data) and whose covariance comes
 from them. NPE's density q(theta | summary) is read on
-the same grid (cosmodiff/npe.py). With --mcmc STEPS, every method's posterior comes from emcee chains
+the same grid (cosmodiff/inference/npe.py). With --mcmc STEPS, every method's posterior comes from emcee chains
 of that many steps (--walkers walkers started from the grid posterior), at any resolution; the figure
 bins them on the grid. With --fine N, every grid is read by cubic interpolation on N points per
 parameter (--grid 4 or more): a cheaper way than emcee to resolve a posterior narrower than the cells
-(cosmodiff/inference.py). Writes posterior.json (per field and method: mean, std, 68% and 95% intervals,
+(cosmodiff/inference/likelihoods.py). Writes posterior.json (per field and method: mean, std, 68% and 95% intervals,
 the grid posterior and log-likelihood, the true value where FIELDS carries it, seconds) and
 posterior.png (every method's contours).
 """
@@ -37,8 +37,8 @@ from cosmodiff.checkpoint import CheckpointError, output_lock, weights_digest
 from cosmodiff.cli import (ArgumentParser, COUNT, INDEX, POSITIVE, Number, device_name, exit_on, finite_json,
                           writable_folder)
 from cosmodiff.fields import FieldError
-from cosmodiff.infer import METHODS, plot, posterior_of
-from cosmodiff.inference import CUBIC_POINTS
+from cosmodiff.inference.methods import METHODS, MODEL_KINDS, plot, posterior_of
+from cosmodiff.inference.likelihoods import CUBIC_POINTS
 from cosmodiff.launch import set_threads
 
 GRID_POINTS = Number(int, 3)  # a grid posterior needs a point between the prior's edges
@@ -57,7 +57,7 @@ def main(args):
 
 def infer(args):
     """Every chosen method's posterior of the selected fields, printed and written to --out."""
-    folders = dict(checkpoint=args.checkpoint, npe=args.npe, npe_power_spectrum=args.npe_power_spectrum)
+    folders = {kind: getattr(args, kind) for kind in MODEL_KINDS}
     results, likelihoods, space, methods = posterior_of(
         args.fields, folders, args.method, args.indices, args.box_size, args.train, grid=args.grid,
         joint=args.joint, mcmc=args.mcmc, walkers=args.walkers, fine=args.fine, n_levels=args.n_levels, n_draws=args.n_draws,
@@ -84,8 +84,7 @@ def write_posterior(args, folders, space, methods, results, likelihoods):
     not finite) and posterior.png in --out, and with the ELBO elbo_levels.npz: its log-likelihood per
     field, noise level and grid point, so a benchmark can weigh the levels afresh without the network."""
     out, names = Path(args.out), space.names
-    settings = dict(checkpoint=str(args.checkpoint), npe=str(args.npe), npe_power_spectrum=str(args.npe_power_spectrum),
-                    methods=methods, fields=str(args.fields),
+    settings = dict(**{kind: str(folder) for kind, folder in folders.items()}, methods=methods, fields=str(args.fields),
                     grid=args.grid, fine=args.fine, n_levels=args.n_levels, n_draws=args.n_draws, mcmc=args.mcmc, walkers=args.walkers,
                     seed=args.seed, joint=args.joint, names=names,
                     weights={key: weights_digest(folder) for key, folder in folders.items() if folder is not None},
@@ -104,10 +103,10 @@ def build_parser():
     parser.add_argument("fields", help="field set (any data path cosmodiff.data.open_data reads)")
     parser.add_argument("--method", default="elbo,power_spectrum",
                         help=f"comma-separated, of {', '.join(METHODS)}")
-    parser.add_argument("--checkpoint", default=None, help="a conditional diffusion run folder (for elbo)")
-    parser.add_argument("--npe", default=None, help="an NPE folder from evaluate/train_npe.py (for npe)")
-    parser.add_argument("--npe_power_spectrum", default=None,
-                        help="an NPE folder from evaluate/train_npe.py --summary power_spectrum (for npe_power_spectrum)")
+    for kind, model_kind in MODEL_KINDS.items():  # a folder per kind of model a method needs
+        users = [name for name, method in METHODS.items() if method.needs == kind]
+        parser.add_argument(f"--{kind}", default=None,
+                            help=f"{model_kind.describe.split(', ', 1)[1]} (for {', '.join(users)})")
     parser.add_argument("--box_size", type=POSITIVE, default=None, help="Mpc/h of FIELDS (default: from the data, "
                         "else 1000); must be the run's")
     parser.add_argument("--indices", default=None, help="comma-separated field indices (default: all)")

@@ -1,4 +1,4 @@
-"""Train the learned baselines: neural posterior estimation (sbi's NPE, cosmodiff/npe.py) of the
+"""Train the learned baselines: neural posterior estimation (sbi's NPE, cosmodiff/inference/npe.py) of the
 parameters from a field's summary (--summary field: a CNN on the field; power_spectrum: its ln P(k)),
 on the same training data a conditional diffusion run uses, under a flat prior on the training set's
 ranges (the diffusion run's prior).
@@ -14,7 +14,7 @@ ranges (the diffusion run's prior).
 at the data's cosmologies with as many fields at each as the data has, or, with
 --emulated_cosmologies M, at M points of a Latin hypercube over the run's training ranges with the
 data's number of fields spread over them (--emulated_fields N: about N fields in all, the same number
-at each cosmology; --emulator_steps: the sampler's steps). The emulated set is written to --out as emulated.npz, and
+at each cosmology; --emulator_steps, --emulator_guidance: the sampler's steps and guidance). The emulated set is written to --out as emulated.npz, and
 config.json records the emulator, the cosmologies and the CPU-seconds per emulated field.
 
 Writes config.json (the networks' settings, the prior, the data, epochs and seconds),
@@ -29,15 +29,15 @@ import numpy as np
 import torch
 
 from cosmodiff.api import load
-from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, add_settings, exit_on, writable_folder
+from cosmodiff.cli import ArgumentParser, COUNT, GUIDANCE, INDEX, POSITIVE, add_settings, exit_on, writable_folder
 from cosmodiff.checkpoint import CheckpointError, output_lock
-from cosmodiff.condition import Condition, fields_by_point, parameter_values
+from cosmodiff.condition import DEFAULT_GUIDANCE, Condition, fields_by_point, parameter_values
 from cosmodiff.diffusion.samplers import DEFAULT_SAMPLER
 from cosmodiff.emulate import emulated_set, latin_hypercube
 from cosmodiff.errors import FieldError
 from cosmodiff.launch import set_threads
 from cosmodiff.mock import SPLIT_FOLDERS
-from cosmodiff.npe import SUMMARIES, save_npe, train_npe
+from cosmodiff.inference.npe import SUMMARIES, save_npe, train_npe
 from cosmodiff.data import open_data
 from cosmodiff.fields import save_fields
 
@@ -58,13 +58,16 @@ def emulated_training_set(args, fieldset, names):
         points = np.array(list(fields_by_point(fieldset, names, args.data_path)))
     fields_per_point = max(1, round((args.emulated_fields or len(fieldset)) / len(points)))
     started = time.process_time()
-    emulated = emulated_set(emulator, points, fields_per_point, steps=args.emulator_steps, seed=args.seed)
+    emulated = emulated_set(emulator, points, fields_per_point, guidance=args.emulator_guidance,
+                            steps=args.emulator_steps, seed=args.seed)
     cpu_seconds = time.process_time() - started
     save_fields(Path(args.out) / "emulated.npz", emulated)
     print(f"Emulated {len(emulated)} fields at {len(points)} cosmologies ({cpu_seconds / len(emulated):.2f} "
           "CPU-s per field)")
     return emulated, low, high, dict(emulator=str(args.emulator), emulated_cosmologies=len(points),
                                      fields_per_cosmology=fields_per_point, emulator_steps=args.emulator_steps,
+                                     emulator_guidance=(DEFAULT_GUIDANCE if args.emulator_guidance is None
+                                                        else args.emulator_guidance),
                                      emulation_cpu_seconds=cpu_seconds,
                                      cpu_seconds_per_emulated_field=cpu_seconds / len(emulated))
 
@@ -124,6 +127,8 @@ def build_parser():
                         "in all, the same number at each cosmology (default: as many as the data has)")
     parser.add_argument("--emulator_steps", type=COUNT, default=None, help="with --emulator: its sampler's steps "
                         f"({DEFAULT_SAMPLER}; default: its default steps)")
+    parser.add_argument("--emulator_guidance", type=GUIDANCE, default=None, help="with --emulator: its classifier-free "
+                        f"guidance weight W (default {DEFAULT_GUIDANCE:g}; 1: the conditional model alone)")
     return parser
 
 

@@ -61,7 +61,27 @@ def test_evaluate_and_posterior_refuse_a_field_that_is_not_a_density(index, row,
     with pytest.raises(ValueError, match=rf"the real fields \(field {index}\): the field (contains|has) {message}"):
         cosmodiff.evaluate(fields, finite_fields(seed=1), 250.0)
     with pytest.raises(ValueError, match=rf"the posterior's fields \(field {index}\): the field (contains|has) {message}"):
-        cosmodiff.posterior(fields, checkpoint=NO_RUN)
+        cosmodiff.posterior(fields, {"checkpoint": NO_RUN})
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(models="run"), "models must be a dict of the kind of model -> its folder"),
+    (dict(models={"checkpoint": NO_RUN}, methods="elbo,power_spectrum"), "methods must be a list of method names"),
+    (dict(models={"checkpoint": NO_RUN}, methods=["power_spectrum"], n_levels=4), "n_levels would be ignored"),
+    (dict(models={"checkpoint": NO_RUN}, walkers=8), "walkers would be ignored.*walkers needs mcmc"),
+    (dict(models={"checkpoint": NO_RUN}, indices=[0]), "indices picks fields of a data path"),
+    (dict(models={"diffusion": NO_RUN}), "unknown kind of model diffusion; the kinds are checkpoint, npe, "
+                                         "npe_power_spectrum"),
+    (dict(models={"npe": None}, methods=["elbo"]), "--method elbo needs --checkpoint, a conditional diffusion run"),
+])
+def test_posterior_refuses_arguments_it_would_ignore_or_cannot_use(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        cosmodiff.posterior(finite_fields(), **arguments)
+
+
+def test_posterior_of_a_path_takes_no_truths(tmp_path):
+    with pytest.raises(ValueError, match="carries its own truths; truths goes with an array"):
+        cosmodiff.posterior(tmp_path / "fields.npz", {"checkpoint": NO_RUN}, truths=[[0.3, 0.8]])
 
 
 @pytest.mark.parametrize("shape, message", [((4, 16), "fields must be square"), ((4, 16, 24), "fields must be square"),

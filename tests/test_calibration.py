@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_in_process
-from cosmodiff.coverage import AffineCorrection, Correction, expected_coverage, sbc, tarp
+from cosmodiff.inference.coverage import AffineCorrection, Correction, expected_coverage, sbc, tarp
 from cosmodiff.fields import FieldSet, save_fields
-from cosmodiff.inference import (figure_of_merit, grid_draws, grid_moments, grid_posterior, log_power_spectra,
+from cosmodiff.inference.likelihoods import (figure_of_merit, grid_draws, grid_moments, grid_posterior, log_power_spectra,
                                  parameter_grid)
-from cosmodiff.npe import load_npe, log_density
+from cosmodiff.inference.npe import load_npe, log_density
 from test_inference import SIZE, gaussian_field
 
 

@@ -207,6 +207,7 @@ def test_cosmology_evaluation_per_point_with_response_and_derivatives(conditiona
     # the simulations' d ln P / d sigma_8 is linear theory's 2 / sigma_8 on large scales (paired phases)
     derivative = summary["derivatives"]["sigma_8"]
     assert np.median(np.asarray(derivative["real"])[:4]) == pytest.approx(2 / 0.834, rel=0.15)
+    assert summary["fisher"] is None  # 3 generated fields per point estimate no covariance of the band's k bins
     assert (tmp_path / "out" / "conditional_response.png").exists() and (tmp_path / "out" / "conditional_derivatives.png").exists()
     unconditional = run_in_process([sys.executable, str(ROOT / "evaluate" / "cosmology.py"), str(tmp_path)])
     assert unconditional.returncode == 2 and "config.json" in unconditional.stderr

@@ -14,7 +14,7 @@ from torch import nn
 from conftest import ROOT, noise_level, run_in_process
 from cosmodiff.diffusion import build_formulation
 from cosmodiff.fields import load_fields
-from cosmodiff.inference import (PowerSpectrumLikelihood, cubic_interpolation, grid_draws, grid_posterior, mcmc_samples,
+from cosmodiff.inference.likelihoods import (PowerSpectrumLikelihood, cubic_interpolation, grid_draws, grid_posterior, mcmc_samples,
                                  negative_elbo, parameter_grid, quadratic_features, sample_histogram, sample_summaries,
                                  summaries)
 
@@ -250,3 +250,39 @@ def test_the_grid_check_reads_a_coarse_grid_off_a_refined_one_that_contains_it_a
                               "--indices", "99999", "--studies", "grid", "--out", tmp_path / "missing"])
     assert missing.returncode == 2 and "index 99999 does not exist" in missing.stderr
     assert not (tmp_path / "missing").exists()
+
+
+def test_fisher_forecast_is_the_analytic_one_and_unbiased_with_hartlap():
+    from cosmodiff.inference.likelihoods import fisher_forecast
+
+    # one parameter, diagonal covariance: F = (n - K - 2) / (n - 1) * sum_k d_k^2 / c_k
+    d, c = np.array([1.0, 2.0, -0.5, 3.0]), np.array([0.5, 1.0, 2.0, 4.0])
+    fisher, sigma = fisher_forecast(d, np.diag(c), n_realisations=27)
+    exact = np.sum(d ** 2 / c)
+    assert fisher[0, 0] == pytest.approx((27 - 4 - 2) / 26 * exact) and sigma[0] == pytest.approx(1 / np.sqrt(fisher[0, 0]))
+    # two degenerate-ish parameters: the marginal sigma is sqrt of the inverse's diagonal, larger than 1/sqrt(F_ii)
+    two = np.array([d, d + np.array([0.1, -0.1, 0.2, 0.0])])
+    fisher, sigma = fisher_forecast(two, np.diag(c), n_realisations=10 ** 9)
+    np.testing.assert_allclose(fisher, two @ np.diag(1 / c) @ two.T, rtol=1e-6)
+    assert sigma[0] > 3 / np.sqrt(fisher[0, 0])
+    # the precision of a sample covariance of n Gaussian draws, scaled by Hartlap's factor, is unbiased
+    rng = np.random.default_rng(0)
+    n = 12
+    estimates = [fisher_forecast(d, np.cov(rng.normal(size=(n, 4)) * np.sqrt(c), rowvar=False), n)[0][0, 0]
+                 for _ in range(4000)]
+    assert np.mean(estimates) == pytest.approx(exact, rel=0.03)
+    with pytest.raises(ValueError, match="at least 7 realisations, got 6"):
+        fisher_forecast(d, np.diag(c), n_realisations=6)
+    fisher_forecast(d, np.diag(c), n_realisations=7)
+
+
+def test_pooled_covariance_ignores_the_groups_means():
+    from cosmodiff.inference.likelihoods import pooled_covariance
+
+    rng = np.random.default_rng(1)
+    covariance = np.array([[1.0, 0.6], [0.6, 2.0]])
+    groups = [rng.multivariate_normal(mean, covariance, size=4000) for mean in ([0, 0], [30, -30], [-5, 50])]
+    np.testing.assert_allclose(pooled_covariance(groups), covariance, atol=0.08)
+    # two draws per group: the one degree of freedom each group keeps is its difference
+    pair = [np.array([[0.0], [2.0]]), np.array([[10.0], [14.0]])]
+    assert pooled_covariance(pair)[0, 0] == pytest.approx((1 + 1 + 4 + 4) / 2)

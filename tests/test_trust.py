@@ -134,7 +134,7 @@ def test_a_samples_record_and_a_shard_index_with_values_out_of_range_are_refused
 
 def test_an_npe_folders_numbers_are_checked(tmp_path):
     from cosmodiff.checkpoint import CheckpointError
-    from cosmodiff.npe import NPE_KIND, load_npe
+    from cosmodiff.inference.npe import NPE_KIND, load_npe
 
     (tmp_path / "config.json").write_text(json.dumps(dict(kind=NPE_KIND, names=["Omega_m"], low=[0.1], high=[0.5],
                                                           image_size=0, box_size=250.0, network="cnn")))

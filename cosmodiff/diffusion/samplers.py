@@ -212,7 +212,7 @@ def per_sample_noise(generators, shape, device):
 
 
 @torch.inference_mode()
-def sample(formulation, network, shape, sample_indices, seed, x0_range, sampler="ddim", steps=None, cond=None,
+def sample(formulation, network, shape, sample_indices, seed, x0_range, sampler=DEFAULT_SAMPLER, steps=None, cond=None,
            churn=0.0, grid=None, guidance=1.0):
     """Model-space samples (B, *shape) for the given global sample indices, every clean-field estimate
     clamped to x0_range; churn is heun's; grid names the noise-level grid (default: the sampler's).

@@ -153,6 +153,28 @@ def figure_of_merit(posterior, axes):
     return float(1 / np.sqrt(np.linalg.det(grid_moments(posterior, axes)[1])))
 
 
+def fisher_forecast(derivatives, covariance, n_realisations):
+    """The Fisher matrix of the parameters from one field's data vector, D C^-1 D^T, and its marginal
+    1-sigma errors sqrt(diag F^-1). derivatives: (P, K) d data / d theta; covariance: (K, K), estimated
+    from n_realisations fields, so its inverse is de-biased by Hartlap et al. (2007)'s
+    (n - K - 2) / (n - 1); fewer than K + 3 realisations cannot estimate it."""
+    derivatives, covariance = np.atleast_2d(np.asarray(derivatives, np.float64)), np.asarray(covariance, np.float64)
+    bins = covariance.shape[0]
+    if n_realisations < bins + 3:
+        raise ValueError(f"a covariance of {bins} bins needs at least {bins + 3} realisations, got {n_realisations}")
+    precision = (n_realisations - bins - 2) / (n_realisations - 1) * np.linalg.inv(covariance)
+    fisher = derivatives @ precision @ derivatives.T
+    return fisher, np.sqrt(np.diag(np.linalg.inv(fisher)))
+
+
+def pooled_covariance(groups):
+    """The covariance (K, K) of data vectors drawn in groups (each (N_i, K), at its own mean, e.g. at the
+    points of a derivative): each group's vectors about the group's mean, over sum N_i - groups degrees
+    of freedom, so differences between the means do not enter."""
+    residuals = np.concatenate([group - group.mean(axis=0) for group in groups])
+    return residuals.T @ residuals / (len(residuals) - len(groups))
+
+
 def grid_draws(posterior, axes, count, seed=0):
     """count points (count, P) drawn from a grid posterior, spread uniformly within each drawn cell."""
     rng = np.random.default_rng(seed)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from scipy import ndimage, optimize
 
-from cosmodiff.inference import grid_moments, grid_points, grid_posterior, summaries
+from cosmodiff.inference.likelihoods import grid_moments, grid_points, grid_posterior, summaries
 
 
 class SampledPosterior:

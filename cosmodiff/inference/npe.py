@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from cosmodiff.atomic import atomic_path, atomic_write_text
 from cosmodiff.checkpoint import CheckpointError
 from cosmodiff.ranges import COUNT, FINITE, INDEX, NON_NEGATIVE, POSITIVE, checked_numbers
-from cosmodiff.inference import log_power_spectra
+from cosmodiff.inference.likelihoods import log_power_spectra
 
 NPE_KIND = "npe"
 FLOW = dict(model="maf", hidden_features=50, num_transforms=5)  # sbi's MAF

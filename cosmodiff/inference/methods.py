@@ -17,10 +17,10 @@ from cosmodiff.checkpoint import CheckpointError, load_run, torch_device
 from cosmodiff.condition import Condition, parameter_values
 from cosmodiff.data import open_data
 from cosmodiff.fields import FieldError, fit_image_size
-from cosmodiff.inference import (PowerSpectrumLikelihood, cubic_interpolation, elbo_levels, grid_draws, grid_posterior,
+from cosmodiff.inference.likelihoods import (PowerSpectrumLikelihood, cubic_interpolation, elbo_levels, grid_draws, grid_posterior,
                                  mcmc_samples, negative_elbo, parameter_grid, sample_histogram, sample_summaries,
                                  summaries)
-from cosmodiff.npe import grid_log_posterior, load_npe, npe_inputs, summary_of
+from cosmodiff.inference.npe import grid_log_posterior, load_npe, npe_inputs, summary_of
 from cosmodiff.plots import save, subplots
 from cosmodiff.transforms import transform_from_dict
 
@@ -48,7 +48,7 @@ class Likelihood(NamedTuple):
 
 
 def elbo_likelihood(space, fields, points, models, n_levels=8, n_draws=1, seed=0, batch_size=64, device=None):
-    """The conditional diffusion model's ELBO with common random numbers (cosmodiff.inference), its
+    """The conditional diffusion model's ELBO with common random numbers (likelihoods.negative_elbo), its
     network on device (default: the GPU where there is one)."""
     network, formulation, config = models["checkpoint"]
     device = torch_device(device)
@@ -91,9 +91,9 @@ def npe_likelihood(space, fields, points, models, model="npe"):
 
 
 class Method(NamedTuple):
-    """An inference method: its label in figures and tables, its colour, the model it needs (a key of
-    NEEDS; None: only the runs' training data), the settings it reads (infer.py's flags of those names)
-    and its likelihood(space, fields, points, models, **settings) -> Likelihood."""
+    """An inference method: its label in figures and tables, its colour, the kind of model it needs (a
+    key of MODEL_KINDS; None: only the runs' training data), the settings it reads (evaluate/infer.py's
+    flags of those names) and its likelihood(space, fields, points, models, **settings) -> Likelihood."""
     label: str
     colour: str
     needs: str
@@ -109,63 +109,99 @@ METHODS = {
     "npe_power_spectrum": Method("NPE (P(k) summary)", "C4", "npe_power_spectrum", (),
                                  partial(npe_likelihood, model="npe_power_spectrum")),
 }
-# model -> the flag that gives its folder and what that folder is
-NEEDS = {"checkpoint": "--checkpoint, a conditional diffusion run", "npe": "--npe, a folder made by evaluate/train_npe.py",
-         "npe_power_spectrum": "--npe_power_spectrum, a folder made by evaluate/train_npe.py --summary power_spectrum"}
-NPE_SUMMARIES = {"npe": "field", "npe_power_spectrum": "power_spectrum"}  # the NPE models and the summary each reads
+
+
+def diffusion_run(folder):
+    """A conditional run folder's network, formulation and config."""
+    model = load_run(folder)
+    if model[2].get("condition") is None:
+        raise CheckpointError(f"{folder}: an unconditional run has no parameters to infer; train one with --condition")
+    return model
+
+
+def run_space(model):
+    config = model[2]
+    condition = Condition.from_dict(config["condition"])
+    return Space(condition.names, condition.low, condition.high, config["image_size"], config["box_size"],
+                 config["data"]["path"])
+
+
+def npe_of_summary(summary, describe, folder):
+    """An NPE folder's posterior and config, refused when it reads another summary than the kind's."""
+    model = load_npe(folder)
+    if summary_of(model[1]) != summary:
+        raise CheckpointError(f"{folder}: an NPE on the {summary_of(model[1])} summary; {describe.split(',')[0]} "
+                              f"takes one on the {summary} summary")
+    return model
+
+
+def npe_space(model):
+    config = model[1]
+    return Space(config["names"], config["low"], config["high"], config["image_size"], config["box_size"],
+                 config["data_path"])
+
+
+class ModelKind(NamedTuple):
+    """A kind of model an inference method needs: what gives its folder (the flag, and what the folder
+    is), how a folder loads (folder -> model), the Space a model fixes, and the summary an NPE kind
+    reads (None for other kinds)."""
+    describe: str
+    load: Callable
+    space: Callable
+    npe_summary: str = None
+
+
+def npe_kind(flag, summary, made_by):
+    describe = f"{flag}, a folder made by {made_by}"
+    return ModelKind(describe, partial(npe_of_summary, summary, describe), npe_space, summary)
+
+
+MODEL_KINDS = {
+    "checkpoint": ModelKind("--checkpoint, a conditional diffusion run", diffusion_run, run_space),
+    "npe": npe_kind("--npe", "field", "evaluate/train_npe.py"),
+    "npe_power_spectrum": npe_kind("--npe_power_spectrum", "power_spectrum",
+                                   "evaluate/train_npe.py --summary power_spectrum"),
+}
+# the NPE kinds and the summary each reads (what benchmarks train them on)
+NPE_SUMMARIES = {name: kind.npe_summary for name, kind in MODEL_KINDS.items() if kind.npe_summary}
 
 
 def chosen_methods(methods, folders):
-    """The method names of a comma-separated list, each with the model it needs given (folders: a
-    NEEDS key -> a folder or None)."""
-    chosen = [name for name in methods.split(",") if name]
+    """The method names (a list, or a comma-separated string), each with the model it needs given
+    (folders: a MODEL_KINDS key -> a folder or None; another key is refused)."""
+    unknown_kinds = sorted(set(folders) - set(MODEL_KINDS))
+    if unknown_kinds:
+        raise ValueError(f"unknown kind of model {', '.join(unknown_kinds)}; the kinds are {', '.join(MODEL_KINDS)}")
+    given = methods if isinstance(methods, str) else ",".join(map(str, methods))
+    chosen = [name for name in given.split(",") if name]
     unknown = [name for name in chosen if name not in METHODS]
     if unknown or not chosen:
-        raise ValueError(f"--method {methods}: choose from {', '.join(METHODS)} (comma-separated)")
+        raise ValueError(f"--method {given}: choose from {', '.join(METHODS)} (comma-separated)")
     for name in chosen:
         needs = METHODS[name].needs
         if needs and folders.get(needs) is None:
-            raise ValueError(f"--method {name} needs {NEEDS[needs]}")
+            raise ValueError(f"--method {name} needs {MODEL_KINDS[needs].describe}")
     if not any(folders.values()):
-        raise ValueError("give --checkpoint (a conditional diffusion run) or an NPE folder (--npe, "
-                         "--npe_power_spectrum): they fix the parameters and their prior")
+        flags = [kind.describe.split(", ", 1) for kind in MODEL_KINDS.values()]
+        raise ValueError("give " + ", ".join(f"{flag} ({what})" for flag, what in flags[:-1]) +
+                         f" or {flags[-1][0]} ({flags[-1][1]}): they fix the parameters and their prior")
     return chosen
 
 
 def load_models(folders):
-    """The models of the folders given (a NEEDS key -> a folder or None), keyed as Method.needs names them."""
-    models = {}
-    checkpoint = folders.get("checkpoint")
-    if checkpoint is not None:
-        models["checkpoint"] = load_run(checkpoint)
-        if models["checkpoint"][2].get("condition") is None:
-            raise CheckpointError(f"{checkpoint}: an unconditional run has no parameters to infer; train one "
-                                  "with --condition")
-    for model, summary in NPE_SUMMARIES.items():
-        if folders.get(model) is not None:
-            models[model] = load_npe(folders[model])
-            if summary_of(models[model][1]) != summary:
-                raise CheckpointError(f"{folders[model]}: an NPE on the {summary_of(models[model][1])} summary; "
-                                      f"{NEEDS[model].split(',')[0]} takes one on the {summary} summary")
-    return models
+    """The models of the folders given (a MODEL_KINDS key -> a folder or None), keyed as Method.needs names them."""
+    return {name: MODEL_KINDS[name].load(folder) for name, folder in folders.items() if folder is not None}
 
 
 def parameter_space(models, folders, train=None):
-    """The Space of the diffusion run if given, else of the first NPE folder; all must share parameters.
-    train: the P(k) baseline's training data (default: the run's)."""
-    npe_configs = {model: models[model][1] for model in NPE_SUMMARIES if model in models}
-    if "checkpoint" in models:
-        config, source = models["checkpoint"][2], folders["checkpoint"]
-        condition = Condition.from_dict(config["condition"])
-        space = Space(condition.names, condition.low, condition.high, config["image_size"], config["box_size"],
-                      config["data"]["path"])
-    else:
-        source, npe_config = next((folders[model], config) for model, config in npe_configs.items())
-        space = Space(npe_config["names"], npe_config["low"], npe_config["high"], npe_config["image_size"],
-                      npe_config["box_size"], npe_config["data_path"])
-    for model, npe_config in npe_configs.items():
-        if npe_config["names"] != space.names:
-            raise CheckpointError(f"{folders[model]}: infers {','.join(npe_config['names'])} but {source} "
+    """The Space of the first model given (MODEL_KINDS' order: the diffusion run first); all must share
+    parameters. train: the P(k) baseline's training data (default: that model's)."""
+    given = [name for name in MODEL_KINDS if name in models]
+    spaces = {name: MODEL_KINDS[name].space(models[name]) for name in given}
+    space, source = spaces[given[0]], folders[given[0]]
+    for name in given[1:]:
+        if spaces[name].names != space.names:
+            raise CheckpointError(f"{folders[name]}: infers {','.join(spaces[name].names)} but {source} "
                                   f"infers {','.join(space.names)}")
     return Space(*space[:5], train or space.train_path)
 
@@ -202,7 +238,7 @@ def posteriors(fields, true_values, indices, space, methods, models, grid=21, jo
     or, with joint, of them together: a list of results (label, indices, truth, axes, and per method
     its summaries, grid posterior and log-likelihood, seconds per field; emcee's samples with mcmc
     steps), and each method's Likelihood. With fine, every grid is read by cubic interpolation on fine
-    points per parameter (inference.cubic_interpolation; the method's own axes then go with it).
+    points per parameter (likelihoods.cubic_interpolation; the method's own axes then go with it).
     settings: the methods' own (Method.settings)."""
     axes, points = parameter_grid(space.low, space.high, grid)
     likelihoods = {method: METHODS[method].likelihood(space, fields, points, models,
@@ -272,7 +308,7 @@ def plot(results, names, methods, path):
 
 
 def prepared(methods, folders, train=None):
-    """The chosen method names, the models they need (folders: a NEEDS key -> a folder or None) and
+    """The chosen method names, the models they need (folders: a MODEL_KINDS key -> a folder or None) and
     the Space those fix (parameter_space)."""
     chosen_names = chosen_methods(methods, folders)
     models = load_models(folders)
@@ -282,7 +318,7 @@ def prepared(methods, folders, train=None):
 def posterior_of(fields_path, folders, methods="elbo,power_spectrum", indices=None, box_size=None, train=None,
                  **options):
     """Every chosen method's posterior of the fields of a data path (any open_data reads; the chosen
-    indices, default all): posteriors' results and likelihoods, and the Space. folders: a NEEDS key
+    indices, default all): posteriors' results and likelihoods, and the Space. folders: a MODEL_KINDS key
     (checkpoint: a conditional diffusion run; npe, npe_power_spectrum: NPE folders) -> a folder or
     None; options: posteriors' grid, joint, mcmc, walkers and the methods' settings."""
     chosen_names, models, space = prepared(methods, folders, train)
