@@ -17,7 +17,8 @@ Each is judged by benchmarks/inference.py --split inference-nonlinear --methods 
 corrections fitted on its calibration fields). The cost of a training set: CPU-seconds per field, for
 the emulator as train_npe.py recorded them, for the simulations one simulation of the data's kind
 timed here (its slabs share the simulation's cost). Writes the rows, each with its figure of merit
-over the simulation-trained NPE's (when `simulations` is among --sets), to --results; --report prints its table.
+over the simulation-trained NPE's (when `simulations` is among --sets), to --results (docs/results.md's
+table: benchmarks/results_tables.py).
 """
 import argparse
 import json
@@ -82,22 +83,7 @@ def judged(args, name, flags):
     return json.loads(results.read_text())["rows"], json.loads((npe / "config.json").read_text())
 
 
-def table(rows):
-    lines = ["| training set | fields | cosmologies | CPU-s / field | method | parameter | 68% | 95% | SBC KS p | "
-             "offset / sigma | FoM vs P(k) | FoM vs simulations |", "|" + " --- |" * 12]
-    for row in rows:
-        lines.append(f"| {row['training_set']} | {row['training_fields']} | {row['training_cosmologies']} | "
-                     f"{row['cpu_seconds_per_training_field']:.2f} | {row['method']} | {row['parameter']} | "
-                     f"{100 * row['coverage_68']:.0f}% | {100 * row['coverage_95']:.0f}% | {row['sbc_ks_p']:.2g} | "
-                     f"{row['offset_over_sigma']:+.2f} | {row['fom_vs_power_spectrum']:.2f} | "
-                     f"{'-' if row['fom_vs_simulations'] is None else format(row['fom_vs_simulations'], '.2f')} |")
-    return "\n".join(lines)
-
-
 def main(args):
-    if args.report:
-        print(table(json.loads(Path(args.results).read_text())["rows"]))
-        return
     simulation_seconds, slabs = simulation_cpu_seconds(args.data_path)
     rows, reference = [], {}
     for name, flags in training_sets(args).items():
@@ -122,7 +108,11 @@ def main(args):
                                 simulation_cpu_seconds=simulation_seconds, slabs_per_simulation=slabs),
                   rows=rows)
     Path(args.results).write_text(json.dumps(record, indent=1) + "\n")
-    print(table(rows))
+    for row in rows:
+        versus = "-" if row["fom_vs_simulations"] is None else f"{row['fom_vs_simulations']:.2f}"
+        print(f"{row['training_set']}, {row['method']}, {row['parameter']}: 68% {100 * row['coverage_68']:.0f}%, "
+              f"SBC KS p {row['sbc_ks_p']:.2g}, FoM vs simulations {versus}")
+    print(f"Written: {args.results}; the docs' table: python benchmarks/results_tables.py")
 
 
 def build_parser():
@@ -141,7 +131,6 @@ def build_parser():
     parser.add_argument("--threads", type=COUNT, default=1, help="torch threads of each command")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "npe-emulated"))
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "npe_emulated.json"))
-    parser.add_argument("--report", action="store_true", help="print the table of --results")
     return parser
 
 

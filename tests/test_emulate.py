@@ -58,6 +58,19 @@ def test_npe_trains_on_emulated_fields_in_one_command(conditional_run, tmp_path)
     assert config["low"] == condition["low"] and config["high"] == condition["high"]  # the emulator's prior
     assert config["cpu_seconds_per_emulated_field"] > 0
 
+    # a chosen count, steps and guidance: the fields are emulated_set's with them at the hypercube's points
+    chosen = run_in_process([sys.executable, str(ROOT / "evaluate" / "train_npe.py"), "--data_path",
+                             str(conditional_run / "lh.npz"), "--image_size", "32", "--emulator", str(run),
+                             "--emulated_cosmologies", "3", "--emulated_fields", "6", "--emulator_steps", "2",
+                             "--emulator_guidance", "1", "--max_epochs", "1", "--out", str(tmp_path / "chosen")])
+    assert chosen.returncode == 0, chosen.stderr
+    points = latin_hypercube(3, condition["low"], condition["high"], seed=0)
+    expected = emulated_set(run, points, 2, guidance=1.0, steps=2, seed=0)
+    np.testing.assert_allclose(load_fields(tmp_path / "chosen" / "emulated.npz").fields, expected.fields, rtol=1e-5)
+    config = json.loads((tmp_path / "chosen" / "config.json").read_text())
+    assert config["fields"] == 6 and config["fields_per_cosmology"] == 2
+    assert config["emulator_steps"] == 2 and config["emulator_guidance"] == 1.0
+
     mismatched = run_in_process([sys.executable, str(ROOT / "evaluate" / "train_npe.py"), "--data_path",
                                  str(conditional_run / "lh.npz"), "--image_size", "32", "--emulator", str(run),
                                  "--condition", "Omega_m", "--out", str(tmp_path / "never")])
