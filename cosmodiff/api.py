@@ -42,14 +42,19 @@ class Run(NamedTuple):
     condition: Condition
 
 
-def train(data_path=DEFAULT_DATA, results_dir="results", run_name=None, train_steps=None, **settings):
-    """Train a run on any data path cosmodiff.data.open_data reads (default: the particle-mesh split,
-    made on first use) into results_dir/run_name; returns the run folder. settings: the other fields of
-    cosmodiff.TrainConfig by name, e.g. model="dit-xs/4", lr=1e-3, condition="Omega_m,sigma_8",
-    resume=RUN_DIR, checked against their ranges and choices (train.py's flags are the same settings).
-    The settings, their defaults and ranges:"""
-    status, run_dir = run_training(train_config(data_path=str(data_path), results_dir=str(results_dir),
-                                                run_name=run_name, train_steps=train_steps, **settings))
+def train(data_path=None, results_dir="results", run_name=None, train_steps=None, **settings):
+    """Train a run on any data path cosmodiff.data.open_data reads into results_dir/run_name; returns the
+    run folder. data_path is needed for a new run (a resumed one, resume=RUN_DIR, reads its own; train.py's
+    default data is the repository's particle-mesh split, cosmodiff.mock makes such fields anywhere).
+    settings: the other fields of cosmodiff.TrainConfig by name, e.g. model="dit-xs/4", lr=1e-3,
+    condition="Omega_m,sigma_8", checked against their ranges and choices (train.py's flags are the same
+    settings). The settings, their defaults and ranges:"""
+    if data_path is None and settings.get("resume") is None:
+        raise ValueError("cosmodiff.train: give data_path, the fields to train on (train.py's default is "
+                         f"{DEFAULT_DATA}; python -m cosmodiff.mock --split nonlinear makes it)")
+    given = {} if data_path is None else dict(data_path=str(data_path))
+    status, run_dir = run_training(train_config(**given, results_dir=str(results_dir), run_name=run_name,
+                                                train_steps=train_steps, **settings))
     if status == PREEMPTED:
         raise TrainingError(f"a signal stopped training at a checkpoint of {run_dir}; continue with "
                             f"cosmodiff.train(resume='{run_dir}')")

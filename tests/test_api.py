@@ -38,6 +38,8 @@ def test_train_refuses_settings_as_its_flags_do(tmp_path, tiny_data):
                               (dict(learning_rate=1e-3), "unknown training setting learning_rate")]:
         with pytest.raises(ValueError, match=message):
             cosmodiff.train(tiny_data, results_dir=tmp_path, run_name="never", **settings)
+    with pytest.raises(ValueError, match="cosmodiff.train: give data_path"):  # no data made in the repository
+        cosmodiff.train(results_dir=tmp_path, run_name="never")
     assert not (tmp_path / "never").exists()
 
 

@@ -1,6 +1,7 @@
 """The Python API refuses what the command line refuses, in one sentence naming the argument, before
 it loads or writes anything; and a run a user trained is never replaced."""
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -106,3 +107,6 @@ def test_training_again_under_a_run_name_that_holds_a_run_is_refused(tmp_path, t
     with pytest.raises(CheckpointError, match="kept: holds a run already; continue it with --resume"):
         cosmodiff.train(tiny_data, **settings)
     assert hashlib.sha256((run_dir / "model.safetensors").read_bytes()).hexdigest() == weights
+    # continued as the message says, with no data path: the run's own data and settings, to the new length
+    assert cosmodiff.train(resume=str(run_dir), train_steps=3) == run_dir
+    assert json.loads((run_dir / "config.json").read_text())["step"] == 3
