@@ -10,7 +10,7 @@ def __getattr__(name):
     if name == "TrainConfig":
         from cosmodiff import config
 
-        return config.TrainConfig
+        return config.train_config_type()
     if name in __all__:
         from cosmodiff import api
 

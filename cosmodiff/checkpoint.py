@@ -26,7 +26,7 @@ from cosmodiff.atomic import atomic_path, atomic_write_text
 from cosmodiff.ranges import COUNT, FINITE, INDEX, POSITIVE, Number, checked_numbers
 from cosmodiff.diffusion import FORMULATIONS, build_formulation
 from cosmodiff.models import build_model
-from cosmodiff.config import SETTING_RANGES
+from cosmodiff.config import setting_ranges
 
 
 FORMAT = 2  # 1: before formulations (vp settings without a name); 2: config["diffusion"] names its formulation
@@ -117,7 +117,7 @@ CONFIG_RANGES = {
        for flag, options in formulation.flags.items() if isinstance(options.get("type"), Number)},
     "model.kwargs.*": COUNT, "model.kwargs.cond_dim": INDEX, "model.kwargs.mlp_ratio": POSITIVE,
     "condition.mean": FINITE, "condition.std": POSITIVE, "condition.low": FINITE, "condition.high": FINITE,
-    **{f"train_args.{name}": kind for name, kind in SETTING_RANGES.items()},
+    **{f"train_args.{name}": kind for name, kind in setting_ranges().items()},
 }
 
 

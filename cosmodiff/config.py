@@ -4,7 +4,7 @@ or choices, and their help; a formulation adds its own (its `flags`). TrainConfi
 fields side by side, as a run folder's config.json stores them (train_args), so the training loop reads
 `config.lr` and every stored run resumes as it was written. train.py's flags are generated from the
 groups (cli.add_settings), `cosmodiff.train` takes the fields as keywords (train_config), and the values
-a run folder stores are checked against the same ranges when it is read (SETTING_RANGES)."""
+a run folder stores are checked against the same ranges when it is read (setting_ranges)."""
 import argparse
 import dataclasses
 import textwrap
@@ -24,9 +24,10 @@ LR_SCHEDULES = ("cosine", "constant", "wsd")
 
 
 def setting(default, help, kind=None, choices=None, **flag):
-    """A settings field: its default, its range (a Number) or choices, its help, and any other option
-    its command-line flag takes (nargs, const, action, exclusive: the name of a group of flags of
-    which one at most is given)."""
+    """A settings field: its default, its range (a Number) or choices (a tuple, or a registry whose
+    names are read when a parser or a config is made, so an entry added later is a choice), its help,
+    and any other option its command-line flag takes (nargs, const, action, exclusive: the name of a
+    group of flags of which one at most is given)."""
     return field(default=default, metadata=dict(help=help, kind=kind, choices=choices, flag=flag))
 
 
@@ -49,7 +50,7 @@ class DataSettings:
 @dataclass
 class ModelSettings:
     """The network and what it is conditioned on."""
-    model: str = setting("unet", "the network (a name of cosmodiff.models.MODELS)", choices=tuple(MODELS))
+    model: str = setting("unet", "the network (a name of cosmodiff.models.MODELS)", choices=MODELS)
     condition: Optional[str] = setting(None, "condition on these parameters of the data, e.g. Omega_m,sigma_8 "
                                        "(default: unconditional)")
     cond_drop_prob: float = setting(0.1, "share of training fields without their condition, for classifier-free "
@@ -60,10 +61,10 @@ class ModelSettings:
 class DiffusionSettings:
     """The diffusion formulation and the model space it works in (each formulation adds its own settings)."""
     formulation: str = setting("vp", "vp: DDPM, v-prediction; edm: Karras et al. 2022; flow: rectified flow",
-                               choices=tuple(FORMULATIONS))
+                               choices=FORMULATIONS)
     transform: str = setting("log", "physical units -> model space: log (standardised log density), log-whitened "
                              "(each |k| scaled to the same power: equal-SNR diffusion) or sqrt (standardised square "
-                             "root of the density: peaks less compressed)", choices=tuple(TRANSFORMS))
+                             "root of the density: peaks less compressed)", choices=TRANSFORMS)
     data_std: float = setting(DATA_STD, "spread of the standardised log density in model space", POSITIVE)
     sampling_timesteps: int = setting(50, "DDIM steps of the sample grids", COUNT)
 
@@ -123,7 +124,7 @@ class ValidationSettings:
     """The fidelity check while training (at every save_every)."""
     val_path: Optional[str] = setting(None, "held-out fields (default: test.npz next to the training data)")
     val_samples: int = setting(32, "samples per check; 0 switches it off", INDEX)
-    val_sampler: str = setting("dpm++", "the check's sampler", choices=tuple(SAMPLERS))
+    val_sampler: str = setting("dpm++", "the check's sampler", choices=SAMPLERS)
     val_steps: int = setting(10, "the check's sampler steps", COUNT)
 
 
@@ -160,33 +161,51 @@ def settings_help():
     return "\n".join(lines)
 
 
-TrainConfig = dataclasses.make_dataclass(
-    "TrainConfig", [entry for group in GROUPS for entry in fields_of(group)],
-    namespace={"__doc__": "Every training setting (the groups' fields side by side; config.json's train_args):\n\n"
-                          + settings_help()})
-SETTING_RANGES = {name: item.metadata["kind"] for group in GROUPS for name, _, item in fields_of(group)
-                  if isinstance(item.metadata["kind"], Number)}
-SETTING_CHOICES = {name: item.metadata["choices"] for group in GROUPS for name, _, item in fields_of(group)
-                   if item.metadata["choices"]}
+def train_config_type():
+    """TrainConfig as the registries stand: every group's fields side by side, a formulation's own
+    included (made again when a formulation registered later brings its settings)."""
+    entries = [entry for group in GROUPS for entry in fields_of(group)]
+    names = tuple(name for name, _, _ in entries)
+    if names not in CONFIG_TYPES:
+        CONFIG_TYPES[names] = dataclasses.make_dataclass(
+            "TrainConfig", entries, namespace={"__doc__": "Every training setting (the groups' fields side by side; "
+                                                          "config.json's train_args):\n\n" + settings_help()})
+    return CONFIG_TYPES[names]
+
+
+def setting_ranges():
+    """Setting name -> its range, for every numeric setting."""
+    return {name: item.metadata["kind"] for group in GROUPS for name, _, item in fields_of(group)
+            if isinstance(item.metadata["kind"], Number)}
+
+
+def setting_choices():
+    """Setting name -> its allowed values, for every setting with choices."""
+    return {name: tuple(item.metadata["choices"]) for group in GROUPS for name, _, item in fields_of(group)
+            if item.metadata["choices"]}
+
+
+CONFIG_TYPES = {}  # the field names -> the TrainConfig made for them
 
 
 def train_config(**values):
     """A TrainConfig with the defaults, `values` in their place, refused as train.py's flags refuse them:
     unknown names, numbers out of range, values not among the choices, a run name that leaves its folder."""
-    unknown = sorted(set(values) - {item.name for item in dataclasses.fields(TrainConfig)})
+    config_type = train_config_type()
+    unknown = sorted(set(values) - {item.name for item in dataclasses.fields(config_type)})
     if unknown:
         raise ValueError(f"unknown training setting {', '.join(unknown)}; the settings are cosmodiff.TrainConfig's "
                          "fields (help(cosmodiff.train) lists them)")
     given = {name: value for name, value in values.items() if value is not None}
-    checked_numbers({name: value for name, value in given.items() if name in SETTING_RANGES}, SETTING_RANGES,
-                    "training settings")
+    ranges, choices = setting_ranges(), setting_choices()
+    checked_numbers({name: value for name, value in given.items() if name in ranges}, ranges, "training settings")
     for name, value in given.items():
-        if name in SETTING_CHOICES and value not in SETTING_CHOICES[name]:
+        if name in choices and value not in choices[name]:
             raise ValueError(f"training settings: '{name}' is {value!r}; choose one of "
-                             f"{', '.join(map(str, SETTING_CHOICES[name]))}")
+                             f"{', '.join(map(str, choices[name]))}")
     if "run_name" in given:
         try:
             folder_name(given["run_name"] if isinstance(given["run_name"], str) else "")
         except argparse.ArgumentTypeError as error:
             raise ValueError(f"training settings: 'run_name' {error}") from None
-    return TrainConfig(**values)
+    return config_type(**values)
