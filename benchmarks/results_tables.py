@@ -111,6 +111,7 @@ TABLES = {
     "fidelity-refloored": ("fidelity.json", fidelity_refloored),
     "conditional-scorecard": ("conditional_nonlinear.json", conditional_scorecard),
     "conditional-fisher": ("conditional_nonlinear.json", conditional_fisher),
+    "emulated-inference": ("npe_emulated.json", emulated_inference),
     "train-throughput": ("train_throughput.json", train_throughput),
 }
 MARKED = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)

@@ -13,7 +13,7 @@ def run(command, **environment):
     variables added, printed first; a failure raises."""
     command = list(map(str, command))
     print("$", *(f"{name}={value}" for name, value in environment.items()), " ".join(command), flush=True)
-    subprocess.run(command, cwd=ROOT, check=True, env=dict(os.environ, **environment))
+    subprocess.run(command, cwd=ROOT, check=True, env=dict(os.environ, **{name: str(value) for name, value in environment.items()}))
 
 
 def trained(run_dir, train_flags):
