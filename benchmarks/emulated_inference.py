@@ -44,10 +44,10 @@ PATIENCE = 30  # as benchmarks/inference.py's NPEs on this split
 NPE_LABEL = "NPE (CNN summary)"
 
 
-def training_sets(args):
-    """Each NPE's name and the train_npe.py flags of its training set (TRAINING_SETS, as --sets chooses)."""
+def training_sets(args, cosmologies):
+    """Each NPE's name and the train_npe.py flags of its training set (TRAINING_SETS, as --sets chooses);
+    cosmologies: how many the data holds."""
     data = ["--data_path", args.data_path]
-    cosmologies = len(np.unique(open_data(args.data_path).params, axis=0))
 
     def emulated(guidance, factor=None):
         return [*data, "--emulator", args.emulator, "--emulated_fields", args.emulated_fields, "--emulator_steps",
@@ -59,14 +59,11 @@ def training_sets(args):
     return {name: every[name] for name in args.sets.split(",")}
 
 
-def simulation_cpu_seconds(data_path):
-    """CPU-seconds of one particle-mesh simulation of the data's kind (geometry and slabs per simulation),
-    and its slabs per simulation."""
-    fieldset = open_data(data_path)
-    slabs = len(fieldset) // len(np.unique(fieldset.sim_index))
+def simulation_cpu_seconds(slabs):
+    """CPU-seconds of one particle-mesh simulation of the data's kind (its geometry, `slabs` slabs)."""
     started = time.process_time()
     make_mock_set(1, seed=12345, latin_hypercube=True, method="pm", slabs_per_sim=slabs)
-    return time.process_time() - started, slabs
+    return time.process_time() - started
 
 
 def judged(args, name, flags):
@@ -84,14 +81,16 @@ def judged(args, name, flags):
 
 
 def main(args):
-    simulation_seconds, slabs = simulation_cpu_seconds(args.data_path)
+    fieldset = open_data(args.data_path)
+    cosmologies = len(np.unique(fieldset.params, axis=0))
+    slabs = len(fieldset) // len(np.unique(fieldset.sim_index))
+    simulation_seconds = simulation_cpu_seconds(slabs)
     rows, reference = [], {}
-    for name, flags in training_sets(args).items():
+    for name, flags in training_sets(args, cosmologies).items():
         method_rows, config = judged(args, name, flags)
         emulated = "emulator" in config
         cost = dict(training_set=name, training_fields=config["fields"], emulator_guidance=config.get("emulator_guidance"),
-                    training_cosmologies=config.get("emulated_cosmologies") or len(np.unique(
-                        open_data(args.data_path).params, axis=0)),
+                    training_cosmologies=config.get("emulated_cosmologies") or cosmologies,
                     npe_epochs=config["epochs"],
                     cpu_seconds_per_training_field=(config["cpu_seconds_per_emulated_field"] if emulated
                                                     else simulation_seconds / slabs))
