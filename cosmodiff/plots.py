@@ -135,6 +135,50 @@ def minkowski(report, path):
     save(figure, path)
 
 
+def peaks(report, path):
+    """Peak counts per unit area against height, real with its 1-sigma band."""
+    section = report["peaks"]
+    edges = np.asarray(section["edges"])
+    figure, ax = subplots(figsize=(6, 4))
+    real_band_and_generated(ax, 0.5 * (edges[1:] + edges[:-1]), section)
+    ax.set(xlabel="peak height ln(1 + delta)", ylabel="peaks per area [(h/Mpc)$^2$]", yscale="symlog",
+           title=f"peak counts: {100 * section['fraction_within_1sigma']:.0f}% of bins within real 1-sigma")
+    ax.legend()
+    save(figure, path)
+
+
+def bispectrum(report, path):
+    """The reduced bispectrum Q of both sets per triangle configuration (k1, k2, k3 in units of the fundamental)."""
+    section = report["bispectrum"]
+    names = [f"{name} {k1:g},{k2:g},{k3:g}" for name, k1, k2, k3 in section["triangles"]]
+    positions = np.arange(len(names))
+    figure, ax = subplots(figsize=(max(6, 0.5 * len(names)), 4.4))
+    ax.plot(positions, section["q_real"], "o", color="C0", label="real")
+    ax.plot(positions, section["q_generated"], "x", color="C3", label="generated")
+    ax.set_xticks(positions, names, rotation=60, ha="right", fontsize=7)
+    ax.set(ylabel="reduced bispectrum Q", title="bispectrum per triangle configuration")
+    ax.legend()
+    save(figure, path)
+
+
+def power_correlation(report, path):
+    """Both sets' P(k) correlation matrices over the MAFD's bins, and their difference."""
+    ps = report["power_spectrum"]
+    real, generated = np.asarray(ps["real_correlation"]), np.asarray(ps["generated_correlation"])
+    figure, axes = subplots(1, 3, figsize=(13, 4))
+    for ax, matrix, title in zip(axes, (real, generated, generated - real), ("real", "generated", "generated - real")):
+        image = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1, origin="lower")
+        ax.set(xlabel="k bin", ylabel="k bin", title=f"P(k) correlation: {title}")
+    figure.colorbar(image, ax=axes[-1])
+    save(figure, path)
+
+
+# The evaluation report's figures, by file name: each draws sections of stats.compare's report.
+FIGURES = {"power_spectra_comparison.png": power_spectra, "power_spectrum_ratio.png": power_ratio,
+           "power_spectrum_correlation.png": power_correlation, "pixel_pdf.png": pixel_pdf,
+           "minkowski.png": minkowski, "peaks.png": peaks, "bispectrum.png": bispectrum}
+
+
 def validation(rows, path):
     """The in-training fidelity check: MAFD over its floor against step, from log rows that carry it."""
     checked = [row for row in rows if np.isfinite(row.get("val_mafd", np.nan))]

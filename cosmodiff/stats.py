@@ -6,7 +6,7 @@ binning; lengths in Mpc/h. Everything takes the box side in Mpc/h.
 """
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -340,10 +340,12 @@ def q_distance(b_generated, p_generated, b_real, p_real):
 
 @dataclass(frozen=True)
 class Statistic:
-    """One line of the scorecard: the per-field arrays it reads, and the distance between two sets."""
+    """One line of the scorecard: the per-field arrays it reads, the distance between two sets, and the
+    figure (a key of plots.FIGURES) that shows where the sets differ."""
     arrays: Callable  # (field_statistics' dict, P(k) bin mask) -> list of per-field arrays
     distance: Callable  # (*generated arrays, *real arrays) -> float
     description: str
+    figure: str
 
 
 def configurations_of(kind):
@@ -356,17 +358,21 @@ def configurations_of(kind):
 
 # The scorecard: every statistic a generated set is judged by, each as a distance over its floor.
 STATISTICS = {
-    "pk_mafd": Statistic(lambda s, mask: [s["pk"][:, mask]], mafd, "P(k) of delta: MAFD"),
-    "log_pk_mafd": Statistic(lambda s, mask: [s["log_pk"][:, mask]], mafd, "P(k) of ln(1 + delta): MAFD"),
-    "bispectrum": Statistic(configurations_of(""), q_distance, "reduced bispectrum Q, every configuration"),
-    "bispectrum_equilateral": Statistic(configurations_of("equilateral"), q_distance, "Q, equilateral triangles"),
-    "bispectrum_squeezed": Statistic(configurations_of("squeezed"), q_distance, "Q, squeezed triangles"),
-    "peaks": Statistic(lambda s, mask: [s["peaks"]], mean_difference, "peak counts per height bin"),
-    "pixel_pdf": Statistic(lambda s, mask: [s["pdf"]], mean_difference, "pixel PDF of ln(1 + delta)"),
+    "pk_mafd": Statistic(lambda s, mask: [s["pk"][:, mask]], mafd, "P(k) of delta: MAFD", "power_spectrum_ratio.png"),
+    "log_pk_mafd": Statistic(lambda s, mask: [s["log_pk"][:, mask]], mafd, "P(k) of ln(1 + delta): MAFD",
+                             "power_spectrum_ratio.png"),
+    "bispectrum": Statistic(configurations_of(""), q_distance, "reduced bispectrum Q, every configuration",
+                            "bispectrum.png"),
+    "bispectrum_equilateral": Statistic(configurations_of("equilateral"), q_distance, "Q, equilateral triangles",
+                                        "bispectrum.png"),
+    "bispectrum_squeezed": Statistic(configurations_of("squeezed"), q_distance, "Q, squeezed triangles",
+                                     "bispectrum.png"),
+    "peaks": Statistic(lambda s, mask: [s["peaks"]], mean_difference, "peak counts per height bin", "peaks.png"),
+    "pixel_pdf": Statistic(lambda s, mask: [s["pdf"]], mean_difference, "pixel PDF of ln(1 + delta)", "pixel_pdf.png"),
     "minkowski": Statistic(lambda s, mask: [np.concatenate([s["v0"], s["v1"], s["v2"]], axis=1)], mean_difference,
-                           "Minkowski functionals V0, V1, V2 per threshold"),
+                           "Minkowski functionals V0, V1, V2 per threshold", "minkowski.png"),
     "pk_correlation": Statistic(lambda s, mask: [s["pk"][:, mask]], correlation_difference,
-                                "P(k) correlation matrix: largest |difference|"),
+                                "P(k) correlation matrix: largest |difference|", "power_spectrum_correlation.png"),
 }
 
 
@@ -431,23 +437,58 @@ def nearest_distances(queries, references, chunk=64):
     return nearest.numpy(), (nearest / distances.median(dim=1).values).numpy()
 
 
+class Chunk(NamedTuple):
+    """A chunk of fields, their ln(1 + delta) and what a measurement needs to know of the set."""
+    fields: np.ndarray
+    logs: np.ndarray
+    box_size: float
+    edges: np.ndarray  # ln(1 + delta) bins shared by both sets of a comparison
+    MAS: str
+
+
+def spectra_of(chunk):
+    """P(k) of delta and of ln(1 + delta); the bins' k and mode counts."""
+    k, pk, n_modes = power_spectrum(chunk.fields, chunk.box_size, chunk.MAS)
+    _, log_pk, _ = power_spectrum(chunk.logs, chunk.box_size, chunk.MAS, as_overdensity=False)
+    return dict(pk=pk, log_pk=log_pk), dict(k=k, n_modes=n_modes)
+
+
+def one_point_of(chunk):
+    """Pixel PDF, Minkowski functionals and peak counts of ln(1 + delta) on the shared bins, the seam
+    score and the moments pooled_std reads."""
+    pixel_size = chunk.box_size / chunk.fields.shape[-1]
+    thresholds = 0.5 * (chunk.edges[:-1] + chunk.edges[1:])
+    v0, v1, v2 = minkowski_functionals(chunk.logs, thresholds, pixel_size)
+    return dict(pdf=pixel_pdf(chunk.logs, chunk.edges), v0=v0, v1=v1, v2=v2,
+                peaks=peak_counts(chunk.logs, chunk.edges, pixel_size), seam=seam_score(chunk.logs),
+                log_mean=chunk.logs.mean(axis=(1, 2)), log_square=(chunk.logs ** 2).mean(axis=(1, 2))), dict(
+        thresholds=thresholds)
+
+
+def bispectra_of(chunk):
+    """The bispectrum and the P(k) products of its triangle configurations."""
+    triangles, b, p = bispectrum(chunk.fields, chunk.box_size)
+    return dict(b=b, p=p), dict(triangles=triangles)
+
+
+# What field_statistics measures, chunk by chunk: each gives per-field arrays (N, ...) and set-wide values.
+MEASUREMENTS = {"power_spectrum": spectra_of, "one_point": one_point_of, "bispectrum": bispectra_of}
+
+
 def field_statistics(fields, box_size, edges, MAS="None", chunk=64, progress=False):
-    """Per-field P(k) of delta and of ln(1 + delta), pixel PDF, Minkowski functionals, peak counts, bispectrum and seam score, in chunks."""
-    pixel_size = box_size / fields.shape[-1]
-    thresholds = 0.5 * (edges[:-1] + edges[1:])
-    parts = []
+    """Every MEASUREMENTS entry of the fields, in chunks: per-field arrays and set-wide values in one dict."""
+    parts, shared = [], {}
     for start in tqdm(range(0, len(fields), chunk), desc="statistics", unit="chunk", disable=not progress):
         block = fields[start:start + chunk]
-        logs = log_density(block)
-        k, pk, n_modes = power_spectrum(block, box_size, MAS)
-        _, log_pk, _ = power_spectrum(logs, box_size, MAS, as_overdensity=False)
-        v0, v1, v2 = minkowski_functionals(logs, thresholds, pixel_size)
-        triangles, b, p = bispectrum(block, box_size)
-        parts.append(dict(pk=pk, log_pk=log_pk, pdf=pixel_pdf(logs, edges), v0=v0, v1=v1, v2=v2, b=b, p=p,
-                          peaks=peak_counts(logs, edges, pixel_size), seam=seam_score(logs),
-                          log_mean=logs.mean(axis=(1, 2)), log_square=(logs ** 2).mean(axis=(1, 2))))
+        measured = Chunk(block, log_density(block), box_size, edges, MAS)
+        part = {}
+        for measure in MEASUREMENTS.values():
+            per_field, set_wide = measure(measured)
+            part.update(per_field)
+            shared.update(set_wide)
+        parts.append(part)
     merged = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-    return dict(merged, k=k, n_modes=n_modes, thresholds=thresholds, triangles=triangles)
+    return dict(merged, **shared)
 
 
 def pooled_std(statistics):
@@ -465,11 +506,18 @@ def within_one_sigma(generated, real):
     return {"fraction_within_1sigma": float(inside.mean()), "max_sigma": float((difference[valid] / spread[valid]).max())}
 
 
+class Context(NamedTuple):
+    """What a report section needs beside the two sets' field_statistics."""
+    mask: np.ndarray  # the P(k) bins the MAFD reads
+    floor_ratios: np.ndarray  # the floor's draws of <P_a> / <P_b> per k
+    edges: np.ndarray  # the ln(1 + delta) bins
+
+
 def compare(real, generated, box_size, MAS="None", k_max="nyquist", train=None, n_draws=500, progress=True,
             real_sims=None, generated_sims=None):
     """Everything the evaluation report holds: the scorecard (every statistic as a distance over its
-    floor, and the worst), MAFD next to its floor, per-k ratio, pixel PDF, Minkowski functionals, peaks,
-    the reduced bispectrum, seam scores and (with `train`) the memorisation check.
+    floor, and the worst), MAFD next to its floor, every SECTIONS entry (both sets' statistics, what the
+    figures draw) and (with `train`) the memorisation check.
 
     real_sims (and, for a second real set, generated_sims): each field's simulation, so that floors are
     drawn by simulation (floor_draws); without them every field counts as independent."""
@@ -489,14 +537,13 @@ def compare(real, generated, box_size, MAS="None", k_max="nyquist", train=None, 
     value = mafd(generated_stats["pk"], real_stats["pk"], mask)
     floor = dict(summarise(floor_values), by="simulation" if real_sims is not None else "field",
                  real_simulations=int(len(np.unique(real_sims))) if real_sims is not None else len(real))
+    context = Context(mask, floor_ratios, edges)
     report = {
         "mafd": value,
         "floor": floor,
         "mafd_over_floor": value / floor["median"],
-        "power_spectrum": power_spectrum_section(real_stats, generated_stats, mask, floor_ratios),
-        **one_point_sections(real_stats, generated_stats, edges),
+        **{name: section.build(real_stats, generated_stats, context) for name, section in SECTIONS.items()},
         "scorecard": scorecard(real_stats, generated_stats, mask, real_sims, generated_sims, n_draws),
-        "seam": {"generated": summarise(generated_stats["seam"]), "real": summarise(real_stats["seam"])},
         "sizes": {"real": len(real), "generated": len(generated)},
         "settings": {"box_size": box_size, "MAS": MAS, "k_max": k_max, "n_draws": n_draws,
                      "image_size": int(real.shape[-1])},
@@ -506,45 +553,130 @@ def compare(real, generated, box_size, MAS="None", k_max="nyquist", train=None, 
     return report
 
 
-def power_spectrum_section(real_stats, generated_stats, mask, floor_ratios):
-    """The report's P(k): both sets' means and spreads, their ratio and the floor's 5-95% band of it."""
+def power_spectrum_section(real_stats, generated_stats, context):
+    """Both sets' mean P(k) and spread, their ratio with the floor's 5-95% band of it, and each set's
+    correlation matrix of P(k) over the MAFD's bins."""
     real_pk, generated_pk = real_stats["pk"], generated_stats["pk"]
     return {
-        "k": real_stats["k"].tolist(), "n_modes": real_stats["n_modes"].tolist(), "in_mafd": mask.tolist(),
+        "k": real_stats["k"].tolist(), "n_modes": real_stats["n_modes"].tolist(), "in_mafd": context.mask.tolist(),
         "real_mean": real_pk.mean(axis=0).tolist(), "real_std": real_pk.std(axis=0).tolist(),
         "generated_mean": generated_pk.mean(axis=0).tolist(), "generated_std": generated_pk.std(axis=0).tolist(),
         "ratio": (generated_pk.mean(axis=0) / real_pk.mean(axis=0)).tolist(),
-        "floor_ratio_low": np.percentile(floor_ratios, 5, axis=0).tolist(),
-        "floor_ratio_high": np.percentile(floor_ratios, 95, axis=0).tolist(),
+        "floor_ratio_low": np.percentile(context.floor_ratios, 5, axis=0).tolist(),
+        "floor_ratio_high": np.percentile(context.floor_ratios, 95, axis=0).tolist(),
+        "real_correlation": correlation_matrix(real_pk[:, context.mask]).tolist(),
+        "generated_correlation": correlation_matrix(generated_pk[:, context.mask]).tolist(),
     }
 
 
-def one_point_sections(real_stats, generated_stats, edges):
-    """The report's pixel PDF, Minkowski functionals, peaks and reduced bispectrum of both sets."""
+def correlation_matrix(pk):
+    """The correlation matrix of per-field P(k) (N, K) across fields; 0 where a bin does not vary."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nan_to_num(np.corrcoef(pk, rowvar=False)) if len(pk) > 1 else np.zeros((pk.shape[1], pk.shape[1]))
+
+
+def pixel_pdf_section(real_stats, generated_stats, context):
+    """Both sets' pixel PDF of ln(1 + delta), its KS distance and the pooled standard deviations."""
     real_pdf, generated_pdf = real_stats["pdf"], generated_stats["pdf"]
+    return {"edges": context.edges.tolist(),
+            "real_mean": real_pdf.mean(axis=0).tolist(), "real_std": real_pdf.std(axis=0).tolist(),
+            "generated_mean": generated_pdf.mean(axis=0).tolist(),
+            "distance": pdf_distance(generated_pdf, real_pdf, context.edges),
+            "log_density_std_real": pooled_std(real_stats), "log_density_std_generated": pooled_std(generated_stats),
+            **within_one_sigma(generated_pdf, real_pdf)}
+
+
+def pixel_pdf_lines(section):
+    return [("pixel PDF KS distance", f"{section['distance']:.4f}"),
+            ("std ln(1+delta) (real / generated)",
+             f"{section['log_density_std_real']:.3f} / {section['log_density_std_generated']:.3f}")]
+
+
+def minkowski_section(real_stats, generated_stats, context):
+    """Both sets' Minkowski functionals against threshold."""
     minkowski = {"thresholds": real_stats["thresholds"].tolist()}
     for name in ("v0", "v1", "v2"):
         minkowski[name] = {"real_mean": real_stats[name].mean(axis=0).tolist(),
                            "real_std": real_stats[name].std(axis=0).tolist(),
                            "generated_mean": generated_stats[name].mean(axis=0).tolist(),
                            **within_one_sigma(generated_stats[name], real_stats[name])}
-    return {
-        "pixel_pdf": {
-            "edges": edges.tolist(),
-            "real_mean": real_pdf.mean(axis=0).tolist(), "real_std": real_pdf.std(axis=0).tolist(),
-            "generated_mean": generated_pdf.mean(axis=0).tolist(),
-            "distance": pdf_distance(generated_pdf, real_pdf, edges),
-            "log_density_std_real": pooled_std(real_stats), "log_density_std_generated": pooled_std(generated_stats),
-            **within_one_sigma(generated_pdf, real_pdf),
-        },
-        "minkowski": minkowski,
-        "peaks": {"real_mean": real_stats["peaks"].mean(axis=0).tolist(),
-                  "generated_mean": generated_stats["peaks"].mean(axis=0).tolist(),
-                  **within_one_sigma(generated_stats["peaks"], real_stats["peaks"])},
-        "bispectrum": {"triangles": [list(triangle) for triangle in real_stats["triangles"]],
-                       "q_real": reduced_bispectrum(real_stats["b"], real_stats["p"]).tolist(),
-                       "q_generated": reduced_bispectrum(generated_stats["b"], generated_stats["p"]).tolist()},
-    }
+    return minkowski
+
+
+def minkowski_lines(section):
+    return [(f"Minkowski {name.upper()} bins within real 1-sigma", f"{100 * section[name]['fraction_within_1sigma']:.0f}%")
+            for name in ("v0", "v1", "v2")]
+
+
+def peaks_section(real_stats, generated_stats, context):
+    """Both sets' peak counts per unit area in each ln(1 + delta) height bin."""
+    return {"edges": context.edges.tolist(), "real_mean": real_stats["peaks"].mean(axis=0).tolist(),
+            "real_std": real_stats["peaks"].std(axis=0).tolist(),
+            "generated_mean": generated_stats["peaks"].mean(axis=0).tolist(),
+            **within_one_sigma(generated_stats["peaks"], real_stats["peaks"])}
+
+
+def bispectrum_section(real_stats, generated_stats, context):
+    """Both sets' reduced bispectrum Q per triangle configuration."""
+    return {"triangles": [list(triangle) for triangle in real_stats["triangles"]],
+            "q_real": reduced_bispectrum(real_stats["b"], real_stats["p"]).tolist(),
+            "q_generated": reduced_bispectrum(generated_stats["b"], generated_stats["p"]).tolist()}
+
+
+def seam_section(real_stats, generated_stats, context):
+    """Both sets' seam scores (about 1 for periodic fields)."""
+    return {"generated": summarise(generated_stats["seam"]), "real": summarise(real_stats["seam"])}
+
+
+def seam_lines(section):
+    return [(f"seam score {name}, median [5-95%]",
+             f"{section[name]['median']:.3f} [{section[name]['low']:.3f}, {section[name]['high']:.3f}]")
+            for name in ("generated", "real")]
+
+
+@dataclass(frozen=True)
+class Section:
+    """One part of compare's report beside the scorecard: what it holds of both sets, and its lines in
+    the evaluation's summary table."""
+    build: Callable  # (real field_statistics, generated field_statistics, Context) -> a JSON-ready dict
+    lines: Callable = lambda section: []  # (the built section) -> [(label, value)]
+
+
+# The report's sections, by their key in the report; plots.FIGURES draws them.
+SECTIONS = {
+    "power_spectrum": Section(power_spectrum_section),
+    "pixel_pdf": Section(pixel_pdf_section, pixel_pdf_lines),
+    "minkowski": Section(minkowski_section, minkowski_lines),
+    "peaks": Section(peaks_section),
+    "bispectrum": Section(bispectrum_section),
+    "seam": Section(seam_section, seam_lines),
+}
+
+
+def summary_lines(report):
+    """The report as (label, value) lines: sizes, MAFD and its floor, every section's lines, every
+    scorecard statistic over its floor, the worst, and the memorisation check where it ran."""
+    floor = report["floor"]
+    lines = [("fields (real / generated)", f"{report['sizes']['real']} / {report['sizes']['generated']}"),
+             ("power spectrum MAFD", f"{100 * report['mafd']:.2f}%"),
+             (f"floor (by {floor['by']}), median [5-95%]",
+              f"{100 * floor['median']:.2f}% [{100 * floor['low']:.2f}, {100 * floor['high']:.2f}]"),
+             ("MAFD / floor", f"{report['mafd_over_floor']:.2f}")]
+    for name, section in SECTIONS.items():
+        lines += section.lines(report[name])
+    lines += [(f"{name.replace('_', ' ')} distance / floor", f"{row['distance']:.3g} / {row['floor']:.3g} = "
+                                                              f"{row['over_floor']:.2f}")
+              for name, row in report["scorecard"].get("statistics", {}).items()]
+    if report["scorecard"]:
+        worst = report["scorecard"]["worst"]
+        lines.append(("worst statistic / floor (the headline)", f"{worst['statistic']}: {worst['over_floor']:.2f}"))
+    if "memorisation" in report:
+        memo = report["memorisation"]
+        lines.append(("nearest-train RMS (generated / real)",
+                      f"{memo['generated_to_train']['median']:.3f} / {memo['real_to_train']['median']:.3f}"))
+        lines.append(("nearest / median train distance (generated / real)",
+                      f"{memo['generated_relative']['median']:.3f} / {memo['real_relative']['median']:.3f}"))
+    return lines
 
 
 def memorisation(real, generated, train):

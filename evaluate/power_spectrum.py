@@ -36,11 +36,9 @@ def write_report(report, generated_fields, out):
     staging = Path(tempfile.mkdtemp(prefix=".evaluation-", dir=out.parent))
     try:
         (staging / "report.json").write_text(json.dumps(report, indent=1))
-        plots.power_spectra(report, staging / "power_spectra_comparison.png")
-        plots.power_ratio(report, staging / "power_spectrum_ratio.png")
+        for name, draw in plots.FIGURES.items():
+            draw(report, staging / name)
         plots.periodic_tiling(generated_fields[0], staging / "periodic.png")
-        plots.pixel_pdf(report, staging / "pixel_pdf.png")
-        plots.minkowski(report, staging / "minkowski.png")
         out.mkdir(parents=True, exist_ok=True)
         for file in staging.iterdir():
             file.replace(out / file.name)
@@ -49,33 +47,9 @@ def write_report(report, generated_fields, out):
 
 
 def summary_table(report):
-    seam, pdf = report["seam"], report["pixel_pdf"]
-    rows = [
-        ("fields (real / generated)", f"{report['sizes']['real']} / {report['sizes']['generated']}"),
-        ("power spectrum MAFD", f"{100 * report['mafd']:.2f}%"),
-        (f"floor (by {report['floor']['by']}), median [5-95%]",
-         f"{100 * report['floor']['median']:.2f}% [{100 * report['floor']['low']:.2f}, {100 * report['floor']['high']:.2f}]"),
-        ("MAFD / floor", f"{report['mafd_over_floor']:.2f}"),
-        ("pixel PDF KS distance", f"{pdf['distance']:.4f}"),
-        ("std ln(1+delta) (real / generated)", f"{pdf['log_density_std_real']:.3f} / {pdf['log_density_std_generated']:.3f}"),
-        *((f"Minkowski {name.upper()} bins within real 1-sigma", f"{100 * report['minkowski'][name]['fraction_within_1sigma']:.0f}%")
-          for name in ("v0", "v1", "v2")),
-        *((f"{name.replace('_', ' ')} distance / floor", f"{row['distance']:.3g} / {row['floor']:.3g} = {row['over_floor']:.2f}")
-          for name, row in report["scorecard"].get("statistics", {}).items()),
-        ("seam score generated, median [5-95%]", f"{seam['generated']['median']:.3f} [{seam['generated']['low']:.3f}, {seam['generated']['high']:.3f}]"),
-        ("seam score real, median [5-95%]", f"{seam['real']['median']:.3f} [{seam['real']['low']:.3f}, {seam['real']['high']:.3f}]"),
-    ]
-    if report["scorecard"]:
-        worst = report["scorecard"]["worst"]
-        rows.append(("worst statistic / floor (the headline)", f"{worst['statistic']}: {worst['over_floor']:.2f}"))
-    if "memorisation" in report:
-        memo = report["memorisation"]
-        rows.append(("nearest-train RMS (generated / real)",
-                     f"{memo['generated_to_train']['median']:.3f} / {memo['real_to_train']['median']:.3f}"))
-        rows.append(("nearest / median train distance (generated / real)",
-                     f"{memo['generated_relative']['median']:.3f} / {memo['real_relative']['median']:.3f}"))
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    lines = stats.summary_lines(report)
+    width = max(len(name) for name, _ in lines)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in lines)
 
 
 def newest_samples(run_dir):

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_in_process, shared_path
-from cosmodiff.stats import (bispectrum, compare, correlation_difference, floor_draws, mafd, mafd_floor, mean_difference,
-                             minkowski_functionals, nearest_distances, power_spectrum, reduced_bispectrum, seam_score,
-                             simulations_for_floor)
+from cosmodiff import plots, stats
+from cosmodiff.stats import (bispectrum, compare, correlation_difference, correlation_matrix, floor_draws, mafd,
+                             mafd_floor, mean_difference, minkowski_functionals, nearest_distances, power_spectrum,
+                             reduced_bispectrum, seam_score, simulations_for_floor)
 
 
 @pytest.mark.parametrize("resolution", [64, 128, 512])
@@ -139,7 +140,8 @@ def test_evaluate_script_shared_pngs_against_themselves_and_disjoint_halves(tmp_
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "same" / "report.json").read_text())
     assert report["mafd"] == 0.0
-    for name in ("power_spectra_comparison", "power_spectrum_ratio", "periodic", "pixel_pdf", "minkowski"):
+    for name in ("power_spectra_comparison", "power_spectrum_ratio", "power_spectrum_correlation", "periodic",
+                 "pixel_pdf", "minkowski", "peaks", "bispectrum"):
         assert (tmp_path / "same" / f"{name}.png").stat().st_size > 1000
     halves = [tmp_path / "a", tmp_path / "b"]
     for index, png in enumerate(sorted(folder.glob("*.png"))):
@@ -401,3 +403,44 @@ def test_resampled_simulations_keep_each_bins_variance_whatever_its_mean():
     draws = floor_draws(lambda generated, real: real.mean(axis=0), [pk], 1, sims, n_draws=4000)
     sim_means = pk.reshape(4, 6, 3).mean(axis=1)
     assert draws.var(axis=0) == pytest.approx(sim_means.var(axis=0, ddof=1) / 4, rel=0.1)
+
+
+def test_a_statistic_added_to_the_registries_reaches_the_scorecard_the_report_and_its_lines(monkeypatch):
+    """CONTRIBUTING's "Add a statistic": a MEASUREMENTS entry, a STATISTICS entry and a SECTIONS entry,
+    and nothing else, give the new statistic its scorecard row (distance over floor), its report section
+    and its summary line."""
+    def variance_of(chunk):
+        return dict(pixel_variance=chunk.fields.var(axis=(1, 2))), {}
+
+    def variance_section(real_stats, generated_stats, context):
+        return {"real_mean": float(real_stats["pixel_variance"].mean()),
+                "generated_mean": float(generated_stats["pixel_variance"].mean())}
+    monkeypatch.setitem(stats.MEASUREMENTS, "pixel_variance", variance_of)
+    monkeypatch.setitem(stats.STATISTICS, "pixel_variance", stats.Statistic(
+        lambda s, mask: [s["pixel_variance"][:, None]], mean_difference, "pixel variance", "pixel_pdf.png"))
+    monkeypatch.setitem(stats.SECTIONS, "pixel_variance", stats.Section(
+        variance_section, lambda section: [("pixel variance (real / generated)",
+                                            f"{section['real_mean']:.3f} / {section['generated_mean']:.3f}")]))
+    rng = np.random.default_rng(0)
+    real = 1 + 0.1 * rng.standard_normal((16, 16, 16))
+    generated = 1 + 0.3 * rng.standard_normal((16, 16, 16))  # nine times the variance
+    report = compare(real, generated, 100.0, n_draws=50, progress=False, real_sims=np.repeat(np.arange(8), 2))
+    assert report["pixel_variance"]["generated_mean"] == pytest.approx(9 * report["pixel_variance"]["real_mean"],
+                                                                      rel=0.1)
+    assert report["scorecard"]["statistics"]["pixel_variance"]["over_floor"] > 10
+    assert report["scorecard"]["worst"]["statistic"] == "pixel_variance"
+    lines = dict(stats.summary_lines(report))
+    assert "pixel variance (real / generated)" in lines and "pixel variance distance / floor" in lines
+
+
+def test_every_statistic_names_a_figure_the_report_draws():
+    assert {statistic.figure for statistic in stats.STATISTICS.values()} <= set(plots.FIGURES)
+
+
+def test_correlation_matrix_of_proportional_and_independent_spectra():
+    rng = np.random.default_rng(1)
+    amplitude = rng.lognormal(size=(400, 1))  # one amplitude per field scales every bin: correlation 1
+    np.testing.assert_allclose(correlation_matrix(amplitude * np.array([1.0, 2.0, 5.0])), np.ones((3, 3)), atol=1e-12)
+    independent = correlation_matrix(rng.standard_normal((4000, 3)))
+    np.testing.assert_allclose(independent, np.eye(3), atol=0.05)
+    assert correlation_matrix(np.ones((5, 2))).tolist() == [[0.0, 0.0], [0.0, 0.0]]  # bins that do not vary
