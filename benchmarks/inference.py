@@ -26,7 +26,9 @@ signed offset (posterior mean - truth) / sigma, the figure of merit 1 / sqrt(det
 (geometric mean over fields), the 68% width, and seconds per field. The same for "METHOD, tempered":
 each test posterior shifted by the mean offset and tempered by one temperature fitted on the
 calibration fields (coverage.Correction); "METHOD, affine": each posterior mapped by the affine
-correction fitted there (coverage.AffineCorrection), which widens a field by what it lacks; and for
+correction fitted there (coverage.AffineCorrection), which widens a field by what it lacks; "METHOD,
+quantile": each parameter's quantiles recalibrated by the calibration fields' SBC ranks
+(coverage.QuantileCorrection), which corrects an offset that depends on the parameter; and for
 the ELBO, "sigma >= S": its sum over noise levels cut at the lowest level S that scores the
 calibration fields' truths best. Writes --out/inference.json and .md, the rows to --results,
 inference_coverage.png (expected coverage with 68% bootstrap bands per parameter, and TARP) and
@@ -45,7 +47,8 @@ import numpy as np
 from cosmodiff.benchmark import run
 from cosmodiff.checkpoint import weights_digest
 from cosmodiff.cli import ArgumentParser, COUNT, INDEX, Number, device_name
-from cosmodiff.inference.coverage import AffineCorrection, Correction, expected_coverage, log_density_at, sbc, tarp
+from cosmodiff.inference.coverage import (AffineCorrection, Correction, QuantileCorrection, expected_coverage,
+                                         log_density_at, sbc, tarp)
 from cosmodiff.inference.likelihoods import (CUBIC_POINTS, cubic_interpolation, figure_of_merit, grid_draws, grid_posterior,
                                  parameter_grid, summaries)
 from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
@@ -72,7 +75,7 @@ class InferenceSplit(NamedTuple):
 # validation loss, so that split's NPEs wait longer (docs/results.md, parameter inference)
 SPLITS = {"inference": InferenceSplit("conditional", "inference.json", "", 10),
           "inference-nonlinear": InferenceSplit("npe-nonlinear", "inference_nonlinear.json", "_nonlinear", 30)}
-CORRECTIONS = {"tempered": Correction, "affine": AffineCorrection}  # variant -> the correction fitted
+CORRECTIONS = {"tempered": Correction, "affine": AffineCorrection, "quantile": QuantileCorrection}  # variant -> the correction fitted
 
 
 def npe_folder(args, method):
@@ -196,7 +199,7 @@ def plot_coverage(rows, path):
         ax.plot([0, 1], [0, 1], color="k", lw=0.8)
     for row in rows:
         base, _, variant = row["method"].partition(", ")
-        style = {"": "-", "tempered": "--", "affine": "-."}.get(variant, ":")
+        style = {"": "-", "tempered": "--", "affine": "-.", "quantile": (0, (1, 1))}.get(variant, ":")
         ax = panels[parameters.index(row["parameter"])]
         ax.plot(LEVELS, row["curve"]["coverage"], ls=style, color=colours[base], label=row["method"])
         ax.fill_between(LEVELS, row["curve"]["low"], row["curve"]["high"], color=colours[base], alpha=0.1)

@@ -7,9 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from conftest import ROOT, run_in_process
-from cosmodiff.inference.coverage import AffineCorrection, Correction, expected_coverage, sbc, tarp
+from cosmodiff.inference.coverage import (AffineCorrection, Correction, QuantileCorrection, cell_rank,
+                                         expected_coverage, sbc, tarp)
 from cosmodiff.fields import FieldSet, save_fields
 from cosmodiff.inference.likelihoods import (figure_of_merit, grid_draws, grid_moments, grid_posterior, log_power_spectra,
                                  parameter_grid)
@@ -133,6 +135,72 @@ def test_both_corrections_leave_exact_posteriors_as_they_are():
         means, sigmas = moments([correct(log_like, axes) for log_like in test])
         assert np.median(np.abs(means - raw_means) / raw_sigmas) < 0.15
         assert np.median(np.abs(sigmas / raw_sigmas - 1)) < 0.12
+
+
+def parameter_dependent_log_likelihoods(count, points, seed):
+    """Truths on the flat prior [0.3, 0.7]^2 and Gaussian log-likelihood grids whose centres are pulled
+    toward 0.5 by a quarter of the distance and whose claimed widths are half the scatter of the centres:
+    an offset that changes sign across the prior (a global shift cannot remove it) on top of
+    overconfidence, so the truths' marginal CDF values pile up at 0 and 1."""
+    rng = np.random.default_rng(seed)
+    truths = rng.uniform(0.3, 0.7, (count, 2))
+    scatter = 0.04
+    centres = truths - 0.25 * (truths - 0.5) + scatter * rng.normal(size=(count, 2))
+    return truths, [-0.5 * (((points - c) / (scatter / 2)) ** 2).sum(axis=1).reshape(101, 101) for c in centres]
+
+
+def test_the_quantile_correction_makes_the_sbc_ranks_of_new_fields_uniform():
+    axes, points = parameter_grid([0.1, 0.1], [0.9, 0.9], 101)
+    calibration_truths, calibration = parameter_dependent_log_likelihoods(600, points, seed=10)
+    truths, test = parameter_dependent_log_likelihoods(300, points, seed=20)
+    quantile = QuantileCorrection.fit(calibration, axes, calibration_truths)
+    # z = Phi^-1(u) of posteriors half as wide as the truth's scatter spread about twice as far as N(0, 1)
+    assert [z.std() for z in quantile.probits] == pytest.approx([2.2, 2.2], rel=0.15)
+
+    def ks_p_and_coverage(posteriors):
+        samples = np.stack([grid_draws(p, axes, 400, seed=i) for i, p in enumerate(posteriors)], axis=1)
+        ranks, ks_p = sbc(samples, truths)
+        return ks_p, expected_coverage(ranks, 400, [0.68, 0.95])[0]
+    raw_p, raw_coverage = ks_p_and_coverage([grid_posterior(log_like, axes) for log_like in test])
+    corrected = [quantile(log_like, axes) for log_like in test]
+    p, coverage = ks_p_and_coverage(corrected)
+    assert (raw_p < 1e-6).all() and (raw_coverage[:, 0] < 0.45).all()
+    assert (p > 0.05).all() and np.abs(coverage - [0.68, 0.95]).max() < 0.07, (p, coverage)
+    # each corrected marginal CDF is R of the raw one at the cells' edges (the proportional fitting
+    # converged in both parameters)
+    raw = grid_posterior(test[0], axes)
+    for dim, axis in enumerate(axes):
+        for value in (axis[40:60:4] + axis[41:61:4]) / 2:
+            expected = quantile.recalibrated(cell_rank(raw, axes, dim, value), dim)
+            assert cell_rank(corrected[0], axes, dim, value) == pytest.approx(expected, abs=1e-4)
+
+
+def test_the_quantile_correction_keeps_a_calibrated_posteriors_width_and_its_correlation():
+    axes, points = parameter_grid([0.0, 0.0], [1.0, 1.0], 81)
+    rng = np.random.default_rng(3)
+    covariance = np.array([[0.03 ** 2, 0.8 * 0.03 * 0.02], [0.8 * 0.03 * 0.02, 0.02 ** 2]])
+    precision = np.linalg.inv(covariance)
+    truths = rng.uniform(0.3, 0.7, (400, 2))
+    centres = truths + rng.multivariate_normal(np.zeros(2), covariance, 400)  # exact posteriors: N(centre, C)
+    log_likes = [-0.5 * np.einsum("mi,ij,mj->m", points - c, precision, points - c).reshape(81, 81) for c in centres]
+    quantile = QuantileCorrection.fit(log_likes, axes, truths)
+    # calibrated: z = Phi^-1(u) is N(0, 1), whose kernel estimate of the CDF is R(u) = u
+    u = np.linspace(0.05, 0.95, 7)
+    for dim in range(2):
+        np.testing.assert_allclose(quantile.recalibrated(u, dim), u, atol=0.05)
+    _, raw_covariance = grid_moments(grid_posterior(log_likes[0], axes), axes)
+    _, corrected_covariance = grid_moments(quantile(log_likes[0], axes), axes)
+    assert np.sqrt(np.diag(corrected_covariance)) == pytest.approx(np.sqrt(np.diag(raw_covariance)), rel=0.15)
+    correlation = corrected_covariance[0, 1] / np.sqrt(corrected_covariance[0, 0] * corrected_covariance[1, 1])
+    assert correlation == pytest.approx(0.8, abs=0.05)
+    # a widening map (calibration z twice N(0, 1)'s spread) on the correlated posterior: both corrected
+    # marginal CDFs are R of the raw ones at the cells' edges, which one sweep over the parameters misses
+    widening = QuantileCorrection([2 * stats.norm.ppf((np.arange(200) + 0.5) / 200)] * 2, [0.05, 0.05])
+    raw, corrected = grid_posterior(log_likes[0], axes), widening(log_likes[0], axes)
+    for dim, axis in enumerate(axes):
+        for value in (axis[30:50:3] + axis[31:51:3]) / 2:
+            expected = widening.recalibrated(cell_rank(raw, axes, dim, value), dim)
+            assert cell_rank(corrected, axes, dim, value) == pytest.approx(expected, abs=1e-4)
 
 
 def test_figure_of_merit_of_a_gaussian_posterior_is_its_inverse_area():

@@ -2,16 +2,18 @@
 implementations: simulation-based calibration ranks (Talts et al. 2018, `run_sbc`, with the KS test of
 their uniformity) and TARP (Lemos et al. 2023, `run_tarp`, `check_tarp`). Our part is the adapter that
 hands sbi samples we already have (a grid posterior's draws, NPE's samples), expected-coverage curves
-with bootstrap bands from the SBC ranks, and two post-hoc corrections of grid posteriors, each fitted
-on a calibration split and judged on a test split: one temperature for every field (Correction), and
-an affine map of each posterior whose widening depends on how wide it is (AffineCorrection), so the
-sharpness a field earns is kept.
+with bootstrap bands from the SBC ranks, and three post-hoc corrections of grid posteriors, each fitted
+on a calibration split and judged on a test split: one temperature for every field (Correction), an
+affine map of each posterior whose widening depends on how wide it is (AffineCorrection), so the
+sharpness a field earns is kept, and a recalibration of each parameter's quantiles
+(QuantileCorrection), which makes the SBC ranks of fields like the calibration ones uniform whatever
+shape their miscalibration takes.
 """
 import warnings
 
 import numpy as np
 import torch
-from scipy import ndimage, optimize
+from scipy import ndimage, optimize, stats
 
 from cosmodiff.inference.likelihoods import grid_moments, grid_points, grid_posterior, summaries
 
@@ -188,3 +190,74 @@ class AffineCorrection:
     def to_dict(self):
         return dict(shift=self.shift.tolist(), slope=self.slope.tolist(), centre=self.centre.tolist(),
                     scale=self.scale.tolist(), floor=self.floor.tolist())
+
+
+def marginal_cdfs(posterior, dim):
+    """A grid posterior's marginal in one parameter, and its CDF at the cells' edges (len + 1), the mass
+    of a cell spread uniformly within it (as grid_draws draws it)."""
+    marginal = posterior.sum(axis=tuple(d for d in range(posterior.ndim) if d != dim))
+    return marginal, np.concatenate([[0.0], np.cumsum(marginal)])
+
+
+def cell_rank(posterior, axes, dim, value):
+    """The marginal CDF of one parameter at a value (its SBC rank over the number of draws)."""
+    axis = np.asarray(axes[dim], np.float64)
+    _, cdf = marginal_cdfs(posterior, dim)
+    half = (axis[1] - axis[0]) / 2
+    return float(np.interp(value, np.concatenate([axis - half, [axis[-1] + half]]), cdf))
+
+
+class QuantileCorrection:
+    """Quantile recalibration (Kuleshov et al. 2018) of each parameter. For calibrated posteriors the
+    marginal CDF at the truth, u = F(theta_true), is uniform over fields (SBC); for miscalibrated ones it
+    is not (too narrow: piled at 0 and 1; offset: skewed). The map R, the CDF of the calibration fields'
+    u, turns every marginal CDF F into R(F), which is uniform on fields like them whatever shape the
+    miscalibration takes. R is a Gaussian kernel estimate in probit space, z = Phi^-1(u): smooth and
+    monotone where an empirical CDF of a few hundred u would be a staircase, with Gaussian tails where
+    the truths fall beyond every calibration field's (and exact for Gaussian posteriors off by a shift
+    and a width, whose z is normal), its kernels' spread taken out of the data's so R keeps their
+    variance. The joint grid posterior is then reweighted along each parameter in turn until its
+    marginals are the recalibrated ones (iterative proportional fitting: the posterior nearest the raw
+    one in KL with those marginals), so the correlation between parameters and each field's own width
+    relative to the others are kept."""
+
+    EDGE = 1e-6  # u is kept this far off 0 and 1 when fitting, where the probit is infinite
+    SWEEPS = 30  # proportional-fitting sweeps over the parameters
+
+    def __init__(self, probits, bandwidths):
+        self.probits = [np.asarray(z, np.float64) for z in probits]
+        self.bandwidths = np.asarray(bandwidths, np.float64)
+
+    @classmethod
+    def fit(cls, log_likelihoods, axes, truths):
+        posteriors = [grid_posterior(log_like, axes) for log_like in log_likelihoods]
+        probits, bandwidths = [], []
+        for dim in range(len(axes)):
+            ranks = [cell_rank(posterior, axes, dim, truth[dim]) for posterior, truth in zip(posteriors, truths)]
+            z = stats.norm.ppf(np.clip(ranks, cls.EDGE, 1 - cls.EDGE))
+            spread = z.std()
+            bandwidth = 1.06 * spread * len(z) ** -0.2  # Silverman's rule
+            probits.append(z.mean() + (z - z.mean()) / np.sqrt(1 + (bandwidth / spread) ** 2))
+            bandwidths.append(bandwidth)
+        return cls(probits, bandwidths)
+
+    def recalibrated(self, cdf, dim):
+        """R(F) for marginal CDF values F of one parameter."""
+        z = stats.norm.ppf(np.clip(np.asarray(cdf, np.float64), 0.0, 1.0))
+        return stats.norm.cdf((z[..., None] - self.probits[dim]) / self.bandwidths[dim]).mean(axis=-1)
+
+    def __call__(self, log_likelihood, axes):
+        """The corrected posterior (normalised grid)."""
+        posterior = grid_posterior(log_likelihood, axes)
+        targets = [np.diff(self.recalibrated(marginal_cdfs(posterior, dim)[1], dim)) for dim in range(len(axes))]
+        for _ in range(self.SWEEPS):
+            for dim, target in enumerate(targets):
+                marginal, _ = marginal_cdfs(posterior, dim)
+                ratio = np.divide(target, marginal, out=np.zeros_like(target), where=marginal > 0)
+                shape = [1] * posterior.ndim
+                shape[dim] = -1
+                posterior = posterior * ratio.reshape(shape)
+        return posterior / posterior.sum()
+
+    def to_dict(self):
+        return dict(probits=[z.tolist() for z in self.probits], bandwidths=self.bandwidths.tolist())
