@@ -21,7 +21,7 @@ SCRIPTS = {
     "train.py": [], "UNet-DDPM/generate_images.py": [], "evaluate/power_spectrum.py": [],
     "evaluate/infer.py": ["fields.npz", "--checkpoint", "run"], "evaluate/cosmology.py": ["run"],
     "evaluate/train_npe.py": [],
-    "cosmodiff/prepare.py": ["src", "--out", "shards"], "cosmodiff/mock.py": ["--out", "mock.npz"],
+    "cosmodiff/prepare/__main__.py": ["src", "--out", "shards"], "cosmodiff/mock/__main__.py": ["--out", "mock.npz"],
     "benchmarks/error_budget.py": ["run"],
     "benchmarks/fidelity.py": [], "benchmarks/fidelity_study.py": [], "benchmarks/inference.py": [],
     "benchmarks/conditional.py": [], "benchmarks/sampler_sweep.py": [], "benchmarks/streaming.py": [],
@@ -119,10 +119,10 @@ def test_an_output_that_is_a_file_or_under_one_is_refused_before_any_work(tmp_pa
              ("evaluate/power_spectrum.py", ["a.npy", "b.npy", "--out", "taken"], "--out taken: is a file, not a folder"),
              ("evaluate/infer.py", ["a.npz", "--checkpoint", "run", "--out", "taken/posterior"],
               "--out taken/posterior: cannot be written (taken is not a writable folder)"),
-             ("cosmodiff/prepare.py", ["src", "--out", "taken"], "--out taken: is a file, not a folder"),
-             ("cosmodiff/mock.py", ["--out", "taken/mock.npz"],
+             ("cosmodiff/prepare/__main__.py", ["src", "--out", "taken"], "--out taken: is a file, not a folder"),
+             ("cosmodiff/mock/__main__.py", ["--out", "taken/mock.npz"],
               "--out taken/mock.npz: cannot be written (taken is not a writable folder)"),
-             ("cosmodiff/mock.py", ["--split", "2lpt", "--out", "taken"], "--out taken: is a file, not a folder")]
+             ("cosmodiff/mock/__main__.py", ["--split", "2lpt", "--out", "taken"], "--out taken: is a file, not a folder")]
     for script, argv, message in cases:
         if "shared" in " ".join(argv) and not (ROOT.parent / "shared" / "run-folders").exists():
             continue

@@ -170,7 +170,7 @@ def test_the_holdout_split_has_its_own_latin_hypercube_and_several_simulations_p
 def test_the_command_line_runs_one_simulation_on_one_thread(tmp_path):
     import subprocess
 
-    code = ("import torch; from cosmodiff import mock; torch.set_num_threads(2); "
+    code = ("import torch; from cosmodiff.mock import __main__ as mock; torch.set_num_threads(2); "
             f"mock.main(['--out', r'{tmp_path / 'one.npz'}', '--n_sims', '1', '--grid', '16', '--image_size', '16', "
             "'--workers', '1']); print(torch.get_num_threads())")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -17,7 +17,6 @@ conditional split varies (Omega_m, sigma_8): training simulations on a Latin hyp
 ranges, test simulations at fixed points (a 3x3 grid over the inner 80% of both ranges and the
 fiducial point), several per point so each point has its own sample-variance floor.
 """
-import argparse
 import contextlib
 import itertools
 import multiprocessing
@@ -31,9 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cosmodiff.cli import ArgumentParser, COUNT, INDEX, POSITIVE, REDSHIFT, exit_on, writable_file, writable_folder
 from cosmodiff.fields import FieldSet, block_average, cube_to_slabs, load_fields, save_fields
-from cosmodiff.launch import set_threads
 from cosmodiff.nbody import Growth, cic_weights, evolve, lpt_initial_conditions, paint
 from cosmodiff.parameters import LATIN_HYPERCUBE_RANGES, PARAM_NAMES, QUIJOTE_FIDUCIAL
 from cosmodiff.repository import DATA_FOLDER, DEFAULT_DATA, DEFAULT_SPLIT
@@ -350,47 +347,3 @@ def ensure_split(folder, name=DEFAULT_SPLIT, workers=DEFAULT_WORKERS, files=None
 def ensure_default_data():
     """The default split's train and test paths, made once."""
     return ensure_split(DEFAULT_DATA, DEFAULT_SPLIT)
-
-
-def write_mock_set(out, split=None, **options):
-    """A named split into the folder out, else make_mock_set(**options) into the file out."""
-    if split:
-        writable_folder(out, "--out")
-        ensure_split(out, split, options.get("workers", DEFAULT_WORKERS))
-        return
-    writable_file(out, "--out")
-    fieldset = make_mock_set(**options)
-    save_fields(out, fieldset)
-    print(f"Wrote {len(fieldset)} fields of {fieldset.image_size}x{fieldset.image_size} to {out}")
-
-
-def build_parser():
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="output .npz (a folder with --split)")
-    parser.add_argument("--split", choices=list(SPLITS), default=None,
-                        help="write a named train/test split into the folder --out instead")
-    parser.add_argument("--n_sims", type=COUNT, default=DEFAULT_TRAIN_SIMS)
-    parser.add_argument("--first_sim", type=INDEX, default=0, help="index of the first simulation (for disjoint splits)")
-    parser.add_argument("--grid", type=COUNT, default=DEFAULTS["grid"], help="particles and mesh cells per side")
-    parser.add_argument("--box_size", type=POSITIVE, default=DEFAULTS["box_size"], help="Mpc/h")
-    parser.add_argument("--slab_thickness", type=COUNT, default=DEFAULTS["slab_thickness"], help="mesh cells per slab")
-    parser.add_argument("--image_size", type=INDEX, default=DEFAULTS["image_size"], help="block-average to this side (0: the grid)")
-    parser.add_argument("--redshift", type=REDSHIFT, default=0.0)
-    parser.add_argument("--method", default="pm", choices=["pm", "2lpt"],
-                        help="2lpt: particles displaced once; pm: particle-mesh N-body from 2LPT at z = 9")
-    parser.add_argument("--pm_steps", type=COUNT, default=PM_STEPS, help="pm: time steps from z = 9, linear in a")
-    parser.add_argument("--seed", type=INDEX, default=DEFAULT_SEED)
-    parser.add_argument("--latin_hypercube", action="store_true", help="draw (Omega_m, sigma_8) per simulation")
-    parser.add_argument("--workers", type=COUNT, default=DEFAULT_WORKERS, help="simulations run at once, one core "
-                        "each (the same fields as one; default: every core)")
-    return parser
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    set_threads(1)  # one core per simulation, as --workers says (COSMODIFF_THREADS overrides)
-    exit_on(ValueError, lambda options: write_mock_set(**vars(options)), args)
-
-
-if __name__ == "__main__":
-    main()

@@ -9,14 +9,13 @@ Sources (files, or snapshots) are read and validated one at a time and written i
 complete shards only: run the same command again after a kill and it goes on from the first source
 no shard holds. Then `accelerate launch train.py --data_path DIR`.
 """
-import argparse
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from cosmodiff.checkpoint import output_lock
-from cosmodiff.cli import ArgumentParser, COUNT, POSITIVE, exit_on, writable_folder
+from cosmodiff.atomic import writable_folder
 from cosmodiff.condition import join_params, simulation_of
 from cosmodiff.fields import DEFAULT_MESH, FieldError, field_files, load_fields
 from cosmodiff.shards import FORMAT, is_shard_set, read_index, write_index, write_shard
@@ -49,7 +48,7 @@ def prepare(src, out, shard_size=4096, colormap=None, slab_thickness=None, box_s
     fields a shard; resumes a conversion made with the same settings. colormap, slab_thickness,
     box_size and mesh read the sources as load_fields does; params_file joins their parameters."""
     out = Path(out)
-    writable_folder(out, "--out")
+    writable_folder(out, "out")
     settings = dict(source=str(Path(src).resolve()), slab_thickness=slab_thickness, mesh=mesh, colormap=colormap,
                     box_size=box_size, params_file=params_file and str(Path(params_file).resolve()))
     sources = sources_of(src)
@@ -96,24 +95,3 @@ def convert(out, index, sources, shard_size, reading, params_file):
     total = sum(shard["n_fields"] for shard in index["shards"])
     print(f"{out}: {total} fields of {index['image_size']}x{index['image_size']} in {len(index['shards'])} shards "
           f"from {len(sources)} sources; train with `accelerate launch train.py --data_path {out}`")
-
-
-def build_parser():
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src", help="a field set: file or folder, any format load_fields reads")
-    parser.add_argument("--out", required=True, help="the shard set folder")
-    parser.add_argument("--shard_size", type=COUNT, default=4096, help="fields per shard (at least; whole sources)")
-    parser.add_argument("--slab_thickness", type=COUNT, default=None, help="slices per 2D slab of cubes and snapshots")
-    parser.add_argument("--mesh", type=COUNT, default=DEFAULT_MESH, help="nodes per side snapshots are painted on")
-    parser.add_argument("--colormap", default=None, help="invert colormapped PNGs, e.g. gnuplot")
-    parser.add_argument("--box_size", type=POSITIVE, default=None, help="Mpc/h (default: from the data, else 1000)")
-    parser.add_argument("--params_file", default=None, help="parameter table joined to the simulations")
-    return parser
-
-
-def main(argv=None):
-    exit_on((FieldError, ValueError), lambda args: prepare(**vars(args)), build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()
