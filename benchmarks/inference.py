@@ -33,7 +33,8 @@ the ELBO, "sigma >= S": its sum over noise levels cut at the lowest level S that
 calibration fields' truths best. Writes --out/inference.json and .md, the rows to --results,
 inference_coverage.png (expected coverage with 68% bootstrap bands per parameter, and TARP) and
 inference_example.png (every method's posterior for the first test fields), copied to --figures with
-the split's name. --report prints the table of --results.
+the split's name. --report prints the table of --results. Without power_spectrum among --methods,
+--reference_results names a results file of the same split whose P(k) rows the widths are compared with.
 """
 import argparse
 import json
@@ -288,6 +289,18 @@ def judged_method(args, method, test, calibration, names, reference_foms):
     return rows, fitted
 
 
+def reference_rows(args, rows):
+    """The rows the 68% widths are compared with: these, or --reference_results' where P(k) is not
+    among the methods (its test fields must be these)."""
+    if "power_spectrum" in args.methods.split(",") or not args.reference_results:
+        return rows
+    record = json.loads(Path(args.reference_results).read_text())
+    if record["settings"]["split"] != args.split:
+        raise SystemExit(f"--reference_results {args.reference_results}: judged the {record['settings']['split']} "
+                         f"split, not {args.split}")
+    return record["rows"]
+
+
 def main(args):
     if args.elbo_fine and args.elbo_grid < CUBIC_POINTS:
         raise SystemExit(f"--elbo_fine reads the ELBO's grid by cubic interpolation, which needs --elbo_grid "
@@ -316,12 +329,14 @@ def main(args):
         method_rows, corrections[method] = judged_method(args, method, records[method, "test"],
                                                          records[method, "calibration"], names, reference_foms)
         rows += method_rows
-    reference = {row["parameter"]: row["width_68"] for row in rows if row["method"] == METHODS["power_spectrum"].label}
+    reference = {row["parameter"]: row["width_68"] for row in reference_rows(args, rows)
+                 if row["method"] == METHODS["power_spectrum"].label}
     for row in rows:
         row["width_68_vs_power_spectrum"] = row["width_68"] / reference[row["parameter"]] if reference else None
 
     table = markdown_table(rows)
     settings = dict(split=args.split, run=str(args.run), npe=str(npe_folder(args, "npe")),
+                    reference_results=args.reference_results,
                     npe_training=npe_training(npe_folder(args, "npe")), grid=args.grid,
                     elbo_grid=args.elbo_grid, n_levels=args.n_levels, n_draws=args.n_draws, draws=DRAWS,
                     fields={key: len(record["results"]) for key, record in
@@ -365,6 +380,9 @@ def build_parser():
                         "there is one)")
     parser.add_argument("--out", default=None, help="default: benchmarks/out/SPLIT")
     parser.add_argument("--results", default=None, help="default: benchmarks/results/ the split's file")
+    parser.add_argument("--reference_results", default=None,
+                        help="a results file of the same split whose P(k) rows the 68%% widths are compared with, "
+                             "where --methods has no power_spectrum")
     parser.add_argument("--figures", default=None, help="copy the figures here, e.g. images")
     parser.add_argument("--report", action="store_true", help="print the table of --results (the README's)")
     return parser

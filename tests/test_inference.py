@@ -222,6 +222,24 @@ def test_the_inference_benchmark_makes_a_cached_posterior_again_once_its_model_i
     assert len(commands) == 3
 
 
+def test_the_inference_benchmark_compares_widths_with_another_results_files_p_k_rows_of_the_same_split(tmp_path):
+    spec = importlib.util.spec_from_file_location("inference_benchmark", ROOT / "benchmarks" / "inference.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    reference = tmp_path / "reference.json"
+    pk_row = dict(method="P(k) Gaussian likelihood", parameter="Omega_m", width_68=0.2)
+    reference.write_text(json.dumps(dict(settings=dict(split="inference"), rows=[pk_row])))
+    own = [dict(method="diffusion ELBO", parameter="Omega_m", width_68=0.1)]
+    args = benchmark.build_parser().parse_args(["--methods", "elbo", "--reference_results", str(reference)])
+    assert benchmark.reference_rows(args, own) == [pk_row]
+    args = benchmark.build_parser().parse_args(["--methods", "elbo,power_spectrum", "--reference_results", str(reference)])
+    assert benchmark.reference_rows(args, own) == own  # its own P(k) rows, where it has them
+    args = benchmark.build_parser().parse_args(["--split", "inference-nonlinear", "--methods", "elbo",
+                                                "--reference_results", str(reference)])
+    with pytest.raises(SystemExit, match="judged the inference split, not inference-nonlinear"):
+        benchmark.reference_rows(args, own)
+
+
 def test_the_grid_check_reads_a_coarse_grid_off_a_refined_one_that_contains_it_as_it_would_compute_it(conditional_run,
                                                                                                          tmp_path):
     def grid_check(refined_grid, *saved):
