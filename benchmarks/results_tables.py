@@ -105,6 +105,19 @@ def emulated_inference(record):
     return lines
 
 
+def elbo_cpu(record):
+    """The CPU emulator's ELBO posteriors on the inference split's test fields, raw and corrected on its
+    calibration fields, with their widths against the P(k) likelihood's on the same fields."""
+    lines = ["| variant | parameter | fields | 68% | 95% | SBC KS p | offset / sigma | 68% width vs P(k) | s / field |",
+             "|" + " --- |" * 9]
+    for row in record["rows"]:
+        _, _, variant = row["method"].partition(", ")
+        lines.append(f"| {variant or 'raw'} | {row['parameter']} | {row['fields']} | {100 * row['coverage_68']:.0f}% | "
+                     f"{100 * row['coverage_95']:.0f}% | {row['sbc_ks_p']:.2g} | {row['offset_over_sigma']:+.2f} | "
+                     f"{row['width_68_vs_power_spectrum']:.2f} | {row['seconds_per_field']:.1f} |")
+    return lines
+
+
 # table name -> (results file, rows maker)
 TABLES = {
     "fidelity-scorecard": ("fidelity.json", fidelity_scorecard),
@@ -112,6 +125,7 @@ TABLES = {
     "conditional-scorecard": ("conditional_nonlinear.json", conditional_scorecard),
     "conditional-fisher": ("conditional_nonlinear.json", conditional_fisher),
     "emulated-inference": ("npe_emulated.json", emulated_inference),
+    "elbo-cpu": ("inference_nonlinear_elbo_cpu.json", elbo_cpu),
     "train-throughput": ("train_throughput.json", train_throughput),
 }
 MARKED = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)

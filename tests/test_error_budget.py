@@ -74,7 +74,8 @@ def test_against_its_own_reference_the_model_error_is_zero_and_the_same_solve_ha
     report = budget(tiny_run, "second", "--test", str(tiny_run / "as_real.npz"), "--sampler", "dpm++3m:4:log")
     for space in ("delta", "log"):
         row = report["budget"][space]["all"]
-        assert row["model_error"] == 0 and row["sampler_error"] == 0 and row["mafd"] == 0
+        # zero up to float32 rounding: the two solves may run on different thread counts
+        assert row["model_error"] < 1e-6 and row["sampler_error"] < 1e-6 and row["mafd"] < 1e-6
     one_point = report["one_point"]
     assert one_point["reference"] == pytest.approx(one_point["real"], rel=1e-5)
 

@@ -224,7 +224,7 @@ def test_ctrl_c_during_an_evaluation_is_one_line_exit_130_and_leaves_no_temporar
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(plots, "minkowski", interrupt)  # the last figure: everything else is staged by then
+    monkeypatch.setitem(plots.FIGURES, list(plots.FIGURES)[-1], interrupt)  # everything else is staged by then
     result = run_in_process([sys.executable, ROOT / "evaluate" / "power_spectrum.py", tmp_path / "real.npz",
                              tmp_path / "generated.npz", "--out", tmp_path / "evaluation"], cwd=ROOT)
     assert result.returncode == 130
