@@ -62,10 +62,11 @@ def test_two_processes_give_the_same_fields_as_one(trained_run):
 
 
 def test_bf16_trains_and_samples_on_cpu(trained_run, tiny_data):
+    # what `accelerate launch --cpu --mixed_precision bf16 --dynamo_backend no` hands the script
+    bf16 = dict(os.environ, ACCELERATE_MIXED_PRECISION="bf16", ACCELERATE_USE_CPU="true", ACCELERATE_DYNAMO_BACKEND="NO")
+
     def launch(script, *args):
-        return subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
-                               "--num_machines", "1", "--mixed_precision", "bf16", "--dynamo_backend", "no", script,
-                               *map(str, args)], cwd=trained_run, capture_output=True, text=True, timeout=300)
+        return run_in_process([sys.executable, script, *map(str, args)], cwd=trained_run, env=bf16)
     trained = launch(ROOT / "train.py", *TINY, "--data_path", tiny_data, "--train_steps", "3", "--results_dir", "bf16",
                      "--run_name", "run")
     assert trained.returncode == 0, trained.stderr[-3000:]
