@@ -200,7 +200,7 @@ def plot_coverage(rows, path):
         ax.plot([0, 1], [0, 1], color="k", lw=0.8)
     for row in rows:
         base, _, variant = row["method"].partition(", ")
-        style = {"": "-", "tempered": "--", "affine": "-.", "quantile": (0, (1, 1))}.get(variant, ":")
+        style = {"": "-", "tempered": "--", "affine": "-.", "quantile": (0, (3, 1, 1, 1, 1, 1))}.get(variant, ":")
         ax = panels[parameters.index(row["parameter"])]
         ax.plot(LEVELS, row["curve"]["coverage"], ls=style, color=colours[base], label=row["method"])
         ax.fill_between(LEVELS, row["curve"]["low"], row["curve"]["high"], color=colours[base], alpha=0.1)
