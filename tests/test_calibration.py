@@ -203,6 +203,51 @@ def test_the_quantile_correction_keeps_a_calibrated_posteriors_width_and_its_cor
             assert cell_rank(corrected, axes, dim, value) == pytest.approx(expected, abs=1e-4)
 
 
+def test_cell_rank_spreads_each_cells_mass_across_the_cell_to_its_edges():
+    axes = [np.array([0.0, 1.0, 2.0, 3.0]), np.array([0.0, 1.0])]
+    posterior = np.full((4, 2), 1 / 8)  # uniform: the marginal CDF rises linearly from -0.5 to 3.5
+    assert cell_rank(posterior, axes, 0, -0.5) == 0 and cell_rank(posterior, axes, 0, 3.5) == pytest.approx(1)
+    assert cell_rank(posterior, axes, 0, 3.0) == pytest.approx(7 / 8) and cell_rank(posterior, axes, 0, 0.0) == pytest.approx(1 / 8)
+    assert cell_rank(posterior, axes, 1, 1.5) == pytest.approx(1) and cell_rank(posterior, axes, 1, 0.5) == pytest.approx(0.5)
+
+
+def test_the_quantile_map_is_the_calibration_ranks_distribution_smooth_with_their_variance():
+    """R is a kernel estimate of the CDF of the calibration ranks in probit space: it keeps their
+    variance (kernels narrowed to make room for the bandwidth), follows a skewed rank distribution
+    (not its mirror image), is smooth where 20 ranks would make a staircase, and takes a truth outside
+    every cell of its posterior (rank 0) as far out, not as an infinity."""
+    axes, points = parameter_grid([0.0, 0.0], [1.0, 1.0], 101)
+    rng = np.random.default_rng(4)
+    truths = rng.uniform(0.3, 0.7, (400, 2))
+    errors = 0.02 * (rng.exponential(size=(400, 2)) - 1)  # skewed: most centres a little below, a few far above
+    log_likes = [-0.5 * (((points - (t + e)) / 0.02) ** 2).sum(axis=1).reshape(101, 101) for t, e in zip(truths, errors)]
+    quantile = QuantileCorrection.fit(log_likes, axes, truths)
+    for dim in range(2):
+        ranks = np.array([cell_rank(grid_posterior(log_like, axes), axes, dim, t[dim]) for log_like, t in zip(log_likes, truths)])
+        z = stats.norm.ppf(np.clip(ranks, QuantileCorrection.EDGE, 1 - QuantileCorrection.EDGE))
+        assert quantile.probits[dim].var() + quantile.bandwidths[dim] ** 2 == pytest.approx(z.var(), rel=1e-6)
+        u = np.linspace(0.1, 0.9, 9)
+        empirical = (ranks[None] <= u[:, None]).mean(axis=1)
+        assert np.abs(quantile.recalibrated(u, dim) - empirical).max() < 0.06
+    few = QuantileCorrection.fit(log_likes[:20], axes, truths[:20])
+    fine = few.recalibrated(np.linspace(0.01, 0.99, 400), 0)
+    assert np.all(np.diff(fine) >= 0) and np.diff(fine).max() < 0.02  # a staircase of 20 ranks jumps by 0.05
+    narrow = [-0.5 * (((points - 0.5) / 0.02) ** 2).sum(axis=1).reshape(101, 101)] * 20
+    outside = np.concatenate([np.full((10, 2), 0.1), rng.normal(0.5, 0.02, (10, 2))])  # half where no posterior reaches
+    far = QuantileCorrection.fit(narrow, axes, outside)
+    assert all(np.isfinite(z).all() for z in far.probits) and np.isfinite(far.bandwidths).all()
+
+
+def test_the_quantile_correction_keeps_empty_cells_empty_and_the_rest_finite():
+    axes, points = parameter_grid([0.0, 0.0], [1.0, 1.0], 41)
+    log_like = np.where((np.abs(points - 0.5) < 0.2).all(axis=1), -0.5 * (((points - 0.5) / 0.1) ** 2).sum(axis=1),
+                        -np.inf).reshape(41, 41)  # nothing outside a box: zero mass there
+    widening = QuantileCorrection([2 * stats.norm.ppf((np.arange(200) + 0.5) / 200)] * 2, [0.05, 0.05])
+    corrected = widening(log_like, axes)
+    assert np.isfinite(corrected).all() and corrected.sum() == pytest.approx(1)
+    assert (corrected[~np.isfinite(log_like)] == 0).all()
+
+
 def test_figure_of_merit_of_a_gaussian_posterior_is_its_inverse_area():
     axes, points = parameter_grid([-1.0, -1.0], [1.0, 1.0], 201)
     covariance = np.array([[0.04, 0.018], [0.018, 0.0225]])

@@ -237,8 +237,9 @@ class QuantileCorrection:
             z = stats.norm.ppf(np.clip(ranks, cls.EDGE, 1 - cls.EDGE))
             spread = z.std()
             bandwidth = 1.06 * spread * len(z) ** -0.2  # Silverman's rule
-            probits.append(z.mean() + (z - z.mean()) / np.sqrt(1 + (bandwidth / spread) ** 2))
-            bandwidths.append(bandwidth)
+            shrink = np.sqrt(1 + (bandwidth / spread) ** 2)  # data and kernels narrowed alike: var(R) = var(z)
+            probits.append(z.mean() + (z - z.mean()) / shrink)
+            bandwidths.append(bandwidth / shrink)
         return cls(probits, bandwidths)
 
     def recalibrated(self, cdf, dim):
