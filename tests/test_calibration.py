@@ -229,6 +229,8 @@ def test_the_quantile_map_is_the_calibration_ranks_distribution_smooth_with_thei
         u = np.linspace(0.1, 0.9, 9)
         empirical = (ranks[None] <= u[:, None]).mean(axis=1)
         assert np.abs(quantile.recalibrated(u, dim) - empirical).max() < 0.06
+    rebuilt = QuantileCorrection(**json.loads(json.dumps(quantile.to_dict())))  # as a results file records it
+    np.testing.assert_array_equal(rebuilt.recalibrated(u, 1), quantile.recalibrated(u, 1))
     few = QuantileCorrection.fit(log_likes[:20], axes, truths[:20])
     fine = few.recalibrated(np.linspace(0.01, 0.99, 400), 0)
     assert np.all(np.diff(fine) >= 0) and np.diff(fine).max() < 0.02  # a staircase of 20 ranks jumps by 0.05
