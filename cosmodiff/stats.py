@@ -459,10 +459,10 @@ def one_point_of(chunk):
     pixel_size = chunk.box_size / chunk.fields.shape[-1]
     thresholds = 0.5 * (chunk.edges[:-1] + chunk.edges[1:])
     v0, v1, v2 = minkowski_functionals(chunk.logs, thresholds, pixel_size)
-    return dict(pdf=pixel_pdf(chunk.logs, chunk.edges), v0=v0, v1=v1, v2=v2,
-                peaks=peak_counts(chunk.logs, chunk.edges, pixel_size), seam=seam_score(chunk.logs),
-                log_mean=chunk.logs.mean(axis=(1, 2)), log_square=(chunk.logs ** 2).mean(axis=(1, 2))), dict(
-        thresholds=thresholds)
+    per_field = dict(pdf=pixel_pdf(chunk.logs, chunk.edges), v0=v0, v1=v1, v2=v2,
+                     peaks=peak_counts(chunk.logs, chunk.edges, pixel_size), seam=seam_score(chunk.logs),
+                     log_mean=chunk.logs.mean(axis=(1, 2)), log_square=(chunk.logs ** 2).mean(axis=(1, 2)))
+    return per_field, dict(thresholds=thresholds)
 
 
 def bispectra_of(chunk):
