@@ -444,3 +444,15 @@ def test_correlation_matrix_of_proportional_and_independent_spectra():
     independent = correlation_matrix(rng.standard_normal((4000, 3)))
     np.testing.assert_allclose(independent, np.eye(3), atol=0.05)
     assert correlation_matrix(np.ones((5, 2))).tolist() == [[0.0, 0.0], [0.0, 0.0]]  # bins that do not vary
+
+
+def test_field_statistics_measure_p_k_of_delta_and_of_its_log_with_the_mass_assignment_asked():
+    rng = np.random.default_rng(2)
+    fields = rng.lognormal(sigma=0.6, size=(5, 32, 32))
+    edges = np.linspace(-2, 2, 11)
+    measured = stats.field_statistics(fields, 300.0, edges, MAS="CIC", chunk=2)  # chunks of 2, 2 and 1 merged
+    np.testing.assert_allclose(measured["pk"], power_spectrum(fields, 300.0, MAS="CIC")[1], rtol=1e-6)
+    logs = stats.log_density(fields)
+    np.testing.assert_allclose(measured["log_pk"], power_spectrum(logs, 300.0, MAS="CIC", as_overdensity=False)[1],
+                               rtol=1e-6)
+    assert not np.allclose(measured["pk"], power_spectrum(fields, 300.0)[1])  # the CIC window is deconvolved
