@@ -16,8 +16,9 @@ from safetensors.torch import load_file
 from conftest import ROOT, free_port, losses, run_in_process, shared_path, train_command, wait_for_group_exit
 from cosmodiff.models import build_model, model_kwargs
 
-def test_unet_is_exactly_equivariant_to_periodic_shifts():
-    network = build_model("unet", model_kwargs("unet", 64)).eval()
+@pytest.mark.parametrize("preset", ["unet", "unet-attn16"])
+def test_unet_is_exactly_equivariant_to_periodic_shifts(preset):
+    network = build_model(preset, model_kwargs(preset, 64)).eval()
     x, t = torch.randn(2, 1, 64, 64), torch.tensor([10, 700])
     factor = network.downsample_factor
     with torch.no_grad():
@@ -28,6 +29,13 @@ def test_unet_is_exactly_equivariant_to_periodic_shifts():
     with torch.no_grad():  # a shift that is not a multiple of the downsampling factor is not an exact symmetry
         odd = network(torch.roll(x, (1, 0), (-2, -1)), t)
     assert (torch.roll(out, (1, 0), (-2, -1)) - odd).abs().max() / out.abs().max() > 1e-3
+
+
+def test_unet_attn16_attends_fully_at_16x16_and_8x8_and_linearly_above():
+    from denoising_diffusion_pytorch.denoising_diffusion_pytorch import Attention, LinearAttention
+    network = build_model("unet-attn16", model_kwargs("unet-attn16", 64))
+    kinds = [type(level[2]).__name__ for level in network.downs]  # 64, 32, 16 and 8 pixels a side
+    assert kinds == [LinearAttention.__name__, LinearAttention.__name__, Attention.__name__, Attention.__name__]
 
 
 def test_training_writes_a_complete_run_folder(tiny_data, tmp_path):

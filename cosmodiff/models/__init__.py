@@ -11,6 +11,10 @@ MODELS = {
     "unet": (PeriodicUnet, dict(dim=16, dim_mults=(1, 2, 4, 8), attn_heads=2, attn_dim_head=16)),
     # Twice the default's width (about 4x its parameters and compute): the model-size ablation.
     "unet-m": (PeriodicUnet, dict(dim=32, dim_mults=(1, 2, 4, 8), attn_heads=4, attn_dim_head=16)),
+    # The default with full (not linear) attention at 16x16 as well as 8x8: capacity where the
+    # long modes meet the collapsed small scales that the squeezed bispectrum measures.
+    "unet-attn16": (PeriodicUnet, dict(dim=16, dim_mults=(1, 2, 4, 8), attn_heads=2, attn_dim_head=16,
+                                       full_attn=(False, False, True, True))),
     # The earlier work's network: 512x512 fields, flash attention where available.
     "unet-paper": (PeriodicUnet, dict(dim=32, dim_mults=(1, 2, 4, 4, 8), flash_attn=True)),
     # DiT presets in DiT's naming (size/patch), between a circular convolutional stem and head
