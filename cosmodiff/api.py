@@ -24,8 +24,8 @@ from cosmodiff.config import settings_help, train_config
 from cosmodiff.diffusion import DEFAULT_SAMPLER, sampler_steps
 from cosmodiff.fields import FieldSet, validate
 from cosmodiff.inference.methods import METHODS, matching_fields, posterior_of, posteriors, prepared
-from cosmodiff.mock import DEFAULT_DATA
 from cosmodiff.ranges import COUNT, GUIDANCE, INDEX, POSITIVE, checked_numbers
+from cosmodiff.repository import DEFAULT_DATA
 from cosmodiff.sampling import physical_fields
 from cosmodiff.training import PREEMPTED, TrainingError, run_training
 from cosmodiff.transforms import transform_from_dict

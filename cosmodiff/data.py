@@ -5,7 +5,7 @@ from pathlib import Path
 
 from cosmodiff.condition import join_params
 from cosmodiff.fields import DEFAULT_MESH, fit_image_size, load_fields
-from cosmodiff.mock import SPLIT_FOLDERS, ensure_split
+from cosmodiff.repository import DATA_FOLDER
 from cosmodiff.shards import is_shard_set, open_shards
 
 
@@ -13,9 +13,12 @@ def split_file(path, file="train"):
     """The file a data path means: a split folder's <file>.npz (the default splits made first), else
     the path itself."""
     path = Path(path)
-    for name, folder in SPLIT_FOLDERS.items():
-        if path.resolve() == folder:
-            ensure_split(path, name)
+    if path.resolve().is_relative_to(DATA_FOLDER.resolve()):
+        from cosmodiff import mock  # the N-body code loads only where the repository's own splits may be made
+
+        for name, folder in mock.SPLIT_FOLDERS.items():
+            if path.resolve() == folder:
+                mock.ensure_split(path, name)
     return path / f"{file}.npz" if (path / f"{file}.npz").exists() else path
 
 

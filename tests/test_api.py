@@ -113,7 +113,7 @@ def test_importing_cosmodiff_and_drawing_keeps_the_backend_the_user_chose(tmp_pa
 def test_reading_a_run_folder_loads_no_simulation_code_and_no_flag_parser():
     import subprocess
 
-    code = ("import sys, cosmodiff.checkpoint; "
+    code = ("import sys, cosmodiff, cosmodiff.checkpoint; cosmodiff.load; "
             "print(sorted(set(sys.modules) & {'cosmodiff.mock', 'cosmodiff.nbody', 'cosmodiff.cli'}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

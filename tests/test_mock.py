@@ -3,6 +3,7 @@ import sys
 
 import matplotlib
 import numpy as np
+import pytest
 
 from conftest import ROOT, run_in_process
 from cosmodiff.fields import block_average, load_fields
@@ -177,3 +178,21 @@ def test_the_command_line_runs_one_simulation_on_one_thread(tmp_path):
                             env={key: value for key, value in __import__("os").environ.items() if key != "COSMODIFF_THREADS"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "1" and len(load_fields(tmp_path / "one.npz")) == 12
+
+
+def test_a_data_path_naming_a_split_folder_makes_the_split_there_on_first_use(tmp_path, monkeypatch):
+    from cosmodiff import data, mock
+    from cosmodiff.fields import FieldError
+
+    small = make_mock_set(1, grid=16, image_size=16, progress=False, method="2lpt")
+    folder = tmp_path / "tiny-split"
+    monkeypatch.setattr(data, "DATA_FOLDER", tmp_path)
+    monkeypatch.setitem(mock.SPLITS, "tiny-split", {"train": lambda workers: small, "test": lambda workers: small})
+    monkeypatch.setitem(mock.SPLIT_FOLDERS, "tiny-split", folder)
+    fieldset = data.open_data(folder)
+    assert sorted(path.name for path in folder.iterdir()) == ["test.npz", "train.npz"]
+    np.testing.assert_allclose(fieldset.fields, small.fields, rtol=1e-6)
+    monkeypatch.setattr(data, "DATA_FOLDER", tmp_path / "elsewhere")  # outside the data folder nothing is made
+    with pytest.raises(FieldError):
+        data.open_data(tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()
