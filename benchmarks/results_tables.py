@@ -118,6 +118,20 @@ def elbo_cpu(record):
     return lines
 
 
+def settings_reach(records):
+    """How far train.py's settings travel: the package modules that receive or read them, the climbs back
+    up, and whether loading a run folder imports the flag parser or the simulation code."""
+    record = records[-1]
+    loads = "; ".join(f"`{name}`: {'imports' if found['flag_parser'] else 'no'} flag parser, "
+                      f"{'imports' if found['mock'] else 'no'} mock code"
+                      for name, found in record["loading_imports"].items())
+    modules = ", ".join(f"`{module}` ({reads})" for module, reads in record["by_module"].items())
+    return ["| package modules | receive or read the settings | climbs back up | reads | loading a run folder |",
+            "| --- | --- | --- | --- | --- |",
+            f"| {record['modules_in_package']} | {record['modules_visited']}: {modules} | {record['climbs']} | "
+            f"{record['reads']} | {loads} |"]
+
+
 # table name -> (results file, rows maker)
 TABLES = {
     "fidelity-scorecard": ("fidelity.json", fidelity_scorecard),
@@ -127,6 +141,7 @@ TABLES = {
     "emulated-inference": ("npe_emulated.json", emulated_inference),
     "elbo-cpu": ("inference_nonlinear_elbo_cpu.json", elbo_cpu),
     "train-throughput": ("train_throughput.json", train_throughput),
+    "settings-reach": ("settings_trace.json", settings_reach),
 }
 MARKED = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)
 
