@@ -11,7 +11,7 @@ from scipy import stats
 
 from conftest import ROOT, run_in_process
 from cosmodiff.inference.coverage import (AffineCorrection, Correction, QuantileCorrection, cell_rank,
-                                         expected_coverage, sbc, tarp)
+                                         expected_coverage, log_density_at, sbc, tarp)
 from cosmodiff.fields import FieldSet, save_fields
 from cosmodiff.inference.likelihoods import (figure_of_merit, grid_draws, grid_moments, grid_posterior, log_power_spectra,
                                  parameter_grid)
@@ -36,8 +36,10 @@ def test_sbc_and_tarp_pass_a_calibrated_posterior_and_catch_an_overconfident_one
     assert (ks_p > 0.01).all()
     coverage, low, high = expected_coverage(ranks, 400, [0.68, 0.95])
     assert np.abs(coverage - [0.68, 0.95]).max() < 0.08 and (low <= coverage).all() and (coverage <= high).all()
-    _, _, atc, tarp_p = tarp(samples, truths)
+    ecp, alpha, atc, tarp_p = tarp(samples, truths)
     assert tarp_p > 0.05 and abs(atc) < 0.05
+    assert len(ecp) == len(alpha) == 300 // 10 + 1  # about ten fields a bin
+    assert len(tarp(samples[:, :15], truths[:15])[1]) == 2 + 1  # never fewer than 2 bins
 
     narrow, truths = conjugate_posteriors(300, 400, width_factor=0.5)
     ranks, ks_p = sbc(narrow, truths)
@@ -46,6 +48,99 @@ def test_sbc_and_tarp_pass_a_calibrated_posterior_and_catch_an_overconfident_one
     assert coverage[:, 0] == pytest.approx(0.38, abs=0.08)  # P(|z| < 0.5): half-width intervals
     _, _, atc, _ = tarp(narrow, truths)
     assert atc < -0.05
+
+
+def test_expected_coverage_counts_truths_in_the_closed_equal_tailed_interval_and_bootstraps_over_fields():
+    ranks = np.tile(np.arange(100), 2)[:, None].repeat(2, axis=1)  # uniform ranks out of 100 draws, 2 parameters
+    coverage, low, high = expected_coverage(ranks, 100, [0.5, 0.9], n_bootstrap=4000)
+    assert coverage.shape == low.shape == high.shape == (2, 2)
+    # rank r lies in the 50% interval when 25 <= r <= 75 (51 of 100), in the 90% one when 5 <= r <= 95
+    np.testing.assert_allclose(coverage, [[0.51, 0.91], [0.51, 0.91]])
+    binomial = np.sqrt(coverage * (1 - coverage) / len(ranks))  # the 16th-84th percentiles: one sigma
+    np.testing.assert_allclose(low, coverage - binomial, atol=0.2 * binomial.max())
+    np.testing.assert_allclose(high, coverage + binomial, atol=0.2 * binomial.max())
+    again = expected_coverage(ranks, 100, [0.5, 0.9], n_bootstrap=4000)
+    np.testing.assert_array_equal(again[1], low)  # seeded: the same band every call
+    # two fields, one inside and one outside: resampled fractions 0, 1/2, 1 with chances 1/4, 1/2, 1/4
+    coverage, low, high = expected_coverage(np.array([[50], [0]]), 100, [0.5])
+    assert coverage[0, 0] == 0.5 and low[0, 0] == 0.0 and high[0, 0] == 1.0
+
+
+def test_log_density_at_the_truth_is_normalised_linear_between_nodes_and_the_edge_value_beyond():
+    axes, points = parameter_grid([0.2, 0.1], [0.8, 0.7], 41)  # cells of 0.015, away from zero
+    sigma, centre = 0.06, np.array([0.5, 0.4])
+
+    def exact(theta):  # ln N(centre, sigma^2) in 2D
+        return -np.log(2 * np.pi * sigma ** 2) - 0.5 * np.sum((np.asarray(theta) - centre) ** 2) / sigma ** 2
+    log_likelihood = np.array([exact(point) for point in points]).reshape(41, 41)
+    node = [axes[0][24], axes[1][20]]
+    between = [0.5 * (axes[0][24] + axes[0][25]), axes[1][20]]
+    for constant in (0.0, 1000.0, -1000.0):  # the likelihood's constant is irrelevant, however large
+        assert log_density_at(log_likelihood + constant, axes, node) == pytest.approx(exact(node), abs=1e-4)
+        linear = 0.5 * (exact(node) + exact([axes[0][25], axes[1][20]]))  # not the Gaussian's own value between
+        assert log_density_at(log_likelihood + constant, axes, between) == pytest.approx(linear, abs=1e-4)
+    beyond = log_density_at(log_likelihood, axes, [0.95, axes[1][20]])
+    assert beyond == pytest.approx(exact([0.8, axes[1][20]]), abs=1e-4)
+
+
+def test_the_correction_moves_a_grid_by_its_shift_in_parameter_units_linearly_in_the_log():
+    axes, points = parameter_grid([0.1, 0.6], [0.5, 1.0], 41)  # cells of 0.01, away from zero
+    log_likelihood = (-0.5 * ((points - [0.3, 0.8]) / 0.03) ** 2).sum(axis=1).reshape(41, 41)
+    moved = Correction.shifted(log_likelihood, axes, [0.02, -0.01])  # the grid moves by -shift
+    expected = (-0.5 * ((points - [0.28, 0.81]) / 0.03) ** 2).sum(axis=1).reshape(41, 41)
+    np.testing.assert_allclose(moved[3:-3, 3:-3], expected[3:-3, 3:-3], atol=1e-8)
+    half = Correction.shifted(log_likelihood, axes, [0.005, 0.0])  # half a cell: the neighbours' mean
+    np.testing.assert_allclose(half[:-1], 0.5 * (log_likelihood[:-1] + log_likelihood[1:]), atol=1e-8)
+
+
+def test_the_affine_maps_moments_are_its_documented_formula():
+    correction = AffineCorrection(shift=[0.1, -0.2], slope=[[1.0, 0.0], [0.5, 0.0]], centre=[0.3, 0.8],
+                                  scale=[2.0, 0.5], floor=[[0.1, 0.0], [0.2, 0.3]])
+    mean, covariance = np.array([0.4, 0.7]), np.array([[0.04, 0.01], [0.01, 0.09]])
+    new_mean, new_covariance = correction.moments(mean, covariance)
+    # m + shift + slope (m - centre) and D S D + F F^T, D = diag(scale)
+    np.testing.assert_allclose(new_mean, [0.4 + 0.1 + 0.1, 0.7 - 0.2 + 0.05])
+    np.testing.assert_allclose(new_covariance, [[0.16 + 0.01, 0.01 + 0.02], [0.01 + 0.02, 0.0225 + 0.13]])
+
+
+def test_the_affine_correction_widens_one_parameters_overconfident_posteriors_to_the_truths_spread():
+    axes, points = parameter_grid([0.0], [1.0], 201)
+    rng = np.random.default_rng(0)
+    truths = rng.uniform(0.3, 0.7, size=(400, 1))
+    centres = truths + 0.04 * rng.normal(size=truths.shape)  # the truths scatter by 0.04 about the means
+    log_likelihoods = [-0.5 * ((points[:, 0] - c) / 0.02) ** 2 for c in centres[:, 0]]  # claimed width 0.02
+    correction = AffineCorrection.fit(log_likelihoods, axes, truths)
+    _, covariance = grid_moments(correction(log_likelihoods[0], axes), axes)
+    assert np.sqrt(covariance[0, 0]) == pytest.approx(0.04, rel=0.1)
+
+
+def test_the_affine_correction_reads_the_raw_posterior_linearly_between_nodes_and_takes_it_flat():
+    axes, points = parameter_grid([0.1, 0.2], [0.9, 1.0], 41)
+    log_likelihood = (-0.5 * ((points - [0.5, 0.6]) / 0.08) ** 2).sum(axis=1)  # flat, as the ELBO grid gives it
+    cell = axes[0][1] - axes[0][0]
+    moved = AffineCorrection(shift=[cell / 2, 0.0], slope=np.zeros((2, 2)), centre=[0.5, 0.6], scale=[1.0, 1.0],
+                             floor=np.zeros((2, 2)))(log_likelihood, axes)
+    grid = log_likelihood.reshape(41, 41)
+    expected = grid_posterior(np.vstack([grid[:1], 0.5 * (grid[:-1] + grid[1:])]), axes)  # half a cell up
+    np.testing.assert_allclose(moved, expected, rtol=1e-6)
+
+
+def test_a_correction_rebuilt_from_its_dict_corrects_as_the_fitted_one():
+    axes, points = parameter_grid([0.0, 0.0], [1.0, 1.0], 81)
+    truths, _, log_likelihoods = heteroscedastic_log_likelihoods(60, points, [0.02, 0.0], 0.01, seed=3)
+    for kind in (Correction, AffineCorrection):  # QuantileCorrection's: the quantile map's test
+        fitted = kind.fit(log_likelihoods, axes, truths)
+        rebuilt = kind(**json.loads(json.dumps(fitted.to_dict())))  # as a results file records it
+        np.testing.assert_allclose(rebuilt(log_likelihoods[0], axes), fitted(log_likelihoods[0], axes))
+
+
+def test_the_temperature_narrows_underconfident_posteriors():
+    axes, points = parameter_grid([0.0, 0.0], [1.0, 1.0], 61)
+    truths = np.random.default_rng(2).uniform(0.3, 0.7, (150, 2))
+    rng = np.random.default_rng(3)
+    centres = truths + 0.02 * rng.normal(size=truths.shape)  # the truths scatter by 0.02 ...
+    log_likelihoods = [-0.5 * (((points - c) / 0.04) ** 2).sum(axis=1).reshape(61, 61) for c in centres]  # ... claimed 0.04
+    assert Correction.fit(log_likelihoods, axes, truths).temperature == pytest.approx(0.25, rel=0.3)
 
 
 def grid_log_likelihoods(truths, axes, points, scale, bias):

@@ -51,7 +51,8 @@ def sbc(samples, truths):
 
 def tarp(samples, truths, seed=0):
     """TARP's expected coverage curve (ecp, alpha) and its check: ATC (area to the curve above alpha 0.5,
-    negative when posteriors are too narrow) and the KS p-value of ecp against alpha."""
+    negative when posteriors are too narrow) and the KS p-value of ecp against alpha. The curve has
+    max(N // 10, 2) bins (N fields: about ten a bin), so len(alpha) is one more."""
     from sbi.diagnostics import check_tarp, run_tarp
 
     torch.manual_seed(seed)  # TARP's reference points are random
