@@ -88,6 +88,16 @@ def test_the_elbo_is_the_same_whatever_the_network_batch():
     assert not np.allclose(one_draw, runs[0])
 
 
+def test_elbo_levels_are_the_midpoints_of_equal_cells_in_ln_sigma_highest_first():
+    from cosmodiff.inference.likelihoods import elbo_levels
+
+    formulation = build_formulation(dict(formulation="edm"))  # no timesteps to snap to: sigma in [0.002, 80]
+    levels, weights = elbo_levels(formulation, 4)
+    step = (np.log(80.0) - np.log(0.002)) / 4
+    np.testing.assert_allclose(np.log(levels.numpy()), np.log(0.002) + step * np.array([3.5, 2.5, 1.5, 0.5]))
+    np.testing.assert_allclose(weights, [step] * 4)
+
+
 def test_grid_summaries_of_a_known_gaussian_posterior():
     axes, points = parameter_grid([0.0, -1.0], [1.0, 1.0], 201)
     assert points.shape == (201 * 201, 2) and points[1].tolist() == [0.0, -0.99]

@@ -31,11 +31,14 @@ def test_unet_is_exactly_equivariant_to_periodic_shifts(preset):
     assert (torch.roll(out, (1, 0), (-2, -1)) - odd).abs().max() / out.abs().max() > 1e-3
 
 
-def test_unet_attn16_attends_fully_at_16x16_and_8x8_and_linearly_above():
+def test_unet_attn16_attends_fully_at_16x16_and_8x8_and_linearly_above_also_rebuilt_from_config_json():
     from denoising_diffusion_pytorch.denoising_diffusion_pytorch import Attention, LinearAttention
     network = build_model("unet-attn16", model_kwargs("unet-attn16", 64))
-    kinds = [type(level[2]).__name__ for level in network.downs]  # 64, 32, 16 and 8 pixels a side
-    assert kinds == [LinearAttention.__name__, LinearAttention.__name__, Attention.__name__, Attention.__name__]
+    stored = json.loads(json.dumps(model_kwargs("unet-attn16", 64)))  # as a run folder's config.json holds them
+    for built in (network, build_model("unet-attn16", stored)):
+        kinds = [type(level[2]).__name__ for level in built.downs]  # 64, 32, 16 and 8 pixels a side
+        assert kinds == [LinearAttention.__name__, LinearAttention.__name__, Attention.__name__, Attention.__name__]
+    build_model("unet-attn16", stored).load_state_dict(network.state_dict())
 
 
 def test_training_writes_a_complete_run_folder(tiny_data, tmp_path):

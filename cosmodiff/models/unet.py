@@ -32,8 +32,9 @@ class PeriodicUnet(Unet):
     every residual block receives (a forward hook on the library's time_mlp, so its code stays its own).
     """
 
-    def __init__(self, cond_dim=0, **kwargs):
-        super().__init__(channels=1, **kwargs)
+    def __init__(self, cond_dim=0, full_attn=None, **kwargs):
+        # config.json stores tuples as lists, and the library reads a list as one stage's setting
+        super().__init__(channels=1, full_attn=None if full_attn is None else tuple(full_attn), **kwargs)
         make_periodic(self)
         self.cond_embedding = None
         if cond_dim:
