@@ -109,6 +109,18 @@ def test_grid_summaries_of_a_known_gaussian_posterior():
     assert result["a"]["truth"] == 0.5 and result["a"]["truth_rank"] == pytest.approx(0.5, abs=0.01)
 
 
+def test_grid_summaries_of_a_posterior_on_few_cells_are_symmetric_and_rank_truths_beyond_the_grid_at_0_and_1():
+    axes, _ = parameter_grid([0.0, 0.0], [3.0, 1.0], 4)
+    posterior = np.outer([0.1, 0.4, 0.4, 0.1], [0.25] * 4)  # symmetric about 1.5 in the first parameter
+    for truth, rank in (([1.5, 0.5], 0.5), ([-1.0, 0.5], 0.0), ([4.0, 0.5], 1.0)):
+        result = summaries(posterior, axes, ["a", "b"], truth=truth)["a"]
+        assert result["mean"] == pytest.approx(1.5) and result["truth_rank"] == pytest.approx(rank)
+        low, high = result["interval_68"]
+        assert low + high == pytest.approx(2 * 1.5) and low < 1.5 < high  # a symmetric marginal's interval
+    np.testing.assert_allclose(result["marginal"], [0.1, 0.4, 0.4, 0.1])  # the marginal on its axis, to plot
+    np.testing.assert_allclose(result["axis"], [0.0, 1.0, 2.0, 3.0])
+
+
 def test_mcmc_resolves_a_posterior_narrower_than_the_grid_cells():
     def log_like(points):
         return -0.5 * ((points[:, 0] - 0.503) / 0.004) ** 2 - 0.5 * ((points[:, 1] + 0.2) / 0.3) ** 2
