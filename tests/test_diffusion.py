@@ -144,6 +144,9 @@ def test_vp_denoiser_and_loss_weight_are_denoising_diffusion_pytorchs(objective,
         denoised = ours.denoise(network, x * (1 + sigma ** 2).sqrt().float().view(-1, 1, 1, 1), sigma)
     torch.testing.assert_close(denoised, expected, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(ours.loss_weights.float()[t], library.loss_weight[t])
+    top, bottom = library.alphas_cumprod[-1].item(), library.alphas_cumprod[0].item()  # sigma^2 = 1 / alpha_bar - 1
+    assert ours.sigma_max == pytest.approx((1 / top - 1) ** 0.5, rel=1e-4)  # the library keeps float32
+    assert ours.sigma_min == pytest.approx((1 / bottom - 1) ** 0.5, rel=1e-4)
     assert ("min_snr_gamma" in ours.settings()) == (min_snr_gamma is not None)
     assert build_formulation(ours.settings()).loss_weights.equal(ours.loss_weights)
 
@@ -228,6 +231,10 @@ def test_grid_errors_name_the_choices():
         sample(formulation, WildDenoiser(), (1, 8, 8), [0], 0, (-1, 1), "dpm++", 4, grid="cosine")
     with pytest.raises(ValueError, match="ddpm steps through every training timestep"):
         sample(formulation, WildDenoiser(), (1, 8, 8), [0], 0, (-1, 1), "ddpm", grid="log")
+    with pytest.raises(ValueError, match="unknown beta schedule 'cubic'; choose one of sigmoid, cosine, linear"):
+        VP(beta_schedule="cubic")
+    with pytest.raises(ValueError, match="unknown objective 'pred_eps'; choose pred_v, pred_noise or pred_x0"):
+        VP(objective="pred_eps")
 
 
 def test_fourier_weighted_loss_keeps_a_white_error_and_weights_small_scales_by_k_power():
@@ -238,3 +245,46 @@ def test_fourier_weighted_loss_keeps_a_white_error_and_weights_small_scales_by_k
     large, small = (torch.cos(2 * math.pi * k * x / 32).expand(1, 1, 32, 32) for k in (1, 8))
     assert squared_error(large) == pytest.approx(squared_error(small))  # the same energy
     assert squared_error(small, 1.0) / squared_error(large, 1.0) == pytest.approx(8.0)
+
+    error = torch.stack([small[0], large[0]])  # per field, with the mean weight of 1 over all modes
+    assert squared_error(error, 2.0).shape == (2,)
+    assert squared_error(error, 2.0)[0] / squared_error(error, 2.0)[1] == pytest.approx(64.0)  # (8 / 1)^2
+
+
+def test_the_loss_passes_the_condition_and_weights_modes_only_when_asked():
+    seen = []
+
+    def network(x, c_noise, cond=None):
+        seen.append(cond)
+        return torch.zeros_like(x)
+    formulation, x0 = build_formulation({"formulation": "edm"}), 0.5 * torch.randn(8, 1, 16, 16)
+    cond = torch.rand(8, 2)
+    torch.manual_seed(0)
+    plain = formulation.loss(network, x0, cond)
+    assert seen[0] is cond
+    torch.manual_seed(0)
+    assert formulation.loss(network, x0, cond, k_power=0.0) == plain  # the default is the plain squared error
+    torch.manual_seed(0)
+    assert formulation.loss(network, x0, cond, k_power=2.0) != pytest.approx(plain.item(), rel=1e-3)
+
+
+def test_edm_trains_on_unit_variance_inputs_and_targets_for_data_of_spread_sigma_data():
+    """Karras et al. 2022's preconditioning: c_in and c_out make the network's input and its target of
+    unit variance at every noise level for data of spread sigma_data, so the zero network's loss is 1."""
+    inputs = []
+
+    def zero(x, c_noise, cond=None):
+        inputs.append(x)
+        return torch.zeros_like(x)
+    formulation = build_formulation({"formulation": "edm", "sigma_data": 0.5})
+    torch.manual_seed(0)
+    x0 = 0.5 * torch.randn(4096, 1, 8, 8)
+    assert formulation.loss(zero, x0).item() == pytest.approx(1.0, rel=0.05)
+    assert inputs[0].var().item() == pytest.approx(1.0, rel=0.05)
+
+
+def test_vp_trains_on_every_timestep_from_the_first():
+    formulation = VP(timesteps=10)
+    torch.manual_seed(0)
+    sigmas, weights = formulation.training_sigmas(2000, "cpu")
+    assert set(sigmas.tolist()) == set(formulation.sigmas.tolist()) and len(weights) == 2000
