@@ -158,6 +158,17 @@ def test_cubic_interpolation_resolves_a_posterior_narrower_than_the_grid_cells_t
     assert cubic_interpolation(wavy, axes, 21)[1].reshape(21, 21)[::2, ::2].ravel() == pytest.approx(wavy, abs=1e-9)
 
 
+def test_cubic_interpolation_is_the_not_a_knot_cubic_spline_along_each_parameter():
+    from scipy.interpolate import CubicSpline
+
+    axes, _ = parameter_grid([0.1, 0.6], [0.5, 1.0], 7)
+    values = np.random.default_rng(0).normal(size=(7, 7))
+    fine_axes, fitted = cubic_interpolation(values.ravel(), axes, 25)
+    along_first = CubicSpline(axes[0], values, axis=0, bc_type="not-a-knot")(fine_axes[0])
+    expected = CubicSpline(axes[1], along_first, axis=1, bc_type="not-a-knot")(fine_axes[1])
+    np.testing.assert_allclose(fitted.reshape(25, 25), expected, atol=1e-10)
+
+
 def test_power_spectrum_baseline_recovers_the_amplitude_of_gaussian_fields():
     rng = np.random.default_rng(0)
     amplitudes = rng.uniform(0.5, 2.5, 300)
