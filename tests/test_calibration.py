@@ -345,6 +345,15 @@ def test_the_quantile_correction_keeps_empty_cells_empty_and_the_rest_finite():
     assert (corrected[~np.isfinite(log_like)] == 0).all()
 
 
+def test_a_posterior_in_one_cell_keeps_the_cells_uniform_variance():
+    axes, _ = parameter_grid([0.0, 1.0], [1.0, 3.0], 11)  # cells 0.1 and 0.2 wide
+    posterior = np.zeros((11, 11))
+    posterior[4, 7] = 1.0
+    mean, covariance = grid_moments(posterior, axes)
+    np.testing.assert_allclose(mean, [0.4, 2.4])
+    np.testing.assert_allclose(covariance, np.diag([0.1 ** 2 / 12, 0.2 ** 2 / 12]))  # a uniform cell's variance
+
+
 def test_figure_of_merit_of_a_gaussian_posterior_is_its_inverse_area():
     axes, points = parameter_grid([-1.0, -1.0], [1.0, 1.0], 201)
     covariance = np.array([[0.04, 0.018], [0.018, 0.0225]])
