@@ -118,6 +118,34 @@ def elbo_cpu(record):
     return lines
 
 
+def cuda_check(record):
+    """Training and sampling speed of the default UNet on one GPU, fp32 against bf16."""
+    train, sample = record["train_images_per_s"], record["sample_seconds_per_field"]
+    return ["| | fp32 | bf16 |", "| --- | --- | --- |",
+            f"| training, default UNet, 64x64, batch 16 (images/s) | {train['no']:.1f} | {train['bf16']:.1f} |",
+            f"| sampling, UniPC 20 steps, batch 128 (ms per field) | {1000 * sample['no']:.1f} | "
+            f"{1000 * sample['bf16']:.1f} |"]
+
+
+def elbo_spread(record):
+    """The ELBO posterior's spread over noise seeds per levels:draws setting: the standard deviation of the
+    posterior mean over seeds over the mean posterior sigma, median (largest) over the fields, the
+    smallest median in bold."""
+    rows = sorted(record["rows"], key=lambda row: row["evaluations_per_field"])
+    names = list(rows[0]["spread_over_sigma"])
+    best = {name: min(row["spread_over_sigma"][name]["median"] for row in rows) for name in names}
+    lines = ["| levels:draws | network evaluations / field | " + " | ".join(f"{name} spread / sigma" for name in names)
+             + " |", "|" + " --- |" * (2 + len(names))]
+    for row in rows:
+        cells = []
+        for name in names:
+            spread = row["spread_over_sigma"][name]
+            median = f"{spread['median']:.2f}"
+            cells.append(f"{f'**{median}**' if spread['median'] == best[name] else median} (max {spread['max']:.2f})")
+        lines.append(f"| {row['setting']} | {row['evaluations_per_field']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def settings_reach(records):
     """How far train.py's settings travel: the package modules that receive or read them, the climbs back
     up, and whether loading a run folder imports the flag parser or the simulation code."""
@@ -142,6 +170,9 @@ TABLES = {
     "elbo-cpu": ("inference_nonlinear_elbo_cpu.json", elbo_cpu),
     "train-throughput": ("train_throughput.json", train_throughput),
     "settings-reach": ("settings_trace.json", settings_reach),
+    "cuda-check": ("cuda_check.json", cuda_check),
+    "elbo-spread": ("elbo_variance.json", elbo_spread),
+    "elbo-spread-draws": ("elbo_variance_draws.json", elbo_spread),
 }
 MARKED = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)
 
