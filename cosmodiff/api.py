@@ -23,7 +23,8 @@ from cosmodiff.condition import DEFAULT_GUIDANCE, Condition
 from cosmodiff.config import settings_help, train_config
 from cosmodiff.diffusion import DEFAULT_SAMPLER, sampler_steps
 from cosmodiff.fields import FieldSet, validate
-from cosmodiff.inference.methods import METHODS, matching_fields, posterior_of, posteriors, prepared
+from cosmodiff.inference.methods import (DEFAULT_GRID, DEFAULT_METHODS, METHODS, matching_fields, posterior_of,
+                                         posteriors, prepared)
 from cosmodiff.ranges import COUNT, GUIDANCE, INDEX, POSITIVE, checked_numbers
 from cosmodiff.repository import DEFAULT_DATA
 from cosmodiff.sampling import physical_fields
@@ -139,7 +140,7 @@ def checked_fields(fields, name):
     return array
 
 
-def posterior(fields, models, methods=("elbo", "power_spectrum"), indices=None, box_size=None, truths=None, grid=21,
+def posterior(fields, models, methods=DEFAULT_METHODS, indices=None, box_size=None, truths=None, grid=DEFAULT_GRID,
               joint=False, mcmc=0, **settings):
     """Every chosen method's posterior (cosmodiff.inference.methods.METHODS) of fields: a data path
     (open_data; a split folder's test.npz; indices: a list of field positions, default all) or an array

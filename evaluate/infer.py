@@ -37,7 +37,8 @@ from cosmodiff.checkpoint import CheckpointError, output_lock, weights_digest
 from cosmodiff.cli import (ArgumentParser, COUNT, INDEX, POSITIVE, Number, device_name, exit_on, finite_json,
                           writable_folder)
 from cosmodiff.fields import FieldError
-from cosmodiff.inference.methods import METHODS, MODEL_KINDS, plot, posterior_of
+from cosmodiff.inference.methods import (DEFAULT_GRID, DEFAULT_METHODS, DEFAULT_WALKERS, METHODS, MODEL_KINDS, plot,
+                                         posterior_of)
 from cosmodiff.inference.likelihoods import CUBIC_POINTS
 from cosmodiff.launch import set_threads
 
@@ -101,7 +102,7 @@ def write_posterior(args, folders, space, methods, results, likelihoods):
 def build_parser():
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("fields", help="field set (any data path cosmodiff.data.open_data reads)")
-    parser.add_argument("--method", default="elbo,power_spectrum",
+    parser.add_argument("--method", default=",".join(DEFAULT_METHODS),
                         help=f"comma-separated, of {', '.join(METHODS)}")
     for kind, model_kind in MODEL_KINDS.items():  # a folder per kind of model a method needs
         users = [name for name, method in METHODS.items() if method.needs == kind]
@@ -110,14 +111,14 @@ def build_parser():
     parser.add_argument("--box_size", type=POSITIVE, default=None, help="Mpc/h of FIELDS (default: from the data, "
                         "else 1000); must be the run's")
     parser.add_argument("--indices", default=None, help="comma-separated field indices (default: all)")
-    parser.add_argument("--grid", type=GRID_POINTS, default=21, help="grid points per parameter")
+    parser.add_argument("--grid", type=GRID_POINTS, default=DEFAULT_GRID, help="grid points per parameter")
     parser.add_argument("--joint", action="store_true", help="one posterior for the selected fields together")
     parser.add_argument("--fine", type=INDEX, default=0, help="read every grid by cubic interpolation on this many "
                         "points per parameter, for posteriors narrower than the grid's cells (0: the grid as it is)")
     parser.add_argument("--n_levels", type=COUNT, default=8, help="ELBO noise levels")
     parser.add_argument("--n_draws", type=COUNT, default=1, help="ELBO noise draws per level")
     parser.add_argument("--mcmc", type=INDEX, default=0, help="emcee steps after the grid (0: the grid's posterior)")
-    parser.add_argument("--walkers", type=WALKERS, default=16, help="emcee walkers (with --mcmc)")
+    parser.add_argument("--walkers", type=WALKERS, default=DEFAULT_WALKERS, help="emcee walkers (with --mcmc)")
     parser.add_argument("--seed", type=INDEX, default=0)
     parser.add_argument("--batch_size", type=COUNT, default=64, help="network batch of the ELBO")
     parser.add_argument("--device", type=device_name, default=None,

@@ -80,6 +80,27 @@ def test_posterior_refuses_arguments_it_would_ignore_or_cannot_use(arguments, me
         cosmodiff.posterior(finite_fields(), **arguments)
 
 
+def test_posterior_names_the_dict_it_wants_and_reads_fine_always_and_walkers_with_mcmc():
+    with pytest.raises(ValueError, match=r"^cosmodiff.posterior: models must be a dict of the kind of model -> its "
+                                         r"folder, e.g. \{'checkpoint': RUN\}$"):
+        cosmodiff.posterior(finite_fields(), "run")
+    for accepted in (dict(fine=41), dict(mcmc=10, walkers=8)):  # read, so they pass to the missing run's error
+        with pytest.raises(CheckpointError, match=NO_RUN):
+            cosmodiff.posterior(finite_fields(), {"checkpoint": NO_RUN}, **accepted)
+
+
+def test_posterior_defaults_are_infer_pys():
+    import inspect
+    import runpy
+
+    from conftest import ROOT
+
+    flags = runpy.run_path(str(ROOT / "evaluate" / "infer.py"))["build_parser"]().parse_args(["fields.npz"])
+    defaults = {name: value.default for name, value in inspect.signature(cosmodiff.posterior).parameters.items()}
+    assert ",".join(defaults["methods"]) == flags.method
+    assert (defaults["grid"], defaults["joint"], defaults["mcmc"]) == (flags.grid, flags.joint, flags.mcmc)
+
+
 def test_posterior_of_a_path_takes_no_truths(tmp_path):
     with pytest.raises(ValueError, match="carries its own truths; truths goes with an array"):
         cosmodiff.posterior(tmp_path / "fields.npz", {"checkpoint": NO_RUN}, truths=[[0.3, 0.8]])

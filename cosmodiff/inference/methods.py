@@ -156,6 +156,10 @@ def npe_kind(flag, summary, made_by):
     return ModelKind(describe, partial(npe_of_summary, summary, describe), npe_space, summary)
 
 
+DEFAULT_METHODS = ("elbo", "power_spectrum")  # what infer.py and cosmodiff.posterior compute unless told
+DEFAULT_GRID = 21  # grid points per parameter
+DEFAULT_WALKERS = 16  # emcee's walkers after the grid
+
 MODEL_KINDS = {
     "checkpoint": ModelKind("--checkpoint, a conditional diffusion run", diffusion_run, run_space),
     "npe": npe_kind("--npe", "field", "evaluate/train_npe.py"),
@@ -232,7 +236,8 @@ def truths(fieldset, chosen, names):
     return parameter_values(fieldset, names, "")[chosen].tolist()
 
 
-def posteriors(fields, true_values, indices, space, methods, models, grid=21, joint=False, mcmc=0, walkers=16, fine=0,
+def posteriors(fields, true_values, indices, space, methods, models, grid=DEFAULT_GRID, joint=False, mcmc=0,
+               walkers=DEFAULT_WALKERS, fine=0,
                **settings):
     """Every method's posterior of fields (N, H, W) at the model's size, per field (indices label them)
     or, with joint, of them together: a list of results (label, indices, truth, axes, and per method
@@ -315,7 +320,7 @@ def prepared(methods, folders, train=None):
     return chosen_names, models, parameter_space(models, folders, train)
 
 
-def posterior_of(fields_path, folders, methods="elbo,power_spectrum", indices=None, box_size=None, train=None,
+def posterior_of(fields_path, folders, methods=DEFAULT_METHODS, indices=None, box_size=None, train=None,
                  **options):
     """Every chosen method's posterior of the fields of a data path (any open_data reads; the chosen
     indices, default all): posteriors' results and likelihoods, and the Space. folders: a MODEL_KINDS key
