@@ -96,6 +96,12 @@ def test_posterior_of_an_array_is_the_posterior_of_its_file(conditional_run):
         for method in ("elbo", "power_spectrum"):
             np.testing.assert_allclose(by_array[method]["posterior"], by_file[method]["posterior"], rtol=1e-6)
             assert 0.99 < np.sum(by_array[method]["posterior"]) < 1.01
+            assert np.shape(by_array[method]["posterior"]) == (5, 5)  # the grid asked for
+    quick = dict(models=options["models"], methods=["power_spectrum"], grid=5)
+    joint = cosmodiff.posterior(fieldset.fields[:2], joint=True, **quick)
+    assert len(joint) == 1 and joint[0]["indices"] == [0, 1]  # one posterior of both fields
+    sampled = cosmodiff.posterior(fieldset.fields[:1], mcmc=20, walkers=8, **quick)
+    assert np.shape(sampled[0]["power_spectrum"]["samples"])[1] == 2  # emcee's chain, not the grid's posterior
 
 
 def test_importing_cosmodiff_and_drawing_keeps_the_backend_the_user_chose(tmp_path):
