@@ -97,6 +97,8 @@ def test_posterior_of_an_array_is_the_posterior_of_its_file(conditional_run):
             np.testing.assert_allclose(by_array[method]["posterior"], by_file[method]["posterior"], rtol=1e-6)
             assert 0.99 < np.sum(by_array[method]["posterior"]) < 1.01
             assert np.shape(by_array[method]["posterior"]) == (5, 5)  # the grid asked for
+    reseeded = cosmodiff.posterior(fieldset.fields[:1], **dict(options, methods=["elbo"]), seed=1)
+    assert not np.allclose(reseeded[0]["elbo"]["posterior"], from_array[0]["elbo"]["posterior"])  # settings reach the ELBO
     quick = dict(models=options["models"], methods=["power_spectrum"], grid=5)
     joint = cosmodiff.posterior(fieldset.fields[:2], joint=True, **quick)
     assert len(joint) == 1 and joint[0]["indices"] == [0, 1]  # one posterior of both fields
