@@ -13,11 +13,12 @@ def split_file(path, file="train"):
     """The file a data path means: a split folder's <file>.npz (the default splits made first), else
     the path itself."""
     path = Path(path)
-    if path.resolve().is_relative_to(DATA_FOLDER.resolve()):
+    resolved = path.resolve()
+    if resolved.is_relative_to(DATA_FOLDER.resolve()):
         from cosmodiff import mock  # the N-body code loads only where the repository's own splits may be made
 
         for name, folder in mock.SPLIT_FOLDERS.items():
-            if path.resolve() == folder:
+            if resolved == folder:
                 mock.ensure_split(path, name)
     return path / f"{file}.npz" if (path / f"{file}.npz").exists() else path
 
