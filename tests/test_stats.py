@@ -456,3 +456,84 @@ def test_field_statistics_measure_p_k_of_delta_and_of_its_log_with_the_mass_assi
     np.testing.assert_allclose(measured["log_pk"], power_spectrum(logs, 300.0, MAS="CIC", as_overdensity=False)[1],
                                rtol=1e-6)
     assert not np.allclose(measured["pk"], power_spectrum(fields, 300.0)[1])  # the CIC window is deconvolved
+
+
+def test_peak_counts_find_strict_periodic_maxima_per_unit_area_in_their_height_bin():
+    field = np.zeros((8, 8))
+    field[2, 3] = 1.5   # an isolated peak
+    field[0, 0] = 2.5   # a peak whose neighbours wrap around both edges
+    field[7, 7] = 0.5   # its neighbour across the corner: not a peak
+    field[5, 5] = field[5, 6] = 1.2  # a plateau of two equal pixels: neither is strictly above the other
+    edges = np.array([0.0, 1.0, 2.0, 3.0])
+    counts = stats.peak_counts(field[None], edges, pixel_size=2.0)
+    area = (8 * 2.0) ** 2
+    np.testing.assert_allclose(counts, [[0.0, 1.0 / area, 1.0 / area]])
+    assert stats.peak_counts(np.ones((2, 8, 8)), edges).sum() == 0  # a flat field has no maxima
+    rolled = np.roll(field, (3, -2), axis=(0, 1))  # periodic: a shift moves peaks, never makes or loses one
+    np.testing.assert_array_equal(stats.peak_counts(rolled[None], edges, pixel_size=2.0), counts)
+
+
+def test_pixel_pdf_is_a_normalised_density_with_the_tails_in_its_end_bins():
+    edges = np.array([-1.0, 0.0, 0.5, 2.0])
+    logs = np.array([[[-3.0, -0.5], [0.0, 0.25]], [[0.5, 1.9], [2.0, 7.0]]])
+    pdf = stats.pixel_pdf(logs, edges)
+    # field 0: -3 (below, first bin), -0.5 (first), 0.0 (second: a value on an edge opens the next bin), 0.25
+    # field 1: 0.5, 1.9, 2.0 (the last edge) and 7 (above) all in the last bin
+    np.testing.assert_allclose(pdf, [[0.5 / 1.0, 0.5 / 0.5, 0.0], [0.0, 0.0, 1.0 / 1.5]])
+    np.testing.assert_allclose((pdf * np.diff(edges)).sum(axis=1), 1.0)
+
+
+def test_pdf_distance_is_the_largest_gap_between_the_pooled_cdfs():
+    edges = np.linspace(0.0, 4.0, 5)
+    width = np.diff(edges)
+    low = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]) / width  # pooled: half in bin 0, half in bin 1
+    high = np.array([[0.0, 0.0, 1.0, 0.0]]) / width
+    assert stats.pdf_distance(low, low, edges) == 0.0
+    assert stats.pdf_distance(low, high, edges) == pytest.approx(1.0)
+    shifted = np.array([[0.0, 1.0, 0.0, 0.0]]) / width
+    assert stats.pdf_distance(low, shifted, edges) == pytest.approx(0.5)  # the CDFs differ by 1/2 after bin 0
+
+
+def test_shared_bins_span_the_reference_sets_1_to_99_9_percentiles():
+    values = np.arange(1001.0).reshape(1, 1, 1001)  # percentiles of 0..1000 are the values themselves
+    edges = stats.shared_bins(values, n_bins=8)
+    assert len(edges) == 9
+    np.testing.assert_allclose(edges[[0, -1]], [10.0, 999.0])
+    np.testing.assert_allclose(np.diff(edges), (999.0 - 10.0) / 8)
+
+
+def test_triangle_configurations_are_the_documented_equilateral_and_squeezed_sides():
+    assert stats.triangle_configurations(64) == [
+        ("equilateral k=8", 8, 8, 8), ("equilateral k=16", 16, 16, 16), ("equilateral k=24", 24, 24, 24),
+        ("squeezed k=8", 2, 8, 8), ("squeezed k=16", 2, 16, 16), ("squeezed k=24", 2, 24, 24)]
+    assert [config[1] for config in stats.triangle_configurations(16)[3:]] == [1, 1, 1]  # the long side is one kF
+
+
+def test_reduced_bispectrum_divides_the_mean_b_by_the_sum_of_pairwise_power_products():
+    b = np.array([[2.0, 10.0], [4.0, 30.0]])  # two fields, two configurations: mean B = 3 and 20
+    p = np.array([[[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]], [[3.0, 2.0, 1.0], [3.0, 3.0, 3.0]]])  # mean P = 2, 2, 2 and 2, 2, 2
+    np.testing.assert_allclose(reduced_bispectrum(b, p), [3.0 / 12.0, 20.0 / 12.0])
+    p_sides = np.array([[[1.0, 2.0, 4.0]]])  # P1 P2 + P2 P3 + P1 P3 = 2 + 8 + 4
+    np.testing.assert_allclose(reduced_bispectrum(np.array([[7.0]]), p_sides), [0.5])
+    assert stats.q_distance(b, p, b, p) == 0.0
+    assert stats.q_distance(2 * b, p, b, p) == pytest.approx((3.0 / 12.0 + 20.0 / 12.0) / 2)
+
+
+def test_one_point_statistics_use_the_bin_centres_and_the_pixel_area_in_mpc_per_h():
+    rng = np.random.default_rng(4)
+    fields = rng.lognormal(sigma=0.5, size=(3, 16, 16))
+    logs = stats.log_density(fields)
+    edges = np.linspace(-1.5, 1.5, 7)
+    box_size = 80.0  # 5 Mpc/h pixels
+    per_field, shared = stats.one_point_of(stats.Chunk(fields, logs, box_size, edges, "None"))
+    centres = np.array([-1.25, -0.75, -0.25, 0.25, 0.75, 1.25])
+    np.testing.assert_allclose(shared["thresholds"], centres)
+    v0, v1, v2 = minkowski_functionals(logs, centres, 5.0)
+    np.testing.assert_allclose(per_field["v0"], v0)
+    np.testing.assert_allclose(per_field["v1"], v1)
+    np.testing.assert_allclose(per_field["v2"], v2)
+    np.testing.assert_allclose(per_field["peaks"], stats.peak_counts(logs, edges, 5.0))
+    np.testing.assert_allclose(per_field["pdf"], stats.pixel_pdf(logs, edges))
+    np.testing.assert_allclose(per_field["log_mean"], logs.mean(axis=(1, 2)))
+    np.testing.assert_allclose(per_field["log_square"], (logs ** 2).mean(axis=(1, 2)))
+    np.testing.assert_allclose(per_field["seam"], seam_score(logs))
