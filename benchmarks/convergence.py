@@ -27,10 +27,10 @@ import numpy as np
 
 from cosmodiff.checkpoint import read_config
 from cosmodiff.cli import ArgumentParser, folder_name
-from cosmodiff.diffusion import parse_setting
 from cosmodiff.error_budget import measure
 from cosmodiff.plots import save, subplots
 from cosmodiff.repository import ROOT
+from results_tables import convergence_fits, convergence_study, fitted_rate, model_errors, study_rows
 
 SNAPSHOT_FILES = ("config.json", "model.safetensors", "log.csv")
 
@@ -61,42 +61,25 @@ def snapshot(run_dir, folder):
     os.replace(partial, folder)
 
 
-def fitted_rate(minutes, ratios):
-    """(a, b) of MAFD/floor = a * minutes^-b, least squares in log-log."""
-    slope, intercept = np.polyfit(np.log(minutes), np.log(ratios), 1)
-    return float(np.exp(intercept)), float(-slope)
-
-
 def report(args):
     """The studies' table (markdown), fitted rates and images/fidelity_convergence.png from
     benchmarks/results/fidelity.json: --name, and the recipes of --compare drawn beside it."""
     all_rows = json.loads(Path(args.results).read_text())
+    recipes = [args.name, *args.compare.split()]
+    solves = [("reference", args.reference), *(("sampler", sampler) for sampler in args.sampler.split())]
+    print("\n".join(convergence_study(all_rows, recipes, solves)))
     figure, ax = subplots(figsize=(6.5, 4.5))
-    print("| recipe | solve | NFE | CPU-min | MAFD | floor | MAFD/floor | model error/floor | sampler error/floor |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    fits = {}
-    solves = [("reference", args.reference, "-"), *(("sampler", sampler, "--") for sampler in args.sampler.split())]
-    for recipe, marker in zip([args.name, *args.compare.split()], itertools.cycle("osD^v")):
-        rows = [row for row in all_rows if row["recipe"] == recipe]
-        for solve, setting, line in solves:
-            sampler, steps, grid = parse_setting(setting)
-            chosen = sorted((row for row in rows if row["solve"] == solve and
-                             (row["sampler"], row["steps"], row["grid"]) == (sampler, steps, grid)),
-                            key=lambda row: row["cpu_minutes"])
+    for recipe, marker in zip(recipes, itertools.cycle("osD^v")):
+        for (solve, setting), line in zip(solves, ["-", *["--"] * (len(solves) - 1)]):
+            chosen = study_rows(all_rows, recipe, solve, setting)
             if not chosen:
                 continue
-            for row in chosen:
-                print(f"| {recipe} | {row['sampler']} {row['steps']} ({row['grid']}) | {row['nfe']} | "
-                      f"{row['cpu_minutes']:.1f} | {100 * row['mafd']:.2f}% | {100 * row['floor_median']:.2f}% | "
-                      f"{row['mafd_over_floor']:.2f} | {row['model_error'] / row['floor_median']:.2f} | "
-                      f"{row['sampler_error'] / row['floor_median']:.2f} |")
             minutes = [row["cpu_minutes"] for row in chosen]
             ratios = [row["mafd_over_floor"] for row in chosen]
             label = f"{recipe}: {chosen[0]['sampler']} {chosen[0]['steps']} ({chosen[0]['grid']}), NFE {chosen[0]['nfe']}"
             ax.loglog(minutes, ratios, marker + line, label=label)
             if len(chosen) >= 2:
                 a, b = fitted_rate(minutes, ratios)
-                fits[recipe, setting] = dict(a=a, rate=b, minutes_to_1_2=(1.2 / a) ** (-1 / b) if b > 0 else None)
                 grid = np.geomspace(min(minutes), max(minutes), 50)
                 ax.loglog(grid, a * grid ** -b, ":", color=ax.lines[-1].get_color(), label=f"fit: {a:.1f} t^({-b:+.2f})")
     ax.axhline(1, color="gray", lw=0.8)
@@ -106,29 +89,13 @@ def report(args):
     Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
     save(figure, args.figure)
     if args.levers:
-        lever_rows = [row for row in all_rows
-                      if row["solve"] == "reference" and row["recipe"] in [args.name, *args.levers.split()]]
-        print_levers(lever_rows)
+        levers = [args.name, *args.levers.split()]
+        print("\n".join(model_errors(all_rows, levers)))
         if args.band_figure:
-            plot_levers(lever_rows, args.band_figure)
-    for (recipe, setting), fit in fits.items():
-        reach = f"{fit['minutes_to_1_2']:.3g} CPU-minutes" if fit["minutes_to_1_2"] else "never (no decrease)"
-        print(f"{recipe}, {setting}: MAFD/floor = {fit['a']:.2f} t^({-fit['rate']:+.3f}), t in CPU-minutes; "
-              f"1.2x the floor at {reach}")
+            plot_levers([row for row in all_rows if row["solve"] == "reference" and row["recipe"] in levers],
+                        args.band_figure)
+    print("\n".join(convergence_fits(all_rows, recipes, solves)))
     print(f"Written: {args.figure}")
-
-
-def print_levers(rows):
-    """The model error (reference solve) of each recipe's budgets, overall, per k band and, where the row has
-    them, the statistics beyond P(k) (each over its floor)."""
-    print("| recipe | steps | CPU-min | model error / floor, delta | per k band (< 0.1, 0.1-0.4, 0.4-Nyquist) | "
-          "log space | scorecard (stats.STATISTICS; rows before it: bispectrum, peaks, PDF, P(k) correlation) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for row in sorted(rows, key=lambda row: (row["recipe"], row["cpu_minutes"])):
-        bands = ", ".join(f"{value:.1f}" for value in row["band_mafd_over_floor"].values())
-        beyond = ", ".join(f"{value:.1f}" for value in row.get("scorecard", row.get("beyond_over_floor", {})).values()) or "-"
-        print(f"| {row['recipe']} | {row['step']} | {row['cpu_minutes']:.1f} | {row['mafd_over_floor']:.2f} | {bands} | "
-              f"{row['log_mafd_over_floor']:.2f} | {beyond} |")
 
 
 def plot_levers(rows, path):

@@ -9,9 +9,13 @@ import argparse
 import json
 import re
 import sys
+from functools import partial
 from pathlib import Path
 
+import numpy as np
+
 from cosmodiff.cli import ArgumentParser
+from cosmodiff.diffusion import parse_setting
 from cosmodiff.repository import ROOT
 from cosmodiff.stats import STATISTICS
 
@@ -51,6 +55,129 @@ def fidelity_refloored(rows):
         lines.append(f"| `{row['recipe']}` | {row['step']} | {row['cpu_minutes']:.1f} | {row['mafd_over_floor']:.2f} | "
                      f"{honest['mafd_over_floor']:.2f} | {row['log_mafd_over_floor']:.2f}, {honest['log_mafd_over_floor']:.2f} | "
                      f"{bispectrum} |")
+    return lines
+
+
+BEYOND_OLD_FLOORS = ("bispectrum", "peaks", "pixel_pdf", "pk_correlation")  # the statistics of rows before the scorecard
+
+
+def floors_validated(rows):
+    """The floors' check on simulations no floor came from: median distance over floor [5-95%] per check and statistic."""
+    checks = {}
+    for row in rows:
+        checks.setdefault(row["description"], {})[row["statistic"]] = row
+    lines = ["| check | " + " | ".join(SCORECARD_LABELS[name] for name in STATISTICS) + " |",
+             "|" + " --- |" * (1 + len(STATISTICS))]
+    for description, by_statistic in checks.items():
+        cells = [f"{by_statistic[name]['median_over_floor']:.2f} [{by_statistic[name]['low']:.2f}, "
+                 f"{by_statistic[name]['high']:.2f}]" for name in STATISTICS]
+        lines.append(f"| {description} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def study_rows(rows, recipe, solve, setting):
+    """One recipe's rows of fidelity.json for one solve at one sampler:steps:grid setting, by CPU-minutes."""
+    sampler, steps, grid = parse_setting(setting)
+    return sorted((row for row in rows if row["recipe"] == recipe and row["solve"] == solve and
+                   (row["sampler"], row["steps"], row["grid"]) == (sampler, steps, grid)),
+                  key=lambda row: row["cpu_minutes"])
+
+
+def convergence_study(rows, recipes, solves):
+    """Each recipe's MAFD through its step budgets, per solve ((solve, setting) pairs), split into the
+    model's and the sampler's error."""
+    lines = ["| recipe | solve | NFE | CPU-min | MAFD | floor | MAFD/floor | model error/floor | sampler error/floor |",
+             "|" + " --- |" * 9]
+    for recipe in recipes:
+        for solve, setting in solves:
+            for row in study_rows(rows, recipe, solve, setting):
+                lines.append(f"| {recipe} | {row['sampler']} {row['steps']} ({row['grid']}) | {row['nfe']} | "
+                             f"{row['cpu_minutes']:.1f} | {100 * row['mafd']:.2f}% | {100 * row['floor_median']:.2f}% | "
+                             f"{row['mafd_over_floor']:.2f} | {row['model_error'] / row['floor_median']:.2f} | "
+                             f"{row['sampler_error'] / row['floor_median']:.2f} |")
+    return lines
+
+
+def fitted_rate(minutes, ratios):
+    """(a, b) of MAFD/floor = a * minutes^-b, least squares in log-log."""
+    slope, intercept = np.polyfit(np.log(minutes), np.log(ratios), 1)
+    return float(np.exp(intercept)), float(-slope)
+
+
+def convergence_fits(rows, recipes, solves):
+    """The power law MAFD/floor = a t^-b fitted to each recipe's budgets per solve, and where it reaches 1.2x."""
+    lines = ["```"]
+    for recipe in recipes:
+        for solve, setting in solves:
+            chosen = study_rows(rows, recipe, solve, setting)
+            if len(chosen) < 2:
+                continue
+            a, b = fitted_rate([row["cpu_minutes"] for row in chosen], [row["mafd_over_floor"] for row in chosen])
+            reach = f"{(1.2 / a) ** (-1 / b):.3g} CPU-minutes" if b > 0 else "never (no decrease)"
+            lines.append(f"{recipe}, {setting}: MAFD/floor = {a:.2f} t^({-b:+.3f}), t in CPU-minutes; "
+                         f"1.2x the floor at {reach}")
+    return lines + ["```"]
+
+
+def model_errors(rows, recipes):
+    """The model error (reference solve) of each recipe's budgets over the floors of random halves, overall,
+    per k band and, where the rows have them, the statistics beyond P(k) (each over its floor)."""
+    chosen = sorted((row for row in rows if row["solve"] == "reference" and row["recipe"] in recipes
+                     and not row.get("floor_by")), key=lambda row: (row["recipe"], row["cpu_minutes"]))
+    beyond = {row["recipe"]: row.get("beyond_over_floor", {}) for row in chosen}
+    header = "| recipe | steps | CPU-min | model error / floor, delta | per k band (< 0.1, 0.1-0.4, 0.4-Nyquist) | log space |"
+    if any(beyond.values()):
+        header += " beyond P(k): " + ", ".join(BEYOND_OLD_FLOORS) + " |"
+    lines = [header, "|" + " --- |" * (header.count(" | ") + 1)]
+    for row in chosen:
+        bands = ", ".join(f"{value:.1f}" for value in row["band_mafd_over_floor"].values())
+        line = (f"| {row['recipe']} | {row['step']} | {row['cpu_minutes']:.1f} | {row['mafd_over_floor']:.2f} | "
+                f"{bands} | {row['log_mafd_over_floor']:.2f} |")
+        if any(beyond.values()):
+            values = row.get("beyond_over_floor", {})
+            line += " " + (", ".join(f"{values[name]:.1f}" for name in BEYOND_OLD_FLOORS) if values else "-") + " |"
+        lines.append(line)
+    return lines
+
+
+NONLINEAR_LEVERS = {
+    "nl-wsd": "none (baseline)",
+    "nl-whitened": "equal-SNR diffusion (`--transform log-whitened`)",
+    "nl-kloss": "Fourier-weighted loss (`--loss_k_power 1`)",
+    "nl-unet-m": "capacity: twice the width at every resolution (`--model unet-m`, 720 steps)",
+    "nl-kloss-long": "Fourier-weighted loss, longer (`--loss_k_power 1`, 3200 steps)",
+    "nl-dit": "the DiT with its convolutional stem and head (`--model dit-xs/4 --lr 5e-4`, 4800 steps)",
+    "nl-sqrt": "the square root of the density as model space (`--transform sqrt`, 2000 steps)",
+    "nl-sqrt-kloss": "both: the square root with the Fourier-weighted loss (`--transform sqrt --loss_k_power 1`, 2000 steps)",
+    "nl-sqrt-kloss-long": "both, longer (`--transform sqrt --loss_k_power 1`, 3000 steps)",
+    "nl-sqrt-k2": "the square root with the loss at |k|^2 (`--transform sqrt --loss_k_power 2`, 3000 steps)",
+    "large-wsd-nonlinear": "more simulations and steps (`large-nonlinear`, 96 simulations, 3000 steps, 2 threads)",
+}
+def nonlinear_levers(rows):
+    """The levers on particle-mesh data, solved by UniPC 20 log-grid steps, each statistic over its floor of
+    the time (random halves), the lowest of each column in bold."""
+    chosen = {}
+    for row in rows:
+        if (row["recipe"] in NONLINEAR_LEVERS and not row.get("floor_by")
+                and (row["sampler"], row["steps"], row["grid"]) == ("unipc", 20, "log")):
+            if row["recipe"] not in chosen or row["solve"] == "reference":
+                chosen[row["recipe"]] = row
+    chosen = [chosen[recipe] for recipe in NONLINEAR_LEVERS if recipe in chosen]
+    columns = [[row["mafd_over_floor"] for row in chosen], *zip(*[row["band_mafd_over_floor"].values() for row in chosen]),
+               [row["log_mafd_over_floor"] for row in chosen],
+               *([row.get("beyond_over_floor", {}).get(name) for row in chosen] for name in BEYOND_OLD_FLOORS)]
+    digits = [2, 1, 1, 1, 2, 1, 1, 1, 1]
+    cells = [[None] * len(columns) for _ in chosen]
+    for c, (column, places) in enumerate(zip(columns, digits)):
+        best = min(round(value, places) for value in column if value is not None)
+        for r, value in enumerate(column):
+            text = "-" if value is None else f"{value:.{places}f}"
+            cells[r][c] = f"**{text}**" if value is not None and round(value, places) == best else text
+    lines = ["| lever | recipe | CPU-min | MAFD / floor | k < 0.1 | 0.1-0.4 | 0.4-Nyquist | log space | bispectrum | "
+             "peaks | PDF | P(k) correlation |", "|" + " --- |" * 12]
+    for row, row_cells in zip(chosen, cells):
+        lines.append(f"| {NONLINEAR_LEVERS[row['recipe']]} | `{row['recipe']}` | {row['cpu_minutes']:.1f} | "
+                     + " | ".join(row_cells) + " |")
     return lines
 
 
@@ -161,7 +288,17 @@ def settings_reach(records):
 
 
 # table name -> (results file, rows maker)
+CONVERGENCE_RECIPES = ["large-constant", "large-wsd"]
+CONVERGENCE_SOLVES = [("reference", "dpm++3m:40:log"), ("sampler", "dpm++3m:20:log"), ("sampler", "unipc:20:log")]
+LEVERS_ON_2LPT = ["large-constant", "default", "default-no-ema", "recipe-2lpt", "recipe-2lpt-no-ema",
+                  "default-constant-lr2e-3", "default-min-snr", "recipe-nonlinear", "default-400",
+                  "default-constant-lr2e-3-400", "large-lr2e-3", "large-wsd", "large-wsd-stable", "default-wsd-400"]
 TABLES = {
+    "floors-validated": ("floors.json", floors_validated),
+    "convergence": ("fidelity.json", partial(convergence_study, recipes=CONVERGENCE_RECIPES, solves=CONVERGENCE_SOLVES)),
+    "convergence-fits": ("fidelity.json", partial(convergence_fits, recipes=CONVERGENCE_RECIPES, solves=CONVERGENCE_SOLVES)),
+    "levers-2lpt": ("fidelity.json", partial(model_errors, recipes=LEVERS_ON_2LPT)),
+    "levers-nonlinear": ("fidelity.json", nonlinear_levers),
     "fidelity-scorecard": ("fidelity.json", fidelity_scorecard),
     "fidelity-refloored": ("fidelity.json", fidelity_refloored),
     "conditional-scorecard": ("conditional_nonlinear.json", conditional_scorecard),
