@@ -245,6 +245,46 @@ def elbo_cpu(record):
     return lines
 
 
+POSTERIOR_COLUMNS = {  # a benchmarks/inference.py row's column: its header and its cell
+    "fields": ("fields", lambda row: f"{row['fields']}"),
+    "coverage_68": ("68% coverage", lambda row: f"{100 * row['coverage_68']:.0f}%"),
+    "coverage_95": ("95% coverage", lambda row: f"{100 * row['coverage_95']:.0f}%"),
+    "offset": ("mean offset / sigma", lambda row: f"{row['offset_over_sigma']:+.2f}"),
+    "sbc": ("SBC KS p", lambda row: f"{row['sbc_ks_p']:.2g}"),
+    "tarp_atc": ("TARP ATC", lambda row: f"{row['tarp_atc']:+.3f}"),
+    "tarp_ks": ("TARP KS p", lambda row: f"{row['tarp_ks_p']:.2g}"),
+    "abs_bias": ("abs bias / sigma", lambda row: f"{row['abs_bias_over_sigma']:.2f}"),
+    "width": ("68% width", lambda row: f"{row['width_68']:.4f}"),
+    "width_vs": ("68% width vs P(k)", lambda row: f"{row['width_68_vs_power_spectrum']:.2f}x"),
+    "fom": ("FoM vs P(k)", lambda row: f"{row['fom_vs_power_spectrum']:.2f}"),
+    "seconds": ("s / field", lambda row: f"{row['seconds_per_field']:.3g}"),
+}
+
+
+def posterior_headline(records, picks, columns):
+    """One line per picked method ((record index, method, label)), each cell its parameters' values joined by
+    '; ' (one value where they agree)."""
+    lines = ["| method | " + " | ".join(POSTERIOR_COLUMNS[name][0] for name in columns) + " |",
+             "|" + " --- |" * (1 + len(columns))]
+    for index, method, label in picks:
+        rows = [row for row in records[index]["rows"] if row["method"] == method]
+        cells = []
+        for name in columns:
+            values = [POSTERIOR_COLUMNS[name][1](row) for row in rows]
+            cells.append(values[0] if len(set(values)) == 1 else "; ".join(values))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def posterior_rows(record, columns):
+    """Every row of a benchmarks/inference.py record: one line per method and parameter."""
+    lines = ["| method | parameter | " + " | ".join(POSTERIOR_COLUMNS[name][0] for name in columns) + " |",
+             "|" + " --- |" * (2 + len(columns))]
+    lines += [f"| {row['method']} | {row['parameter']} | " + " | ".join(POSTERIOR_COLUMNS[name][1](row) for name in columns)
+              + " |" for row in record["rows"]]
+    return lines
+
+
 def cuda_check(record):
     """Training and sampling speed of the default UNet on one GPU, fp32 against bf16."""
     train, sample = record["train_images_per_s"], record["sample_seconds_per_field"]
@@ -287,13 +327,39 @@ def settings_reach(records):
             f"{record['reads']} | {loads} |"]
 
 
-# table name -> (results file, rows maker)
+# table name -> (results file, or a tuple of them, and the rows maker)
 CONVERGENCE_RECIPES = ["large-constant", "large-wsd"]
 CONVERGENCE_SOLVES = [("reference", "dpm++3m:40:log"), ("sampler", "dpm++3m:20:log"), ("sampler", "unipc:20:log")]
 LEVERS_ON_2LPT = ["large-constant", "default", "default-no-ema", "recipe-2lpt", "recipe-2lpt-no-ema",
                   "default-constant-lr2e-3", "default-min-snr", "recipe-nonlinear", "default-400",
                   "default-constant-lr2e-3-400", "large-lr2e-3", "large-wsd", "large-wsd-stable", "default-wsd-400"]
+INFERENCE_NONLINEAR = [  # (index in the table's files, method, label)
+    (0, "P(k) Gaussian likelihood", "P(k) Gaussian likelihood"),
+    (0, "NPE (P(k) summary)", "NPE (P(k) summary)"),
+    (0, "NPE (CNN summary)", "NPE (CNN summary)"),
+    (0, "NPE (CNN summary), affine", "NPE (CNN summary), affine"),
+    (1, "NPE (CNN summary), affine", "NPE (CNN summary), patience 10, affine"),
+    (2, "NPE (CNN summary), affine", "NPE (CNN summary) on the 200 `conditional-nonlinear` simulations, patience 10, affine"),
+    (0, "diffusion ELBO", "diffusion ELBO, raw"),
+    (0, "diffusion ELBO, tempered", "diffusion ELBO, tempered"),
+    (0, "diffusion ELBO, affine", "diffusion ELBO, affine"),
+]
+CALIBRATED_INFERENCE = [
+    (0, "diffusion ELBO", "diffusion ELBO, raw"),
+    (0, "diffusion ELBO, sigma >= 3.39", "diffusion ELBO, two highest noise levels (chosen on calibration)"),
+    (0, "diffusion ELBO, corrected", "diffusion ELBO, tempered (fitted on calibration)"),
+    (0, "P(k) Gaussian likelihood", "P(k) Gaussian likelihood"),
+    (0, "NPE (CNN summary)", "NPE (sbi, CNN summary), raw"),
+]
 TABLES = {
+    "inference-nonlinear": (("inference_nonlinear.json", "inference_nonlinear_npe_patience10.json",
+                             "inference_nonlinear_npe_200_simulations.json"),
+                            partial(posterior_headline, picks=INFERENCE_NONLINEAR,
+                                    columns=["fields", "coverage_68", "coverage_95", "offset", "sbc", "fom", "seconds"])),
+    "inference-calibrated": (("inference.json",), partial(posterior_headline, picks=CALIBRATED_INFERENCE,
+                                                          columns=["coverage_68", "coverage_95", "width_vs", "seconds"])),
+    "inference-calibration": ("inference.json", partial(posterior_rows, columns=[
+        "coverage_68", "coverage_95", "sbc", "tarp_atc", "tarp_ks", "abs_bias", "width", "width_vs", "seconds"])),
     "floors-validated": ("floors.json", floors_validated),
     "convergence": ("fidelity.json", partial(convergence_study, recipes=CONVERGENCE_RECIPES, solves=CONVERGENCE_SOLVES)),
     "convergence-fits": ("fidelity.json", partial(convergence_fits, recipes=CONVERGENCE_RECIPES, solves=CONVERGENCE_SOLVES)),
@@ -320,8 +386,11 @@ def regenerated(text, results):
         name = match["name"]
         if name not in TABLES:
             raise ValueError(f"table '{name}' is not one of {', '.join(TABLES)}")
-        file, make = TABLES[name]
-        rows = make(json.loads((Path(results) / file).read_text()))
+        files, make = TABLES[name]
+        if isinstance(files, tuple):
+            rows = make([json.loads((Path(results) / file).read_text()) for file in files])
+        else:
+            rows = make(json.loads((Path(results) / files).read_text()))
         return match[1] + "\n".join(rows) + "\n" + match[4]
     return MARKED.sub(table, text)
 
