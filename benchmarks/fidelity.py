@@ -25,6 +25,7 @@ from cosmodiff.fields import load_fields
 from cosmodiff.mock import DEFAULT_SPLIT, SPLIT_FOLDERS, SPLITS, ensure_split
 from cosmodiff.sampling import samples_match
 from cosmodiff.repository import ROOT
+from results_tables import fidelity_summaries
 
 
 
@@ -71,16 +72,7 @@ def verdicts(report):
 
 def report(path):
     """A markdown table of the summaries in a results file (--results), one row each."""
-    print("| experiment | data | steps | train CPU-min | sampler (NFE) | MAFD | floor | MAFD / floor | pixel PDF KS | "
-          "PDF bins in 1-sigma | Minkowski V0 / V1 / V2 in 1-sigma |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for row in json.loads(Path(path).read_text()):
-        minkowski = " / ".join(f"{100 * row['minkowski_within_1sigma'][name]:.0f}%" for name in ("v0", "v1", "v2"))
-        pdf_bins = next(target["measured"] for target in row["targets"] if target["name"].startswith("pixel PDF"))
-        print(f"| {row['name']} | {row['data']} | {row['train_steps']} | {row['train_cpu_minutes']:.1f} | "
-              f"{row['sampler']} {row['steps']} {row['grid']} ({row['network_evaluations']}) | "
-              f"{100 * row['mafd']:.2f}% | {100 * row['floor']['median']:.2f}% | {row['mafd_over_floor']:.2f} | "
-              f"{row['pixel_pdf_ks']:.3f} | {pdf_bins} | {minkowski} |")
+    print("\n".join(fidelity_summaries(json.loads(Path(path).read_text()))))
 
 
 def main(args):

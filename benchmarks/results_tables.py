@@ -317,6 +317,53 @@ def mock_quijote(record):
     return lines
 
 
+def fidelity_summaries(rows):
+    """benchmarks/fidelity.py's summaries, one line each: MAFD over its floor and the one-point checks."""
+    lines = ["| experiment | data | steps | train CPU-min | sampler (NFE) | MAFD | floor | MAFD / floor | pixel PDF KS | "
+             "PDF bins in 1-sigma | Minkowski V0 / V1 / V2 in 1-sigma |", "|" + " --- |" * 11]
+    for row in rows:
+        minkowski = " / ".join(f"{100 * row['minkowski_within_1sigma'][name]:.0f}%" for name in ("v0", "v1", "v2"))
+        pdf_bins = next(target["measured"] for target in row["targets"] if target["name"].startswith("pixel PDF"))
+        lines.append(f"| {row['name']} | {row['data']} | {row['train_steps']} | {row['train_cpu_minutes']:.1f} | "
+                     f"{row['sampler']} {row['steps']} {row['grid']} ({row['network_evaluations']}) | "
+                     f"{100 * row['mafd']:.2f}% | {100 * row['floor']['median']:.2f}% | {row['mafd_over_floor']:.2f} | "
+                     f"{row['pixel_pdf_ks']:.3f} | {pdf_bins} | {minkowski} |")
+    return lines
+
+
+def with_bands(row, key="mafd_over_floor"):
+    """A row's distance over its floor with its three k bands in brackets."""
+    bands = ", ".join(f"{value:.1f}" for value in row["band_" + key].values())
+    return f"{row[key]:.2f} ({bands})"
+
+
+def errors_by_data(rows, recipes):
+    """The model error (reference solve) of one recipe per data set ((label, recipe) pairs), over the floors
+    of random halves."""
+    lines = ["| data | recipe | steps | model error / floor, delta (< 0.1, 0.1-0.4, 0.4-Nyquist) | log space |",
+             "|" + " --- |" * 5]
+    for label, recipe in recipes:
+        row = next(row for row in rows if row["recipe"] == recipe and row["solve"] == "reference" and not row.get("floor_by"))
+        lines.append(f"| {label} | {recipe} | {row['step']} | {with_bands(row)} | {row['log_mafd_over_floor']:.2f} |")
+    return lines
+
+
+def sampled_by_data(rows, recipes, setting):
+    """One recipe per data set ((label, recipe) pairs) sampled at one setting: its MAFD, the model error of
+    the reference solve and the sampler's error, each over the floor of random halves."""
+    sampler, steps, grid = parse_setting(setting)
+    lines = [f"| data | recipe | steps | MAFD / floor, {sampler} {steps} {grid} (< 0.1, 0.1-0.4, 0.4-Nyquist h/Mpc) | "
+             "model error / floor (same bands) | log space | sampler error / floor |", "|" + " --- |" * 7]
+    for label, recipe in recipes:
+        row = max((row for row in rows if row["recipe"] == recipe and row["solve"] == "sampler" and not row.get("floor_by")
+                   and (row["sampler"], row["steps"], row["grid"]) == (sampler, steps, grid)), key=lambda row: row["step"])
+        reference = next(other for other in rows if other["recipe"] == recipe and other["solve"] == "reference"
+                         and other["step"] == row["step"] and not other.get("floor_by"))
+        lines.append(f"| {label} | {recipe} | {row['step']} | {with_bands(row)} | {with_bands(reference)} | "
+                     f"{reference['log_mafd_over_floor']:.2f} | {row['sampler_error'] / row['floor_median']:.2f} |")
+    return lines
+
+
 def cuda_check(record):
     """Training and sampling speed of the default UNet on one GPU, fp32 against bf16."""
     train, sample = record["train_images_per_s"], record["sample_seconds_per_field"]
@@ -384,6 +431,12 @@ CALIBRATED_INFERENCE = [
     (0, "NPE (CNN summary)", "NPE (sbi, CNN summary), raw"),
 ]
 TABLES = {
+    "fidelity-by-data": ("fidelity_by_data.json", fidelity_summaries),
+    "errors-by-data": ("fidelity.json", partial(errors_by_data, recipes=[("2lpt (default split)", "recipe-2lpt"),
+                                                                         ("pm (`nonlinear`)", "recipe-nonlinear")])),
+    "sampled-by-data": ("fidelity.json", partial(sampled_by_data, recipes=[("2lpt (`large`)", "large-wsd"),
+                                                                           ("pm (`large-nonlinear`)", "large-wsd-nonlinear")],
+                                                 setting="unipc:20:log")),
     "mock-camb": ("mock_validation.json", mock_camb),
     "mock-quijote": ("mock_validation.json", mock_quijote),
     "inference-nonlinear": (("inference_nonlinear.json", "inference_nonlinear_npe_patience10.json",
