@@ -364,6 +364,19 @@ def sampled_by_data(rows, recipes, setting):
     return lines
 
 
+def grid_checks(records, grids):
+    """How far the ELBO posterior's mean and sigma move from each coarse grid (one record each, its size in
+    grids) to the refined one, in sigma, read off the grid as it is and by cubic interpolation (largest over
+    the fields; Omega_m / sigma_8)."""
+    lines = ["| coarse grid | grid as it is: mean | sigma | cubic interpolation: mean | sigma |", "|" + " --- |" * 5]
+    for grid, record in zip(grids, records):
+        check = record["grid_check"]
+        cells = [" / ".join(f"{check[read][name][move]:.2g}" for name in check[read])
+                 for read in ("grid", "cubic_interpolation") for move in ("mean_move_over_sigma", "sigma_move_over_sigma")]
+        lines.append(f"| {grid} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def cuda_check(record):
     """Training and sampling speed of the default UNet on one GPU, fp32 against bf16."""
     train, sample = record["train_images_per_s"], record["sample_seconds_per_field"]
@@ -431,6 +444,8 @@ CALIBRATED_INFERENCE = [
     (0, "NPE (CNN summary)", "NPE (sbi, CNN summary), raw"),
 ]
 TABLES = {
+    "elbo-grid-check": (("elbo_grid_check_4x16.json", "elbo_grid_check_4x16_grid6.json", "elbo_grid_check_4x16_grid5.json"),
+                        partial(grid_checks, grids=[11, 6, 5])),
     "fidelity-by-data": ("fidelity_by_data.json", fidelity_summaries),
     "errors-by-data": ("fidelity.json", partial(errors_by_data, recipes=[("2lpt (default split)", "recipe-2lpt"),
                                                                          ("pm (`nonlinear`)", "recipe-nonlinear")])),
