@@ -53,6 +53,19 @@ def test_density_fields_are_converted_to_overdensity_per_field():
     np.testing.assert_allclose(power_spectrum(density, 100.0)[1], power_spectrum(delta, 100.0)[1], rtol=1e-4)
 
 
+def test_overdensity_is_per_field_mean_zero_and_keeps_fields_that_already_are_delta():
+    rng = np.random.default_rng(5)
+    density = rng.lognormal(sigma=0.5, size=(16, 16))
+    density[3, 4] = 0.0  # an empty cell is a density of zero, not a delta field
+    delta_field = rng.normal(0.0, 0.3, (16, 16))  # negative values: delta already
+    converted = stats.overdensity(np.stack([density, delta_field]))
+    np.testing.assert_allclose(converted[0], density / density.mean() - 1, rtol=1e-5, atol=1e-6)
+    assert abs(converted[0].mean()) < 1e-6 and converted[0, 3, 4] == -1.0
+    np.testing.assert_allclose(converted[1], delta_field, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(stats.log_density(density[None])[0],
+                               np.log(np.maximum(density / density.mean(), stats.LOG_FLOOR)), rtol=1e-5, atol=1e-6)
+
+
 def test_mafd_is_zero_against_itself_and_scales_with_a_power_offset():
     pk = np.random.default_rng(2).lognormal(size=(10, 20))
     assert mafd(pk, pk) == 0.0
