@@ -377,6 +377,24 @@ def grid_checks(records, grids):
     return lines
 
 
+def sampler_accuracy(record):
+    """Each formulation's samplers with the exact denoiser of Gaussian fields: the relative power error per spread."""
+    spreads = list(record["rows"][0]["power_error"])
+    lines = ["| formulation | sampler | NFE | " + " | ".join(f"power error, s = {float(spread):g}" for spread in spreads) + " |",
+             "|" + " --- |" * (3 + len(spreads))]
+    for row in record["rows"]:
+        lines.append(f"| {row['formulation']} | {row['sampler']} {row['steps']} ({row['grid']}) | {row['nfe']} | "
+                     + " | ".join(f"{100 * error:+.1f}%" for error in row["power_error"].values()) + " |")
+    return lines
+
+
+def recorded_table(record, name):
+    """A table of earlier_studies.json: the cells as the study's script printed them."""
+    table = record["tables"][name]
+    return ["| " + " | ".join(table["columns"]) + " |", "|" + " --- |" * len(table["columns"])] + \
+        ["| " + " | ".join(row) + " |" for row in table["rows"]]
+
+
 def cuda_check(record):
     """Training and sampling speed of the default UNet on one GPU, fp32 against bf16."""
     train, sample = record["train_images_per_s"], record["sample_seconds_per_field"]
@@ -444,6 +462,7 @@ CALIBRATED_INFERENCE = [
     (0, "NPE (CNN summary)", "NPE (sbi, CNN summary), raw"),
 ]
 TABLES = {
+    "sampler-accuracy": ("sampler_accuracy.json", sampler_accuracy),
     "elbo-grid-check": (("elbo_grid_check_4x16.json", "elbo_grid_check_4x16_grid6.json", "elbo_grid_check_4x16_grid5.json"),
                         partial(grid_checks, grids=[11, 6, 5])),
     "fidelity-by-data": ("fidelity_by_data.json", fidelity_summaries),
@@ -479,6 +498,9 @@ TABLES = {
     "elbo-spread": ("elbo_variance.json", elbo_spread),
     "elbo-spread-draws": ("elbo_variance_draws.json", elbo_spread),
 }
+EARLIER_STUDIES = ["fidelity-cpu-budget", "formulations", "formulation-ablations", "conditional-guidance",
+                   "conditional-points", "streaming", "sampler-sweep", "data-scale"]
+TABLES.update({name: ("earlier_studies.json", partial(recorded_table, name=name)) for name in EARLIER_STUDIES})
 MARKED = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)
 
 

@@ -1,19 +1,22 @@
 """What the samplers alone cost: the power error of each formulation's grids and samplers when the
 denoiser is exact, for Gaussian fields (the linear-theory limit of the model-space log density).
 
-    python benchmarks/sampler_accuracy.py [--spreads 0.15,0.3,0.7,1.5,3] [--settings "ddim:20 dpm++:20:log ..."]
+    python benchmarks/sampler_accuracy.py [--spreads 0.15,0.3,0.7,1.5,3] [--settings "ddim:20 dpm++:20:log ..."] \
+        [--results benchmarks/results/sampler_accuracy.json]
 
 For fields whose Fourier modes are Gaussian with spread s, the exact denoiser is y s^2 / (s^2 + sigma^2)
 per mode, and any exact sampler returns fields of spread s. What a sampler returns instead is its
 discretisation error alone: no network, no training. The model space has spread 0.5 over all
 scales; low-power (small-scale) modes have small s, large scales large s (the default data: 0.15 at
 Nyquist to 3 at k = 1-2 k_F, per mode of the unitary DFT). Prints the relative power
-error (spread ratio squared - 1) per formulation x setting x s, 256 fields of 16x16 white noise each.
+error (spread ratio squared - 1) per formulation x setting x s, 256 fields of 16x16 white noise each,
+and with --results writes the rows there (docs/results.md's table comes from them).
 """
 import argparse
+import json
+from pathlib import Path
 
 import torch
-
 
 from cosmodiff.cli import ArgumentParser
 from cosmodiff.diffusion import FORMULATIONS, build_formulation, network_evaluations, noise_levels, parse_setting
@@ -40,6 +43,7 @@ def main(args):
     spreads = [float(value) for value in args.spreads.split(",")]
     print("| formulation | sampler | NFE | " + " | ".join(f"power error, s = {s:g}" for s in spreads) + " |")
     print("| --- | --- | --- | " + " | ".join("---" for _ in spreads) + " |")
+    rows = []
     for name in FORMULATIONS:
         formulation = build_formulation({"formulation": name})
         for setting in args.settings.split():
@@ -47,8 +51,12 @@ def main(args):
             if sampler == "ddpm" and name != "vp":
                 continue
             errors = [power_error(formulation, sampler, steps, grid, spread) for spread in spreads]
-            print(f"| {name} | {sampler} {steps} ({grid or SAMPLERS[sampler].grid}) | {network_evaluations(sampler, steps)} | "
+            rows.append(dict(formulation=name, sampler=sampler, steps=steps, grid=grid or SAMPLERS[sampler].grid,
+                             nfe=network_evaluations(sampler, steps), power_error=dict(zip(map(str, spreads), errors))))
+            print(f"| {name} | {sampler} {steps} ({rows[-1]['grid']}) | {rows[-1]['nfe']} | "
                   + " | ".join(f"{100 * error:+.1f}%" for error in errors) + " |", flush=True)
+    if args.results:
+        Path(args.results).write_text(json.dumps(dict(spreads=spreads, n_fields=256, grid=16, rows=rows), indent=1))
 
 
 if __name__ == "__main__":
@@ -58,4 +66,5 @@ if __name__ == "__main__":
     parser.add_argument("--settings", help="sampler:steps[:grid] settings",
                         default="ddim:20 euler:20 heun:10 heun:18 heun:10:log dpm++:5 dpm++:10 dpm++:20 "
                                 "dpm++:5:log dpm++:10:log dpm++:20:log dpm++sde:20 dpm++sde:20:log")
+    parser.add_argument("--results", default=None, help="write the rows to this JSON file")
     main(parser.parse_args())
