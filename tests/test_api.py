@@ -10,7 +10,7 @@ import pytest
 
 import cosmodiff
 from conftest import ROOT, run_in_process
-from cosmodiff.fields import load_fields
+from cosmodiff.fields import FieldError, load_fields
 
 
 def test_the_quickstart_trains_samples_evaluates_and_plots(tmp_path):
@@ -104,6 +104,10 @@ def test_posterior_of_an_array_is_the_posterior_of_its_file(conditional_run):
     assert len(joint) == 1 and joint[0]["indices"] == [0, 1]  # one posterior of both fields
     sampled = cosmodiff.posterior(fieldset.fields[:1], mcmc=20, walkers=8, **quick)
     assert np.shape(sampled[0]["power_spectrum"]["samples"])[1] == 2  # emcee's chain, not the grid's posterior
+    box = fieldset.box_size
+    with pytest.raises(FieldError, match=rf"^fields: its box size is {2 * box:g} Mpc/h but the run was trained on a "
+                                         rf"{box:g} Mpc/h box; pass box_size \(--box_size\) if"):
+        cosmodiff.posterior(fieldset.fields[:1], box_size=2 * box, **quick)  # the box given is the fields' box
 
 
 def test_importing_cosmodiff_and_drawing_keeps_the_backend_the_user_chose(tmp_path):

@@ -149,7 +149,7 @@ def test_inference_refuses_fields_whose_box_is_not_the_runs(conditional_run, tmp
                              conditional_run / "results" / "run", "--out", tmp_path / "posterior"])
     assert result.returncode == 2, result.stderr
     assert ("its box size is not recorded, so it is taken as 1000 Mpc/h but the run was trained on a 250 Mpc/h box; "
-            "pass --box_size") in result.stderr and result.stderr.count("\n") == 1
+            "pass box_size (--box_size)") in result.stderr and result.stderr.count("\n") == 1
     assert not (tmp_path / "posterior").exists()
 
 

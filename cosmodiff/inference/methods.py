@@ -216,7 +216,7 @@ def matching_fields(fieldset, space, source):
     if fieldset.box_size != space.box_size:
         recorded = "is not recorded, so it is taken as" if fieldset.box_size_assumed else "is"
         raise FieldError(f"{source}: its box size {recorded} {fieldset.box_size:g} Mpc/h but the run was trained on "
-                         f"a {space.box_size:g} Mpc/h box; pass --box_size if the fields are of that box")
+                         f"a {space.box_size:g} Mpc/h box; pass box_size (--box_size) if the fields are of that box")
     return fit_image_size(fieldset, space.image_size)
 
 
