@@ -70,10 +70,14 @@ def test_evaluate_and_posterior_refuse_a_field_that_is_not_a_density(index, row,
     (dict(models={"checkpoint": NO_RUN}, methods="elbo,power_spectrum"), "methods must be a list of method names"),
     (dict(models={"checkpoint": NO_RUN}, methods=["power_spectrum"], n_levels=4), "n_levels would be ignored"),
     (dict(models={"checkpoint": NO_RUN}, walkers=8), "walkers would be ignored.*walkers needs mcmc"),
-    (dict(models={"checkpoint": NO_RUN}, indices=[0]), "indices picks fields of a data path"),
+    (dict(models={"checkpoint": NO_RUN}, indices=[0]),
+     "indices picks fields of a data path; select an array's fields by slicing it$"),
     (dict(models={"diffusion": NO_RUN}), "unknown kind of model diffusion; the kinds are checkpoint, npe, "
                                          "npe_power_spectrum"),
-    (dict(models={"npe": None}, methods=["elbo"]), "--method elbo needs --checkpoint, a conditional diffusion run"),
+    (dict(models={"npe": None}, methods=["power_spectrum"]),
+     r"give models\['checkpoint'\] \(--checkpoint\), a conditional diffusion run; models\['npe'\] \(--npe\), a folder "
+     r"made by evaluate/train_npe.py; or models\['npe_power_spectrum'\] .*: they fix the parameters and their prior"),
+    (dict(models={"npe": None}, methods=["elbo"]), r"method elbo \(--method\) needs models\['checkpoint'\] \(--checkpoint\), a conditional diffusion run"),
 ])
 def test_posterior_refuses_arguments_it_would_ignore_or_cannot_use(arguments, message):
     with pytest.raises(ValueError, match=message):

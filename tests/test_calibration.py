@@ -417,7 +417,7 @@ def test_npe_recovers_the_amplitude_of_gaussian_fields(tmp_path):
 def test_infer_needs_the_run_each_method_uses(tmp_path):
     result = run_in_process([sys.executable, str(ROOT / "evaluate" / "infer.py"), "fields.npz", "--method", "npe",
                              "--out", str(tmp_path / "never")])
-    assert result.returncode == 2 and "--method npe needs --npe" in result.stderr
+    assert result.returncode == 2 and "method npe (--method) needs models['npe'] (--npe), a folder made by" in result.stderr
     (tmp_path / "fake").mkdir()
     (tmp_path / "fake" / "config.json").write_text("{}")
     result = run_in_process([sys.executable, str(ROOT / "evaluate" / "infer.py"), "fields.npz", "--method", "npe",

@@ -151,8 +151,8 @@ class ModelKind(NamedTuple):
     npe_summary: str = None
 
 
-def npe_kind(flag, summary, made_by):
-    describe = f"{flag}, a folder made by {made_by}"
+def npe_kind(name, summary, made_by):
+    describe = f"models['{name}'] (--{name}), a folder made by {made_by}"
     return ModelKind(describe, partial(npe_of_summary, summary, describe), npe_space, summary)
 
 
@@ -161,10 +161,9 @@ DEFAULT_GRID = 21  # grid points per parameter
 DEFAULT_WALKERS = 16  # emcee's walkers after the grid
 
 MODEL_KINDS = {
-    "checkpoint": ModelKind("--checkpoint, a conditional diffusion run", diffusion_run, run_space),
-    "npe": npe_kind("--npe", "field", "evaluate/train_npe.py"),
-    "npe_power_spectrum": npe_kind("--npe_power_spectrum", "power_spectrum",
-                                   "evaluate/train_npe.py --summary power_spectrum"),
+    "checkpoint": ModelKind("models['checkpoint'] (--checkpoint), a conditional diffusion run", diffusion_run, run_space),
+    "npe": npe_kind("npe", "field", "evaluate/train_npe.py"),
+    "npe_power_spectrum": npe_kind("npe_power_spectrum", "power_spectrum", "evaluate/train_npe.py --summary power_spectrum"),
 }
 # the NPE kinds and the summary each reads (what benchmarks train them on)
 NPE_SUMMARIES = {name: kind.npe_summary for name, kind in MODEL_KINDS.items() if kind.npe_summary}
@@ -180,15 +179,14 @@ def chosen_methods(methods, folders):
     chosen = [name for name in given.split(",") if name]
     unknown = [name for name in chosen if name not in METHODS]
     if unknown or not chosen:
-        raise ValueError(f"--method {given}: choose from {', '.join(METHODS)} (comma-separated)")
+        raise ValueError(f"method {given} (--method): choose from {', '.join(METHODS)} (comma-separated)")
     for name in chosen:
         needs = METHODS[name].needs
         if needs and folders.get(needs) is None:
-            raise ValueError(f"--method {name} needs {MODEL_KINDS[needs].describe}")
+            raise ValueError(f"method {name} (--method) needs {MODEL_KINDS[needs].describe}")
     if not any(folders.values()):
-        flags = [kind.describe.split(", ", 1) for kind in MODEL_KINDS.values()]
-        raise ValueError("give " + ", ".join(f"{flag} ({what})" for flag, what in flags[:-1]) +
-                         f" or {flags[-1][0]} ({flags[-1][1]}): they fix the parameters and their prior")
+        kinds = [kind.describe for kind in MODEL_KINDS.values()]
+        raise ValueError("give " + "; ".join(kinds[:-1]) + f"; or {kinds[-1]}: they fix the parameters and their prior")
     return chosen
 
 
