@@ -36,6 +36,19 @@ def test_single_fourier_mode_lands_in_its_bin_with_its_power():
     assert np.delete(pk[0], 4).max() < 1e-12 * expected
 
 
+def test_a_field_taken_as_given_keeps_its_amplitude_and_the_nyquist_mask_stops_at_pi_n_over_l():
+    grid, box_size, amplitude = 32, 500.0, 0.3
+    x = np.arange(grid)
+    wave = amplitude * np.cos(2 * np.pi * (3 * x[:, None] + 4 * x[None, :]) / grid)
+    k, as_given, n_modes = power_spectrum(3.0 + wave, box_size, as_overdensity=False)  # no negatives, no division
+    assert as_given[0, 4] == pytest.approx(amplitude ** 2 / 4 * box_size ** 2 / n_modes[4], rel=1e-5)
+    _, as_delta, _ = power_spectrum(3.0 + wave, box_size)  # delta = wave / 3
+    assert as_delta[0, 4] == pytest.approx(as_given[0, 4] / 9, rel=1e-5)
+    nyquist = np.pi * grid / box_size
+    np.testing.assert_array_equal(stats.nyquist_mask(k, box_size, grid), k <= nyquist)
+    assert stats.nyquist_mask(np.array([0.99, 1.0, 1.01]) * nyquist, box_size, grid).tolist() == [True, True, False]
+
+
 def test_white_noise_spectrum_is_flat_at_the_pixel_variance_level():
     grid, box_size, sigma = 128, 200.0, 0.5
     delta = np.random.default_rng(0).normal(0, sigma, (64, grid, grid))
