@@ -112,6 +112,26 @@ def test_minkowski_functionals_of_analytic_shapes():
     np.testing.assert_array_equal(np.round(v2[:, 0] * area), [1, 0, 2])
 
 
+def test_minkowski_functionals_scale_with_the_pixel_size_and_see_a_mirrored_field_alike():
+    rng = np.random.default_rng(6)
+    field = rng.normal(size=(32, 32))
+    stripe = np.zeros((32, 32))
+    for i in range(4, 28):  # a bar along the antidiagonal, three pixels wide
+        stripe[i, 31 - i - 1:31 - i + 2] = 1.0
+    thresholds = [-0.5, 0.0, 0.5]
+    v0, v1, v2 = minkowski_functionals(np.stack([field, stripe]), thresholds)
+    w0, w1, w2 = minkowski_functionals(np.stack([field, stripe]), thresholds, pixel_size=2.0)
+    np.testing.assert_allclose(w0, v0)  # an area fraction has no unit
+    np.testing.assert_allclose(w1, v1 / 2.0)  # a length per area: 1 / length
+    np.testing.assert_allclose(w2, v2 / 4.0)  # a count per area: 1 / length^2
+    mirrored = minkowski_functionals(np.stack([field, stripe])[:, :, ::-1], thresholds)
+    for functional, of_mirror in zip((v0, v1, v2), mirrored):
+        np.testing.assert_allclose(of_mirror, functional, rtol=1e-12)
+    one = minkowski_functionals(stripe, thresholds)  # one field (H, W) is a batch of one
+    for functional, of_one in zip((v0, v1, v2), one):
+        np.testing.assert_allclose(of_one, functional[1:])
+
+
 def test_minkowski_is_periodic_a_disk_across_the_corner_is_one_disk():
     size = 64
     y, x = np.mgrid[:size, :size]
@@ -497,6 +517,12 @@ def test_peak_counts_find_strict_periodic_maxima_per_unit_area_in_their_height_b
     assert stats.peak_counts(np.ones((2, 8, 8)), edges).sum() == 0  # a flat field has no maxima
     rolled = np.roll(field, (3, -2), axis=(0, 1))  # periodic: a shift moves peaks, never makes or loses one
     np.testing.assert_array_equal(stats.peak_counts(rolled[None], edges, pixel_size=2.0), counts)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:  # a pixel with one higher neighbour, in each of the 8 directions, is no peak
+                pair = np.zeros((8, 8))
+                pair[4, 4], pair[4 + dy, 4 + dx] = 1.5, 2.5
+                assert stats.peak_counts(pair[None], edges).tolist() == [[0.0, 0.0, 1.0 / 64]], (dy, dx)
 
 
 def test_pixel_pdf_is_a_normalised_density_with_the_tails_in_its_end_bins():
@@ -518,6 +544,9 @@ def test_pdf_distance_is_the_largest_gap_between_the_pooled_cdfs():
     assert stats.pdf_distance(low, high, edges) == pytest.approx(1.0)
     shifted = np.array([[0.0, 1.0, 0.0, 0.0]]) / width
     assert stats.pdf_distance(low, shifted, edges) == pytest.approx(0.5)  # the CDFs differ by 1/2 after bin 0
+    uneven = np.array([0.0, 0.5, 2.0, 4.0])  # the density is per unit ln(1+delta): widths weigh it
+    density = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]) / np.diff(uneven)
+    assert stats.pdf_distance(density, np.array([[0.0, 1.0, 0.0]]) / np.diff(uneven), uneven) == pytest.approx(0.5)
 
 
 def test_shared_bins_span_the_reference_sets_1_to_99_9_percentiles():
