@@ -280,6 +280,16 @@ def test_bispectrum_estimator_equals_the_direct_sum_over_closed_triangles():
         np.testing.assert_allclose(b[0, 0], total / count * 100.0 ** 4 / 16 ** 6, rtol=1e-6)  # float32 delta
 
 
+def test_bispectrum_shells_are_half_open_in_k_and_exclude_the_mean():
+    grid = 64  # the default size: shells two fundamentals wide, so integer |k| fall on their edges
+    _, indicators = stats.shell_fields(np.zeros((1, grid, grid)), [4, 1], 2)
+    kept = np.fft.rfft2(indicators).real > 0.5  # the shells' masks back from their indicator fields
+    k = np.hypot(np.fft.fftfreq(grid, 1 / grid)[:, None], np.arange(grid // 2 + 1)[None, :])
+    np.testing.assert_array_equal(kept[0], (k >= 3) & (k < 5))  # [centre - width/2, centre + width/2)
+    np.testing.assert_array_equal(kept[1], (k > 0) & (k < 2))  # the k = 0 mode is in no shell
+    assert kept[0][3, 0] and kept[0][3, 3] and not kept[0][5, 0] and not kept[0][3, 4]
+
+
 def test_reduced_bispectrum_is_zero_for_gaussian_fields_and_2_fnl_for_a_local_quadratic_one():
     gaussian = gaussian_fields(400, 32, -1.0, 0)
     triangles, b, p = bispectrum(gaussian, 250.0)
