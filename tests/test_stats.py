@@ -127,6 +127,8 @@ def test_minkowski_functionals_scale_with_the_pixel_size_and_see_a_mirrored_fiel
     mirrored = minkowski_functionals(np.stack([field, stripe])[:, :, ::-1], thresholds)
     for functional, of_mirror in zip((v0, v1, v2), mirrored):
         np.testing.assert_allclose(of_mirror, functional, rtol=1e-12)
+    v0_at, _, _ = minkowski_functionals(stripe, [1.0])  # {field >= threshold}: the bar's own value is inside
+    assert v0_at[0, 0] == pytest.approx(stripe.mean())
     one = minkowski_functionals(stripe, thresholds)  # one field (H, W) is a batch of one
     for functional, of_one in zip((v0, v1, v2), one):
         np.testing.assert_allclose(of_one, functional[1:])
@@ -288,6 +290,12 @@ def test_bispectrum_shells_are_half_open_in_k_and_exclude_the_mean():
     np.testing.assert_array_equal(kept[0], (k >= 3) & (k < 5))  # [centre - width/2, centre + width/2)
     np.testing.assert_array_equal(kept[1], (k > 0) & (k < 2))  # the k = 0 mode is in no shell
     assert kept[0][3, 0] and kept[0][3, 3] and not kept[0][5, 0] and not kept[0][3, 4]
+    field = gaussian_fields(1, grid, -1.0, 2)[0]
+    _, _, p = bispectrum(field, 250.0, [("equilateral", 8, 8, 8)])
+    modes = np.fft.fft2(stats.overdensity(field[None])[0])
+    k_full = np.hypot(*np.meshgrid(np.fft.fftfreq(grid, 1 / grid), np.fft.fftfreq(grid, 1 / grid), indexing="ij"))
+    shell = (k_full >= 7) & (k_full < 9)  # the side's shell at 64x64: 8 +- 1 fundamentals
+    np.testing.assert_allclose(p[0, 0], np.mean(np.abs(modes[shell]) ** 2) * 250.0 ** 2 / grid ** 4, rtol=1e-4)
 
 
 def test_reduced_bispectrum_is_zero_for_gaussian_fields_and_2_fnl_for_a_local_quadratic_one():
