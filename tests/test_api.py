@@ -91,6 +91,7 @@ def test_posterior_of_an_array_is_the_posterior_of_its_file(conditional_run):
     options = dict(models={"checkpoint": run_dir}, methods=["elbo", "power_spectrum"], grid=5, n_levels=2, batch_size=32)
     from_file = cosmodiff.posterior(conditional_run / "lh.npz", indices=[0, 1], **options)
     from_array = cosmodiff.posterior(fieldset.fields[:2], truths=fieldset.params[:2, [0, 4]], **options)
+    assert [result["indices"] for result in from_file] == [[0], [1]] and len(from_array) == 2  # the fields asked for
     for by_file, by_array in zip(from_file, from_array):
         assert by_file["truth"] == pytest.approx(by_array["truth"])
         for method in ("elbo", "power_spectrum"):
@@ -108,6 +109,8 @@ def test_posterior_of_an_array_is_the_posterior_of_its_file(conditional_run):
     with pytest.raises(FieldError, match=rf"^fields: its box size is {2 * box:g} Mpc/h but the run was trained on a "
                                          rf"{box:g} Mpc/h box; pass box_size \(--box_size\) if"):
         cosmodiff.posterior(fieldset.fields[:1], box_size=2 * box, **quick)  # the box given is the fields' box
+    with pytest.raises(FieldError, match=rf"lh.npz: its box size is {2 * box:g} Mpc/h but the run was trained"):
+        cosmodiff.posterior(conditional_run / "lh.npz", indices=[0], box_size=2 * box, **quick)  # a path's too
 
 
 def test_importing_cosmodiff_and_drawing_keeps_the_backend_the_user_chose(tmp_path):
