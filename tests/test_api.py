@@ -101,6 +101,8 @@ def test_posterior_of_an_array_is_the_posterior_of_its_file(conditional_run):
     reseeded = cosmodiff.posterior(fieldset.fields[:1], **dict(options, methods=["elbo"]), seed=1)
     assert not np.allclose(reseeded[0]["elbo"]["posterior"], from_array[0]["elbo"]["posterior"])  # settings reach the ELBO
     quick = dict(models=options["models"], methods=["power_spectrum"], grid=5)
+    every = cosmodiff.posterior(conditional_run / "lh.npz", **quick)  # a path without indices: all its fields
+    assert [result["indices"] for result in every] == [[i] for i in range(len(fieldset.fields))]
     joint = cosmodiff.posterior(fieldset.fields[:2], joint=True, **quick)
     assert len(joint) == 1 and joint[0]["indices"] == [0, 1]  # one posterior of both fields
     sampled = cosmodiff.posterior(fieldset.fields[:1], mcmc=20, walkers=8, **quick)
