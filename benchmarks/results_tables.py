@@ -1,9 +1,9 @@
-"""The tables of docs/results.md made from benchmarks/results/*.json: each table sits between
+"""The tables of the README and docs/results.md made from benchmarks/results/*.json: each table sits between
 `<!-- table: NAME -->` and `<!-- end table -->`, and TABLES says which results file and which rows
 make it. Run after a benchmark writes its results; --check exits 1 (and writes nothing) where a table
 differs from its results.
 
-    python benchmarks/results_tables.py [--check] [--doc docs/results.md] [--results benchmarks/results]
+    python benchmarks/results_tables.py [--check] [--doc README.md docs/results.md] [--results benchmarks/results]
 """
 import argparse
 import json
@@ -38,6 +38,30 @@ def fidelity_scorecard(rows):
         cells = [f"{row['scorecard'][name]:.2f}" if name in row["scorecard"] else "-" for name in STATISTICS]
         lines.append(f"| `{row['recipe']}` | {row['step']} | {row['cpu_minutes']:.1f} | {row.get('test', '-')} | "
                      f"{row['nfe']} | **{row['worst_over_floor']:.2f}** ({row['worst_statistic']}) | " + " | ".join(cells) + " |")
+    return lines
+
+
+README_MODELS = [  # the README's results: (fidelity.json recipe, model, its training)
+    ("pm-sqrt-kloss-3000", "`pretrained/pm-sqrt-kloss`", "`--transform sqrt --loss_k_power 1`, wsd, lr 1e-3, 3000 steps"),
+    ("default-400", "`accelerate launch train.py` (the default)", "400 steps"),
+    ("sqrt-kloss-400", "the shipped recipe's flags at the default's 400 steps", "`--transform sqrt --loss_k_power 1`, 400 steps"),
+]
+
+
+def readme_scorecard(rows, models=README_MODELS):
+    """The README's table: each model's scorecard over the floors by simulation and its worst statistic."""
+    by_recipe = {row["recipe"]: row for row in rows if row.get("floor_by") and row.get("scorecard")}
+    lines = ["| model | training | CPU-min | worst / floor | P(k) | ln(1+delta) P(k) | bispectrum: equilateral, squeezed | "
+             "peaks | pixel PDF | Minkowski | P(k) correlation |", "|" + " --- |" * 11]
+    for recipe, model, training in models:
+        row = by_recipe[recipe]
+        card = row["scorecard"]
+        worst = SCORECARD_LABELS[row["worst_statistic"]]
+        worst = {"equilateral": "equilateral bispectrum", "squeezed": "squeezed bispectrum"}.get(worst, worst)
+        lines.append(f"| {model} | {training} | {row['cpu_minutes']:.1f} | **{row['worst_over_floor']:.2f}** ({worst}) | "
+                     f"{card['pk_mafd']:.2f} | {card['log_pk_mafd']:.2f} | {card['bispectrum_equilateral']:.2f}, "
+                     f"{card['bispectrum_squeezed']:.2f} | {card['peaks']:.2f} | {card['pixel_pdf']:.2f} | "
+                     f"{card['minkowski']:.2f} | {card['pk_correlation']:.2f} |")
     return lines
 
 
@@ -462,6 +486,7 @@ CALIBRATED_INFERENCE = [
     (0, "NPE (CNN summary)", "NPE (sbi, CNN summary), raw"),
 ]
 TABLES = {
+    "readme-scorecard": ("fidelity.json", readme_scorecard),
     "sampler-accuracy": ("sampler_accuracy.json", sampler_accuracy),
     "elbo-grid-check": (("elbo_grid_check_4x16.json", "elbo_grid_check_4x16_grid6.json", "elbo_grid_check_4x16_grid5.json"),
                         partial(grid_checks, grids=[11, 6, 5])),
@@ -520,25 +545,29 @@ def regenerated(text, results):
 
 
 def main(args):
-    doc = Path(args.doc)
-    text = doc.read_text()
-    made = regenerated(text, args.results)
-    names = [match["name"] for match in MARKED.finditer(text)]
+    docs = {Path(doc): Path(doc).read_text() for doc in args.doc}
+    made = {doc: regenerated(text, args.results) for doc, text in docs.items()}
+    names = {doc: [match["name"] for match in MARKED.finditer(text)] for doc, text in docs.items()}
     if args.check:
-        if made != text:
-            print(f"{doc}: tables differ from {args.results} (python benchmarks/results_tables.py)", file=sys.stderr)
+        differing = [str(doc) for doc in docs if made[doc] != docs[doc]]
+        if differing:
+            print(f"{', '.join(differing)}: tables differ from {args.results} (python benchmarks/results_tables.py)",
+                  file=sys.stderr)
             return 1
-        print(f"{doc}: {len(names)} tables match their results ({', '.join(names)})")
+        for doc in docs:
+            print(f"{doc}: {len(names[doc])} tables match their results ({', '.join(names[doc])})")
         return 0
-    doc.write_text(made)
-    print(f"{doc}: {len(names)} tables written ({', '.join(names)})")
+    for doc in docs:
+        doc.write_text(made[doc])
+        print(f"{doc}: {len(names[doc])} tables written ({', '.join(names[doc])})")
     return 0
 
 
 def build_parser():
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="exit 1 where a table differs from its results")
-    parser.add_argument("--doc", default=str(ROOT / "docs" / "results.md"))
+    parser.add_argument("--doc", nargs="+", default=[str(ROOT / "README.md"), str(ROOT / "docs" / "results.md")],
+                        help="the documents whose marked tables are made")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     return parser
 

@@ -1,4 +1,4 @@
-"""The docs' tables are made from the results files: every marked table of docs/results.md is what
+"""The docs' tables are made from the results files: every marked table of the README and docs/results.md is what
 benchmarks/results_tables.py makes from benchmarks/results/*.json, so a re-measured row cannot leave a
 stale table."""
 import json
@@ -12,11 +12,12 @@ from conftest import ROOT
 TABLES = runpy.run_path(str(ROOT / "benchmarks" / "results_tables.py"))
 
 
-def test_the_tables_of_docs_results_regenerate_with_no_difference():
-    text = (ROOT / "docs" / "results.md").read_text()
-    names = [match["name"] for match in TABLES["MARKED"].finditer(text)]
+def test_the_tables_of_the_readme_and_docs_results_regenerate_with_no_difference():
+    texts = [(ROOT / "README.md").read_text(), (ROOT / "docs" / "results.md").read_text()]
+    names = [match["name"] for text in texts for match in TABLES["MARKED"].finditer(text)]
     assert set(names) == set(TABLES["TABLES"]) and len(names) == len(set(names))
-    assert TABLES["regenerated"](text, ROOT / "benchmarks" / "results") == text
+    for text in texts:
+        assert TABLES["regenerated"](text, ROOT / "benchmarks" / "results") == text
 
 
 def test_a_changed_result_changes_its_table_and_fails_the_check(tmp_path, capsys):
