@@ -64,6 +64,37 @@ def test_augmentation_is_a_periodic_symmetry_of_each_field():
     assert not torch.equal(augmented, batch)
 
 
+def test_fits_record_the_documented_offset_scale_and_zero_floor():
+    fields = density_fields(with_zeros=True).astype(np.float64)  # densities with empty pixels: min exactly 0
+    log = LogTransform.fit(fields)
+    assert log.offset == 0.0 and log.scale == pytest.approx(fields.mean())
+    assert log.eps == pytest.approx(0.5 * fields[fields > 0].min() / fields.mean())  # half the smallest positive
+    assert SqrtTransform.fit(fields).offset == 0.0  # a zero is an empty pixel, not an overdensity
+    delta = fields / fields.mean() - 1  # negative values: overdensity, so rho = 1 + delta
+    assert SqrtTransform.fit(delta).offset == 1.0 and LogTransform.fit(delta).offset == 1.0
+    stored = LogTransform.fit(fields).to_dict()
+    del stored["name"]  # run folders older than the transforms' names hold the log transform
+    assert isinstance(transform_from_dict(stored), LogTransform)
+
+
+def test_augmentation_draws_every_shift_and_symmetry_of_the_square_alike():
+    original = torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(1))  # no symmetry of its own
+    elements = {}  # each of the 8 symmetries times the 64 periodic shifts, by its pixels
+    for flipped in (False, True):
+        for k in range(4):
+            for dy in range(8):
+                for dx in range(8):
+                    mirrored = original.flip(-1) if flipped else original
+                    image = torch.roll(torch.rot90(mirrored, k, (-2, -1)), (dy, dx), (-2, -1))
+                    elements[image.numpy().tobytes()] = (flipped, k)
+    assert len(elements) == 512
+    draws = augment_periodic(original.expand(16384, 1, 8, 8).contiguous(), torch.Generator().manual_seed(2))
+    reached = [elements[draw.numpy().tobytes()] for draw in draws]  # each draw is one of them
+    assert len({draw.numpy().tobytes() for draw in draws}) == 512  # 32 draws each on average: all reached
+    for symmetry in set(elements.values()):
+        assert abs(reached.count(symmetry) / len(reached) - 1 / 8) < 0.02  # the 8 symmetries equally often
+
+
 def gaussian_log_fields(n, size=32, slope=-2.0, seed=0):
     """Log-normal densities whose log is a Gaussian field of power |k|^slope (a red spectrum)."""
     rng = np.random.default_rng(seed)
