@@ -21,6 +21,7 @@ import torch
 from cosmodiff.cli import ArgumentParser
 from cosmodiff.diffusion import FORMULATIONS, build_formulation, network_evaluations, noise_levels, parse_setting
 from cosmodiff.diffusion.samplers import SAMPLERS, per_sample_noise
+from results_tables import sampler_accuracy
 
 
 def power_error(formulation, sampler, steps, grid, spread, n_fields=256):
@@ -41,8 +42,6 @@ def power_error(formulation, sampler, steps, grid, spread, n_fields=256):
 
 def main(args):
     spreads = [float(value) for value in args.spreads.split(",")]
-    print("| formulation | sampler | NFE | " + " | ".join(f"power error, s = {s:g}" for s in spreads) + " |")
-    print("| --- | --- | --- | " + " | ".join("---" for _ in spreads) + " |")
     rows = []
     for name in FORMULATIONS:
         formulation = build_formulation({"formulation": name})
@@ -53,10 +52,10 @@ def main(args):
             errors = [power_error(formulation, sampler, steps, grid, spread) for spread in spreads]
             rows.append(dict(formulation=name, sampler=sampler, steps=steps, grid=grid or SAMPLERS[sampler].grid,
                              nfe=network_evaluations(sampler, steps), power_error=dict(zip(map(str, spreads), errors))))
-            print(f"| {name} | {sampler} {steps} ({rows[-1]['grid']}) | {rows[-1]['nfe']} | "
-                  + " | ".join(f"{100 * error:+.1f}%" for error in errors) + " |", flush=True)
+    record = dict(spreads=spreads, n_fields=256, grid=16, rows=rows)
+    print("\n".join(sampler_accuracy(record)))
     if args.results:
-        Path(args.results).write_text(json.dumps(dict(spreads=spreads, n_fields=256, grid=16, rows=rows), indent=1))
+        Path(args.results).write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":
