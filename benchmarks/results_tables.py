@@ -256,19 +256,6 @@ def emulated_inference(record):
     return lines
 
 
-def elbo_cpu(record):
-    """The CPU emulator's ELBO posteriors on the inference split's test fields, raw and corrected on its
-    calibration fields, with their widths against the P(k) likelihood's on the same fields."""
-    lines = ["| variant | parameter | fields | 68% | 95% | SBC KS p | offset / sigma | 68% width vs P(k) | s / field |",
-             "|" + " --- |" * 9]
-    for row in record["rows"]:
-        _, _, variant = row["method"].partition(", ")
-        lines.append(f"| {variant or 'raw'} | {row['parameter']} | {row['fields']} | {100 * row['coverage_68']:.0f}% | "
-                     f"{100 * row['coverage_95']:.0f}% | {row['sbc_ks_p']:.2g} | {row['offset_over_sigma']:+.2f} | "
-                     f"{row['width_68_vs_power_spectrum']:.2f} | {row['seconds_per_field']:.1f} |")
-    return lines
-
-
 POSTERIOR_COLUMNS = {  # a benchmarks/inference.py row's column: its header and its cell
     "fields": ("fields", lambda row: f"{row['fields']}"),
     "coverage_68": ("68% coverage", lambda row: f"{100 * row['coverage_68']:.0f}%"),
@@ -516,7 +503,8 @@ TABLES = {
     "conditional-scorecard": ("conditional_nonlinear.json", conditional_scorecard),
     "conditional-fisher": ("conditional_nonlinear.json", conditional_fisher),
     "emulated-inference": ("npe_emulated.json", emulated_inference),
-    "elbo-cpu": ("inference_nonlinear_elbo_cpu.json", elbo_cpu),
+    "elbo-cpu": ("inference_nonlinear_elbo_cpu.json", partial(posterior_rows, columns=[
+        "fields", "coverage_68", "coverage_95", "sbc", "offset", "width_vs", "seconds"])),
     "train-throughput": ("train_throughput.json", train_throughput),
     "settings-reach": ("settings_trace.json", settings_reach),
     "cuda-check": ("cuda_check.json", cuda_check),
