@@ -410,7 +410,8 @@ def test_npe_recovers_the_amplitude_of_gaussian_fields(tmp_path):
     swapped = run_in_process([sys.executable, str(ROOT / "evaluate" / "infer.py"), str(tmp_path / "test.npz"),
                               "--npe_power_spectrum", str(tmp_path / "npe"), "--method", "npe_power_spectrum",
                               "--out", str(tmp_path / "never")])
-    assert swapped.returncode == 2 and "an NPE on the field summary" in swapped.stderr
+    assert swapped.returncode == 2 and ("an NPE on the field summary; models['npe_power_spectrum'] "
+                                        "(--npe_power_spectrum) takes one on the power_spectrum summary") in swapped.stderr
     assert not (tmp_path / "never").exists()
 
 
