@@ -138,3 +138,9 @@ def test_training_again_under_a_run_name_that_holds_a_run_is_refused(tmp_path, t
     # continued as the message says, with no data path: the run's own data and settings, to the new length
     assert cosmodiff.train(resume=str(run_dir), train_steps=3) == run_dir
     assert json.loads((run_dir / "config.json").read_text())["step"] == 3
+
+
+def test_each_npe_kind_reads_the_summary_train_npe_makes_it_with():
+    from cosmodiff.inference.methods import NPE_SUMMARIES
+    # docs/usage.md: --npe is evaluate/train_npe.py's NPE on the field, --npe_power_spectrum its --summary power_spectrum
+    assert NPE_SUMMARIES == {"npe": "field", "npe_power_spectrum": "power_spectrum"}
